@@ -1,0 +1,258 @@
+"""Command line: ``autoprune search | report | export | targets | profile``.
+
+A thin layer over the library: it parses arguments, configures logging and output, and turns
+:class:`~autoprune.errors.AutopruneError` into one line on stderr and exit status 2 (a traceback
+only with ``--debug``). "FLOPs" means multiply-accumulates everywhere (torchvision's
+convention: ResNet-50 at 224x224 = 4.09 GFLOPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoprune.errors import AutopruneError, ConfigError
+
+__all__ = ["main"]
+
+_logger = logging.getLogger("autoprune.cli")
+
+_BUDGET_HELP = (
+    "hard budget <number><unit>, repeatable (all apply; replaces the config's budgets). "
+    "Units: gflops|mflops (multiply-accumulates: ResNet-50 at 224x224 = 4.09 GFLOPs), ms|us "
+    "(latency on the target), mj|uj (energy per inference), mb|kb (model size at its "
+    "bit-widths), mparams|kparams"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from autoprune import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="autoprune",
+        description="Hardware-aware AutoML search for CNN compression. FLOPs = multiply-accumulates.",
+    )
+    parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = sub.add_parser("search", help="search compressed architectures under budgets",
+                            description="Search widths, depth, resolution and bit-widths of a "
+                            "base CNN for a target device under hard budgets; resumable.")
+    search.add_argument("--config", type=Path, default=None,
+                        help="YAML config (default: configs/default.yaml, the embedded default)")
+    search.add_argument("--target", help="device profile name or YAML path (see `autoprune targets`)")
+    search.add_argument("--budget", action="append", default=None, metavar="SPEC", help=_BUDGET_HELP)
+    search.add_argument("--controller", help="search controller (nsga2, random)")
+    search.add_argument("--trials", type=int, help="total trials of the study (resume counts finished ones)")
+    search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this invocation after SECONDS")
+    search.add_argument("--seed", type=int, help="seed of the controller, data split and training")
+    search.add_argument("--run-dir", type=Path,
+                        help="run directory (default: runs/<config>-<target>-<budgets>-<controller>-seed<N>); "
+                        "the same directory resumes the run")
+    search.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the run directory)")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config value, e.g. --set training.epochs=3 (repeatable)")
+    search.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
+
+    report = sub.add_parser("report", help="print the Pareto front of a run")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--format", choices=("table", "json"), default="table")
+
+    export = sub.add_parser("export", help="export trained trials (weights, ONNX, TorchScript)")
+    export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, action="append", help="trial number (repeatable)")
+    which.add_argument("--pareto", action="store_true", help="every Pareto-front member")
+    export.add_argument("--format", default="onnx,torchscript",
+                        help="comma-separated formats: onnx,torchscript (default: both)")
+    export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
+
+    targets = sub.add_parser("targets", help="list device profiles")
+    targets.add_argument("--format", choices=("table", "json"), default="table")
+
+    profile = sub.add_parser("profile", help="costs of one model on one device")
+    profile.add_argument("--target", required=True, help="device profile name or YAML path")
+    profile.add_argument("--model", required=True, help="model name (resnet18, resnet50, ...)")
+    profile.add_argument("--input", default="3x224x224", help="input shape CxHxW (default 3x224x224)")
+    profile.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    profile.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("autoprune: %(message)s"))
+    root = logging.getLogger("autoprune")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _default_run_dir(args: argparse.Namespace, config: Any) -> Path:
+    stem = args.config.stem if args.config else "default"
+    budgets = "-".join(b.spec for b in config.budgets) or "nobudget"
+    return Path("runs") / (f"{stem}-{config.target}-{budgets}-{config.search.controller}"
+                           f"-seed{config.search.seed}")
+
+
+def _search(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from autoprune.config import load_config
+    from autoprune.report import format_front_table, write_report_files
+    from autoprune.search import load_records, pareto_front, run_search
+
+    overrides = list(args.overrides)
+    if args.target is not None:
+        overrides.append(f"target={args.target}")
+    if args.budget is not None:
+        overrides.append("budgets=" + json.dumps(list(args.budget)))
+    for flag, key in (("controller", "search.controller"), ("trials", "search.trials"),
+                      ("timeout", "search.timeout_s"), ("seed", "search.seed")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    config = load_config(args.config, overrides=overrides)
+    from autoprune.search import list_controllers
+
+    if config.search.controller not in list_controllers():
+        raise ConfigError(f"unknown controller {config.search.controller!r}; valid controllers: "
+                          f"{', '.join(list_controllers())}")
+    run_dir = args.run_dir or _default_run_dir(args, config)
+    command = "autoprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    title = (f"{config.model.name} on {config.target}, budgets: "
+             f"{', '.join(b.spec for b in config.budgets) or 'none'}")
+    try:
+        with logging_redirect_tqdm(loggers=[logging.getLogger("autoprune")]):
+            result = run_search(config, run_dir=run_dir, storage=args.storage,
+                                progress=not args.quiet)
+    except KeyboardInterrupt:
+        records = load_records(run_dir) if (run_dir / "run.json").exists() else []
+        done = sum(r.state != "failed" or r.error != "interrupted" for r in records)
+        if records:
+            write_report_files(run_dir, pareto_front(records), records, title=title)
+        print(f"autoprune: interrupted; {done} finished trials are kept in {run_dir}. "
+              f"Continue with: {command}", file=sys.stderr)
+        return 130
+    write_report_files(run_dir, list(result.front), list(result.records), title=title)
+    print(format_front_table(result.front, result.records))
+    print(f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png); "
+          f"continue or extend with: {command} --trials N")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from autoprune.report import format_front_table, front_records, summary
+    from autoprune.search import load_records, pareto_front
+
+    records = load_records(args.run_dir)
+    front = pareto_front(records)
+    if args.format == "json":
+        print(json.dumps({"summary": summary(records), "pareto": front_records(front)}, indent=2))
+    else:
+        print(format_front_table(front, records))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autoprune.export import export_run
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    exported = export_run(args.run_dir, trials=args.trial or (), pareto=args.pareto,
+                          formats=formats, out_dir=args.out)
+    for item in exported:
+        print(f"trial {item.trial}: {item.folder} ({', '.join(p.name for p in item.files)})")
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from autoprune.hwprofiles import list_profiles
+
+    profiles = list_profiles()
+    if args.format == "json":
+        print(json.dumps([p.to_dict() for p in profiles], indent=2, default=str))
+        return 0
+    rows = [("name", "aliases", "kind", "fp32 GMAC/s", "fp16 GMAC/s", "int8 GMAC/s", "GB/s",
+             "native", "multiple", "TVM target")]
+    for p in profiles:
+        peak = p.peak_macs_per_s
+        rows.append((
+            p.name, ",".join(p.aliases) or "-", p.kind,
+            *(f"{peak[k] / 1e9:.0f}" if k in peak else "-" for k in ("fp32", "fp16", "int8")),
+            f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}", ",".join(p.native_precisions),
+            str(p.channel_multiple),
+            p.tvm_target if isinstance(p.tvm_target, str) else json.dumps(p.tvm_target)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--input {text!r} is not CxHxW; write e.g. 3x224x224")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from autoprune.hwprofiles import estimate_hardware, load_profile
+    from autoprune.spaces import count_costs, create_model
+
+    shape = _parse_shape(args.input)
+    device = load_profile(args.target)
+    model = create_model(args.model, num_classes=args.num_classes, in_channels=shape[0]).eval()
+    costs = count_costs(model, shape)
+    hardware = estimate_hardware(costs, device)
+    record = {
+        "model": args.model, "target": device.name, "input_shape": "x".join(map(str, shape)),
+        "macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes,
+        "latency_ms": hardware.latency_ms, "latency_source": hardware.latency_source,
+        "energy_mj": hardware.energy_mj, "energy_source": hardware.energy_source,
+        "method": hardware.method,
+    }
+    if args.format == "json":
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"{args.model} at {record['input_shape']} on {device.name}")
+    print(f"  MACs      {costs.macs / 1e9:.4f} G (\"GFLOPs\" = multiply-accumulates)")
+    print(f"  params    {costs.params:,}")
+    print(f"  size      {costs.size_bytes / 1e6:.3f} MB")
+    print(f"  latency   {hardware.latency_ms:.4g} ms ({hardware.latency_source}: {hardware.method})")
+    print(f"  energy    {hardware.energy_mj:.4g} mJ per inference ({hardware.energy_source})")
+    return 0
+
+
+_COMMANDS = {"search": _search, "report": _report, "export": _export, "targets": _targets,
+             "profile": _profile}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``autoprune`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    _configure_logging(getattr(args, "quiet", False))
+    try:
+        return _COMMANDS[args.command](args)
+    except AutopruneError as exc:
+        if args.debug:
+            raise
+        print(f"autoprune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Evaluators: data sets, training from scratch at a fidelity, and accuracy.
+
+A candidate's accuracy comes from training its compact network from a fresh initialisation
+(Liu et al., ICLR 2019) at a :class:`Fidelity` (samples, epochs, resolution), on the validation
+split carved from the training set; the test split is kept for final figures.
+
+Example:
+    >>> from autoprune.evaluators import Fidelity, load_dataset, train_from_scratch
+    >>> data = load_dataset("fashion-mnist", val_samples=5000, seed=0)  # doctest: +SKIP
+    >>> result = train_from_scratch(model, data, fidelity=Fidelity(samples=20000, epochs=2),
+    ...                             input_shape=(1, 28, 28), seed=0)  # doctest: +SKIP
+    >>> result.label  # doctest: +SKIP
+    'val acc 87.10% (20000 samples x 2 epochs @ 28x28)'
+"""
+
+from __future__ import annotations
+
+from autoprune.evaluators._datasets import (
+    DatasetSplits,
+    RawDataset,
+    Split,
+    list_datasets,
+    load_dataset,
+    read_idx,
+    register_dataset,
+)
+from autoprune.evaluators._records import EvalResult, Fidelity
+from autoprune.evaluators._train import TrainingDiverged, evaluate_accuracy, train_from_scratch
+
+__all__ = [
+    "DatasetSplits",
+    "EvalResult",
+    "Fidelity",
+    "RawDataset",
+    "Split",
+    "TrainingDiverged",
+    "evaluate_accuracy",
+    "list_datasets",
+    "load_dataset",
+    "read_idx",
+    "register_dataset",
+    "train_from_scratch",
+]

@@ -1,0 +1,198 @@
+"""Records of the evaluators: the training fidelity and the result of one evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from autoprune.errors import ConfigError
+
+__all__ = ["EvalResult", "Fidelity", "SplitName"]
+
+SplitName = Literal["train", "val", "test"]
+_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def _check_keys(kind: str, given: dict[str, Any], cls: type) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown {kind} field(s) {', '.join(map(repr, unknown))}; valid fields: "
+            f"{', '.join(names)}; remove or rename them"
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fidelity:
+    """How cheaply a candidate is trained: sample count, epochs and training resolution.
+
+    Low fidelities (few samples, few epochs, reduced resolution: the reduced settings of EcoNAS,
+    Zhou et al., CVPR 2020) rank candidates cheaply; every accuracy carries the fidelity it was
+    obtained at, and nothing low-fidelity is reported as final.
+
+    Attributes:
+        samples: Training images used per epoch (a deterministic subset chosen by the seed);
+            ``None`` means the whole training split.
+        epochs: Passes over those images (>= 1).
+        resolution_scale: Training and evaluation resolution relative to the candidate's deploy
+            resolution, in (0, 1]; 1.0 trains at the deploy resolution.
+        batch_size: Images per SGD step (>= 1).
+
+    Example:
+        >>> f = Fidelity(samples=20000, epochs=2)
+        >>> f.describe((28, 28))
+        '20000 samples x 2 epochs @ 28x28'
+        >>> Fidelity(samples=None, epochs=3, resolution_scale=0.5).describe((28, 28))
+        'all samples x 3 epochs @ 14x14'
+    """
+
+    samples: int | None
+    epochs: int
+    resolution_scale: float = 1.0
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.samples is not None and (not _is_int(self.samples) or self.samples < 1):
+            raise ConfigError(
+                f"fidelity.samples must be a positive integer or null (all), but got "
+                f"{self.samples!r}; use e.g. samples: 20000"
+            )
+        if not _is_int(self.epochs) or self.epochs < 1:
+            raise ConfigError(
+                f"fidelity.epochs must be an integer >= 1, but got {self.epochs!r}; "
+                f"use e.g. epochs: 2"
+            )
+        scale = self.resolution_scale
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not math.isfinite(scale)
+            or not 0.0 < scale <= 1.0
+        ):
+            raise ConfigError(
+                f"fidelity.resolution_scale must be a number in (0, 1] (1.0 = deploy "
+                f"resolution), but got {scale!r}; use e.g. resolution_scale: 0.5"
+            )
+        object.__setattr__(self, "resolution_scale", float(scale))
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ConfigError(
+                f"fidelity.batch_size must be an integer >= 1, but got {self.batch_size!r}; "
+                f"use e.g. batch_size: 128"
+            )
+
+    def train_hw(self, input_hw: tuple[int, int]) -> tuple[int, int]:
+        """Training resolution ``(height, width)`` in pixels for a deploy resolution.
+
+        Each side is ``round(side * resolution_scale)``, at least 1 pixel.
+
+        Example:
+            >>> Fidelity(samples=None, epochs=1, resolution_scale=0.75).train_hw((28, 28))
+            (21, 21)
+        """
+        h, w = input_hw
+        return (
+            max(1, round(h * self.resolution_scale)),
+            max(1, round(w * self.resolution_scale)),
+        )
+
+    @property
+    def label(self) -> str:
+        """Short label without pixels, e.g. ``'20000 samples x 2 epochs @ 0.5x res'``."""
+        samples = "all samples" if self.samples is None else f"{self.samples} samples"
+        return f"{samples} x {self.epochs} epochs @ {self.resolution_scale:g}x res"
+
+    def describe(self, input_hw: tuple[int, int]) -> str:
+        """Label with the training resolution for a deploy resolution ``input_hw`` (pixels).
+
+        Example:
+            >>> Fidelity(samples=10000, epochs=2).describe((28, 28))
+            '10000 samples x 2 epochs @ 28x28'
+        """
+        samples = "all samples" if self.samples is None else f"{self.samples} samples"
+        h, w = self.train_hw(input_hw)
+        return f"{samples} x {self.epochs} epochs @ {h}x{w}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready dict; :meth:`from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fidelity:
+        """Build from a dict such as ``{"samples": 20000, "epochs": 2}``; validates every field."""
+        _check_keys("fidelity", data, cls)
+        return cls(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalResult:
+    """Accuracy of one candidate trained from scratch, with the fidelity it was obtained at.
+
+    Attributes:
+        accuracy: Top-1 accuracy on ``split``, a fraction in [0, 1].
+        split: The split the accuracy was measured on (``"val"`` during search).
+        fidelity: The training fidelity.
+        input_hw: Resolution ``(height, width)`` in pixels that the model was trained and
+            evaluated at (the deploy resolution scaled by ``fidelity.resolution_scale``).
+        train_seconds: Wall-clock seconds spent in the training loop (evaluation excluded).
+        images_per_second: Training throughput, images (forward + backward) per second.
+        epochs: Epochs trained.
+        samples: Training images actually used per epoch (``fidelity.samples`` resolved against
+            the size of the training split).
+        seed: Seed of the subset choice, the shuffling and any randomness inside the model.
+        train_loss: Mean cross-entropy over the last epoch (nats).
+
+    Example:
+        >>> r = EvalResult(accuracy=0.871, split="val", fidelity=Fidelity(samples=20000, epochs=2),
+        ...                input_hw=(28, 28), train_seconds=80.0, images_per_second=500.0,
+        ...                epochs=2, samples=20000, seed=0, train_loss=0.36)
+        >>> EvalResult.from_dict(r.to_dict()) == r
+        True
+    """
+
+    accuracy: float
+    split: SplitName
+    fidelity: Fidelity
+    input_hw: tuple[int, int]
+    train_seconds: float
+    images_per_second: float
+    epochs: int
+    samples: int
+    seed: int
+    train_loss: float
+
+    def __post_init__(self) -> None:
+        assert self.split in _SPLITS, self.split
+        object.__setattr__(self, "input_hw", (int(self.input_hw[0]), int(self.input_hw[1])))
+
+    @property
+    def label(self) -> str:
+        """Human-readable summary, e.g. ``'val acc 87.10% (20000 samples x 2 epochs @ 28x28)'``."""
+        samples = f"{self.samples} samples"
+        h, w = self.input_hw
+        return (
+            f"{self.split} acc {100 * self.accuracy:.2f}% "
+            f"({samples} x {self.epochs} epochs @ {h}x{w})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready dict (tuples become lists); :meth:`from_dict` inverts it."""
+        out = dataclasses.asdict(self)
+        out["fidelity"] = self.fidelity.to_dict()
+        out["input_hw"] = list(self.input_hw)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """Inverse of :meth:`to_dict`."""
+        _check_keys("eval result", data, cls)
+        fields = dict(data)
+        fields["fidelity"] = Fidelity.from_dict(fields["fidelity"])
+        fields["input_hw"] = tuple(fields["input_hw"])
+        return cls(**fields)

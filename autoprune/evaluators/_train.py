@@ -1,0 +1,328 @@
+"""Training from scratch at a fidelity, and top-1 evaluation.
+
+Each candidate is trained from a fresh initialisation (Liu et al., *Rethinking the Value of
+Network Pruning*, ICLR 2019: the pruned architecture, not the inherited weights, is what
+matters), with SGD + Nesterov momentum and a one-cycle learning-rate schedule (Smith & Topin,
+2019) stepped once per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from autoprune.errors import ConfigError
+from autoprune.evaluators._datasets import DatasetSplits, Split
+from autoprune.evaluators._records import EvalResult, Fidelity, SplitName
+
+__all__ = ["TrainingDiverged", "evaluate_accuracy", "train_from_scratch"]
+
+_logger = logging.getLogger("autoprune.evaluators.train")
+
+# Loss is read back from the device every this many steps (and at the end of each epoch) to
+# detect divergence and feed the progress bar: a read is a host-device sync on a GPU.
+_CHECK_EVERY = 10
+
+
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite; the search records the trial as failed.
+
+    Attributes:
+        epoch: Epoch (0-based) in which the loss was first seen non-finite.
+        step: Global optimizer step (0-based) at which it was seen.
+        loss: The non-finite loss value.
+        lr: Learning rate at that step.
+    """
+
+    def __init__(self, *, epoch: int, step: int, loss: float, lr: float) -> None:
+        self.epoch = epoch
+        self.step = step
+        self.loss = loss
+        self.lr = lr
+        super().__init__(
+            f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1} "
+            f"(lr {lr:.4g}); lower lr or check the model's initialisation"
+        )
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_shape(data: DatasetSplits, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
+        raise ConfigError(
+            f"input_shape must be (channels, height, width) with positive sizes, but got "
+            f"{tuple(input_shape)!r}; use e.g. (1, 28, 28)"
+        )
+    if int(input_shape[0]) != data.input_shape[0]:
+        raise ConfigError(
+            f"input_shape {tuple(input_shape)!r} has {input_shape[0]} channels but data set "
+            f"{data.name!r} has {data.input_shape[0]}; set the model's in_channels to "
+            f"{data.input_shape[0]}"
+        )
+    return int(input_shape[1]), int(input_shape[2])
+
+
+def _normaliser(data: DatasetSplits, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return mean, std
+
+
+def _prepare(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    hw: tuple[int, int],
+) -> torch.Tensor:
+    """``uint8`` batch -> normalised ``float32`` batch at resolution ``hw``."""
+    x = (images.to(torch.float32) / 255.0 - mean) / std
+    if tuple(x.shape[-2:]) != hw:
+        x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split a permutation into batches; a final batch of one image joins no step.
+
+    Batch normalisation cannot normalise a batch of one image in training mode.
+    """
+    chunks = list(perm.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        chunks.pop()
+    return chunks
+
+
+def train_from_scratch(
+    model: nn.Module,
+    data: DatasetSplits,
+    *,
+    fidelity: Fidelity,
+    input_shape: tuple[int, int, int],
+    seed: int,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    progress: bool = False,
+    device: str | torch.device | None = None,
+) -> EvalResult:
+    """Train a freshly initialised ``model`` in place, then measure its validation accuracy.
+
+    Uses ``fidelity.samples`` training images (a subset drawn with ``seed``; all when ``None``
+    or larger than the split), reshuffled each epoch with ``seed``, for ``fidelity.epochs``
+    epochs of batch ``fidelity.batch_size``, with SGD (Nesterov, ``momentum``,
+    ``weight_decay``) under a one-cycle schedule peaking at ``lr`` and stepped per batch.
+    Images are trained and evaluated at ``fidelity.train_hw(input_shape[1:])``, resized
+    with antialiased bilinear interpolation when that differs from the stored size. Runs under
+    a forked RNG seeded with ``seed`` (dropout and similar are reproducible; the caller's RNG
+    state is left alone), so on the CPU the same seed gives the same accuracy. The number of
+    threads is the caller's (``torch.set_num_threads``). The model ends on ``device``, in
+    evaluation mode.
+
+    Args:
+        model: Freshly initialised network taking ``input_shape`` images, returning logits.
+        data: Splits from :func:`load_dataset`; trains on ``train``, evaluates on ``val``.
+        fidelity: Samples, epochs, resolution scale and batch size.
+        input_shape: The candidate's deploy input shape ``(C, H, W)`` in pixels.
+        seed: Seed of the subset, the shuffling and the model's own randomness.
+        lr: Peak learning rate of the one-cycle schedule.
+        momentum: SGD momentum (Nesterov); constant, not cycled.
+        weight_decay: L2 penalty applied by SGD to every parameter.
+        progress: Show a tqdm bar over the training batches (removed when done).
+        device: Where to train; ``None`` picks CUDA when available, else the CPU.
+
+    Returns:
+        The validation accuracy with its fidelity, resolution, time and throughput.
+
+    Raises:
+        TrainingDiverged: The loss became NaN or infinite.
+        ConfigError: ``input_shape`` does not match the data set's channels.
+
+    Example:
+        >>> data = load_dataset("synthetic", val_samples=500, seed=0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+        ...                     nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
+        >>> r = train_from_scratch(net, data, fidelity=Fidelity(samples=1000, epochs=2),
+        ...                        input_shape=(1, 28, 28), seed=0, device="cpu")
+        >>> r.split, r.samples, r.input_hw
+        ('val', 1000, (28, 28))
+    """
+    deploy_hw = _check_shape(data, input_shape)
+    hw = fidelity.train_hw(deploy_hw)
+    dev = _resolve_device(device)
+    train = data.train
+    n_all = len(train)
+    n = n_all if fidelity.samples is None else min(fidelity.samples, n_all)
+    if fidelity.samples is not None and fidelity.samples > n_all:
+        _logger.warning(
+            "fidelity asks for %d training samples but %r has %d; training on all %d",
+            fidelity.samples,
+            data.name,
+            n_all,
+            n_all,
+        )
+    fork_devices = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        subset = torch.randperm(n_all, generator=generator)[:n]
+        images = train.images[subset].to(dev)
+        labels = train.labels[subset].to(dev)
+        mean, std = _normaliser(data, dev)
+
+        epoch_plans = [
+            _batches(torch.randperm(n, generator=generator), fidelity.batch_size)
+            for _ in range(fidelity.epochs)
+        ]
+        total_steps = sum(len(plan) for plan in epoch_plans)
+        model.to(dev)
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            momentum=momentum,
+            nesterov=True,
+            weight_decay=weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total_steps, cycle_momentum=False
+        )
+        _logger.debug(
+            "training %s on %s: %s, %d steps, lr %g",
+            type(model).__name__,
+            dev,
+            fidelity.describe(deploy_hw),
+            total_steps,
+            lr,
+        )
+        bar = tqdm(total=total_steps, desc="train", unit="batch", leave=False, disable=not progress)
+        model.train()
+        step = 0
+        seen = 0
+        epoch_loss = 0.0
+        start = time.perf_counter()
+        try:
+            for epoch, plan in enumerate(epoch_plans):
+                loss_sum = torch.zeros((), device=dev)
+                epoch_images = 0
+                for i, idx in enumerate(plan):
+                    idx = idx.to(dev)
+                    x = _prepare(images[idx], mean, std, hw)
+                    loss = F.cross_entropy(model(x), labels[idx])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    loss_sum += loss.detach() * len(idx)
+                    epoch_images += len(idx)
+                    if (i + 1) % _CHECK_EVERY == 0 or i + 1 == len(plan):
+                        value = float(loss.detach())
+                        if not math.isfinite(value):
+                            raise TrainingDiverged(
+                                epoch=epoch,
+                                step=step,
+                                loss=value,
+                                lr=optimizer.param_groups[0]["lr"],
+                            )
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}", refresh=False)
+                    step += 1
+                    bar.update(1)
+                seen += epoch_images
+                epoch_loss = float(loss_sum) / max(epoch_images, 1)
+                if not math.isfinite(epoch_loss):
+                    raise TrainingDiverged(
+                        epoch=epoch,
+                        step=step - 1,
+                        loss=epoch_loss,
+                        lr=optimizer.param_groups[0]["lr"],
+                    )
+                _logger.debug("epoch %d/%d: loss %.4f", epoch + 1, fidelity.epochs, epoch_loss)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seconds = time.perf_counter() - start
+        finally:
+            bar.close()
+
+    accuracy = evaluate_accuracy(
+        model,
+        data,
+        split="val",
+        input_shape=input_shape,
+        resolution_scale=fidelity.resolution_scale,
+        device=dev,
+    )
+    result = EvalResult(
+        accuracy=accuracy,
+        split="val",
+        fidelity=fidelity,
+        input_hw=hw,
+        train_seconds=seconds,
+        images_per_second=seen / seconds if seconds > 0 else math.inf,
+        epochs=fidelity.epochs,
+        samples=n,
+        seed=seed,
+        train_loss=epoch_loss,
+    )
+    _logger.info("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
+    return result
+
+
+def evaluate_accuracy(
+    model: nn.Module,
+    data: DatasetSplits,
+    *,
+    split: SplitName,
+    input_shape: tuple[int, int, int],
+    resolution_scale: float = 1.0,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on a split, as a fraction in [0, 1].
+
+    Images are fed at ``round(input_shape[1:] * resolution_scale)`` pixels, normalised with the
+    training split's statistics. The model is put in evaluation mode.
+
+    Args:
+        model: The trained network.
+        data: Splits from :func:`load_dataset`.
+        split: ``"val"`` during search, ``"test"`` for final figures only.
+        input_shape: The candidate's deploy input shape ``(C, H, W)`` in pixels.
+        resolution_scale: Evaluation resolution relative to the deploy one, in (0, 1].
+        batch_size: Images per forward pass.
+        device: Where to run; ``None`` means the device of the model's first parameter (the
+            CPU for a model without parameters).
+
+    Example:
+        >>> evaluate_accuracy(net, data, split="test", input_shape=(1, 28, 28))  # doctest: +SKIP
+        0.8712
+    """
+    hw = Fidelity(samples=None, epochs=1, resolution_scale=resolution_scale).train_hw(
+        _check_shape(data, input_shape)
+    )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
+    part: Split = data.split(split)
+    if device is None:
+        first = next(model.parameters(), None)
+        dev = first.device if first is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+        model.to(dev)
+    mean, std = _normaliser(data, dev)
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    with torch.no_grad():
+        for start in range(0, len(part), batch_size):
+            images = part.images[start : start + batch_size].to(dev)
+            labels = part.labels[start : start + batch_size].to(dev)
+            logits = model(_prepare(images, mean, std, hw))
+            correct += (logits.argmax(dim=1) == labels).sum()
+    return int(correct) / len(part)

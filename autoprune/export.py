@@ -1,0 +1,141 @@
+"""Export trained candidates of a run: weights, architecture, ONNX, TorchScript, a model card.
+
+Per exported trial, ``OUT/trial-NNNN/`` holds::
+
+    candidate.yaml        the architecture (rebuild with autoprune.spaces.build_model)
+    model.pt              the trained state_dict
+    model.onnx            ONNX, batch 1 at the deploy input shape (torch.export-based exporter)
+    model.torchscript.pt  TorchScript (traced)
+    card.md               metrics with their sources and fidelity
+
+Example:
+    >>> [e.trial for e in export_run(Path("runs/default-jetson-2gflops"), pareto=True)]
+    [7, 2, 9]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from autoprune.errors import AutopruneError, RunDirError
+from autoprune.search import TrialRecord, load_records, pareto_front, trial_dir
+from autoprune.spaces import Candidate, build_model
+
+__all__ = ["EXPORT_FORMATS", "ExportedModel", "export_run", "load_trained_model"]
+
+_logger = logging.getLogger("autoprune.export")
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """Where one trial's exported files went."""
+
+    trial: int
+    folder: Path
+    files: tuple[Path, ...]
+
+
+def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
+    """Rebuild a trained trial's model and load its weights (eval mode)."""
+    if not record.trained:
+        raise RunDirError(f"trial {record.number} of {str(run_dir)!r} was not trained "
+                          f"(state {record.state}, feasible {record.feasible}); export a trained "
+                          f"trial, e.g. one listed by `autoprune report {run_dir}`")
+    source = record.cached_from if record.cached_from is not None else record.number
+    weights = trial_dir(run_dir, source) / "model.pt"
+    if not weights.exists():
+        raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
+    model = build_model(Candidate.from_dict(record.candidate), seed=0)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
+                          input_names=["input"], output_names=["logits"], verbose=False)
+
+
+def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        torch.jit.trace(model, example).save(str(path))
+
+
+def _card(record: TrialRecord, run_dir: Path) -> str:
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    return "\n".join([
+        f"# autoprune trial {record.number} ({record.candidate_hash})",
+        "",
+        f"- run: `{run_dir}`",
+        f"- base model: {record.candidate['model']}, deploy input {record.resolution}",
+        f"- validation accuracy: {pct(record.accuracy)} ({record.fidelity})",
+        f"- test accuracy: {pct(record.test_accuracy)} ({record.test_fidelity or record.fidelity})",
+        f"- MACs: {record.macs:,} (\"FLOPs\" = multiply-accumulates)",
+        f"- parameters: {record.params:,}; size at its bit-widths: {record.size_bytes:,} bytes",
+        f"- latency: {record.latency_ms:.4g} ms ({record.latency_source})",
+        f"- energy: {record.energy_mj:.4g} mJ per inference ({record.energy_source})",
+        "",
+        "Weights were trained from scratch at the fidelity above; retrain at full fidelity "
+        "before deployment figures are quoted as final.",
+        "",
+    ])
+
+
+def export_run(
+    run_dir: Path,
+    *,
+    trials: Sequence[int] = (),
+    pareto: bool = False,
+    formats: Sequence[str] = EXPORT_FORMATS,
+    out_dir: Path | None = None,
+) -> list[ExportedModel]:
+    """Export the given trials (or the Pareto front) of the run in ``run_dir``."""
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        raise AutopruneError(f"unknown export format {unknown[0]!r}; valid formats: "
+                             f"{', '.join(EXPORT_FORMATS)}")
+    records = {r.number: r for r in load_records(run_dir)}
+    if pareto:
+        chosen = pareto_front(list(records.values()))
+        if not chosen:
+            raise RunDirError(f"run {str(run_dir)!r} has no feasible trained trial to export yet")
+    else:
+        missing = [n for n in trials if n not in records]
+        if missing:
+            raise RunDirError(f"trial {missing[0]} does not exist in {str(run_dir)!r}; trials: "
+                              f"0..{max(records, default=-1)}")
+        chosen = [records[n] for n in trials]
+    out_dir = out_dir or run_dir / "export"
+    exported = []
+    for record in chosen:
+        model = load_trained_model(run_dir, record)
+        folder = out_dir / f"trial-{record.number:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        example = torch.randn(1, *record.candidate["input_shape"])
+        files = [folder / "candidate.yaml", folder / "model.pt", folder / "card.md"]
+        files[0].write_text(yaml.safe_dump(record.candidate, sort_keys=False))
+        torch.save(model.state_dict(), files[1])
+        files[2].write_text(_card(record, run_dir))
+        if "onnx" in formats:
+            files.append(folder / "model.onnx")
+            _export_onnx(model, example, files[-1])
+        if "torchscript" in formats:
+            files.append(folder / "model.torchscript.pt")
+            _export_torchscript(model, example, files[-1])
+        _logger.info("trial %d exported to %s", record.number, folder)
+        exported.append(ExportedModel(trial=record.number, folder=folder, files=tuple(files)))
+    return exported

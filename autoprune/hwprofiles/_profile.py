@@ -1,0 +1,295 @@
+"""The :class:`DeviceProfile` record and its validation.
+
+A profile is data: one YAML file per device under ``autoprune/hwprofiles/profiles/``, every number
+with a provenance comment beside it. This module turns such a mapping into a frozen, validated
+record; :mod:`autoprune.hwprofiles._registry` finds and reads the files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from autoprune.errors import ConfigError
+
+__all__ = ["PRECISION_BITS", "DeviceProfile"]
+
+#: Bit width of each execution precision a profile may list, narrowest last.
+PRECISION_BITS: Mapping[str, int] = MappingProxyType({"fp32": 32, "fp16": 16, "int8": 8})
+
+_KINDS = ("cpu", "gpu")
+
+
+def _freeze(value: Any) -> Any:
+    """Deep read-only copy of a YAML value: mappings -> MappingProxyType, lists -> tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Inverse of :func:`_freeze`: plain dicts and lists, ready for JSON, YAML or TVM."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return copy.copy(value)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What autoprune knows about one inference device: peaks, bandwidth, power, TVM target.
+
+    Profiles are loaded from YAML with :func:`~autoprune.hwprofiles.load_profile`; build one by
+    hand with :meth:`from_dict`, which validates every field. Units are in the field names:
+    ``peak_macs_per_s`` counts multiply-accumulates per second (a vendor's TFLOPS figure counts
+    two FLOPs per MAC, so MAC/s = FLOPS / 2), ``memory_bandwidth_bytes_per_s`` bytes per second.
+
+    Attributes:
+        name: registry key, the same string in Python, YAML and on the CLI (``--target``).
+        aliases: other names accepted by ``load_profile`` (case-insensitive).
+        description: one line for ``autoprune targets``.
+        kind: ``"gpu"`` or ``"cpu"``.
+        tvm_target: a TVM target tag (``"nvidia/jetson-orin-nano"``), ``"llvm"``, or a dict-form
+            target; read it through :meth:`tvm_target_spec` to get a plain, mutable copy.
+        peak_macs_per_s: precision (``"fp32"``, ``"fp16"``, ``"int8"``) -> peak MAC/s; lists
+            exactly the native precisions.
+        memory_bandwidth_bytes_per_s: DRAM bandwidth, bytes/s.
+        native_precisions: precisions the hardware executes at their own speed, widest first.
+        bit_widths: bit widths fake quantization may use for this device (32 = float).
+        channel_multiple: channel counts are rounded to this multiple (8 for tensor-core GPUs,
+            4 for 128-bit NEON CPUs).
+        compute_efficiency: fraction of peak MAC/s reached by batch-1 inference kernels, (0, 1].
+        memory_efficiency: fraction of DRAM bandwidth reached, (0, 1].
+        kernel_launch_overhead_us: fixed cost per kernel launch, microseconds.
+        idle_power_w: board power while idle, watts; charged for the whole latency.
+        max_power_w: power ceiling of the mode profiled (TDP / power mode), watts.
+        energy_scale: multiplier on Horowitz's 45 nm energies for this process node (assumed).
+        sources: where the numbers come from, one string each.
+
+    Example:
+        >>> from autoprune.hwprofiles import load_profile
+        >>> p = load_profile("jetson")
+        >>> p.name, p.peak_macs_per_s["int8"]
+        ('jetson-orin-nano', 10000000000000.0)
+    """
+
+    name: str
+    description: str
+    kind: Literal["gpu", "cpu"]
+    tvm_target: str | Mapping[str, Any] = field(hash=False)
+    peak_macs_per_s: Mapping[str, float] = field(hash=False)
+    memory_bandwidth_bytes_per_s: float
+    native_precisions: tuple[str, ...]
+    bit_widths: tuple[int, ...]
+    channel_multiple: int
+    compute_efficiency: float
+    memory_efficiency: float
+    kernel_launch_overhead_us: float
+    idle_power_w: float
+    max_power_w: float
+    energy_scale: float
+    sources: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+
+    def tvm_target_spec(self) -> str | dict[str, Any]:
+        """The TVM target as ``tvm.target.Target`` accepts it: a tag string or a plain dict.
+
+        Example:
+            >>> load_profile("jetson-nano").tvm_target_spec()
+            'nvidia/jetson-nano'
+        """
+        return _thaw(self.tvm_target)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML-ready dict; ``DeviceProfile.from_dict(p.to_dict()) == p``."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceProfile:
+        """Validate ``data`` (a parsed profile YAML) and build the profile.
+
+        Args:
+            data: mapping with one key per field (``aliases`` may be left out).
+            source: where ``data`` came from, quoted in error messages (a file path).
+
+        Raises:
+            ConfigError: a field is missing, unknown, of the wrong type or out of range; the
+                message names ``source`` and the field.
+        """
+        return _parse(data, source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DeviceProfile))
+_OPTIONAL = frozenset({"aliases"})
+
+
+def _fail(source: str, name: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: field {name!r} {message}; fix it in the profile YAML")
+
+
+def _number(source: str, name: str, value: Any) -> float:
+    # PyYAML reads `6.4e11` (no dot or no exponent sign) as a string, a YAML 1.1 quirk; accept
+    # such numeric strings rather than make every profile author learn it.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(source, name, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive(source: str, name: str, value: Any) -> float:
+    number = _number(source, name, value)
+    if number <= 0:
+        raise _fail(source, name, f"must be > 0, got {value!r}")
+    return number
+
+
+def _non_negative(source: str, name: str, value: Any) -> float:
+    number = _number(source, name, value)
+    if number < 0:
+        raise _fail(source, name, f"must be >= 0, got {value!r}")
+    return number
+
+
+def _fraction(source: str, name: str, value: Any) -> float:
+    number = _number(source, name, value)
+    if not 0 < number <= 1:
+        raise _fail(source, name, f"must be in (0, 1], got {value!r}")
+    return number
+
+
+def _string(source: str, name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(source, name, f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _strings(source: str, name: str, value: Any, *, allow_empty: bool) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(source, name, f"must be a list of non-empty strings, got {value!r}")
+    if not value and not allow_empty:
+        raise _fail(source, name, "must not be empty")
+    return tuple(v.strip() for v in value)
+
+
+def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: a profile must be a mapping of field -> value, got "
+            f"{type(data).__name__}; write one 'field: value' per line"
+        )
+    unknown = sorted(set(map(str, data)) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown field {unknown[0]!r}; valid fields: {', '.join(_FIELDS)}; "
+            "remove or rename it"
+        )
+    missing = [f for f in _FIELDS if f not in data and f not in _OPTIONAL]
+    if missing:
+        raise ConfigError(
+            f"{source}: missing field {missing[0]!r} (required: "
+            f"{', '.join(f for f in _FIELDS if f not in _OPTIONAL)}); add it to the profile YAML"
+        )
+
+    kind = data["kind"]
+    if kind not in _KINDS:
+        raise _fail(source, "kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
+
+    tvm_target = data["tvm_target"]
+    if isinstance(tvm_target, str):
+        tvm_target = _string(source, "tvm_target", tvm_target)
+    elif not isinstance(tvm_target, Mapping) or "kind" not in tvm_target:
+        raise _fail(
+            source,
+            "tvm_target",
+            f"must be a TVM tag string (e.g. 'nvidia/jetson-nano') or a mapping with a 'kind' "
+            f"key, got {tvm_target!r}",
+        )
+
+    native = _strings(source, "native_precisions", data["native_precisions"], allow_empty=False)
+    for precision in native:
+        if precision not in PRECISION_BITS:
+            raise _fail(
+                source,
+                "native_precisions",
+                f"has unknown precision {precision!r}; valid: {', '.join(PRECISION_BITS)}",
+            )
+    if len(set(native)) != len(native):
+        raise _fail(source, "native_precisions", f"lists a precision twice: {list(native)!r}")
+    native = tuple(sorted(native, key=lambda p: -PRECISION_BITS[p]))
+
+    peaks_raw = data["peak_macs_per_s"]
+    if not isinstance(peaks_raw, Mapping):
+        raise _fail(
+            source, "peak_macs_per_s", f"must map precision -> MAC/s, got {peaks_raw!r}"
+        )
+    if set(peaks_raw) != set(native):
+        raise _fail(
+            source,
+            "peak_macs_per_s",
+            f"must list exactly the native precisions {list(native)!r}, got {sorted(peaks_raw)!r}",
+        )
+    peaks = {
+        p: _positive(source, f"peak_macs_per_s.{p}", peaks_raw[p])
+        for p in sorted(peaks_raw, key=lambda p: -PRECISION_BITS[p])
+    }
+
+    bits_raw = data["bit_widths"]
+    if (
+        not isinstance(bits_raw, list | tuple)
+        or not bits_raw
+        or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 32 for b in bits_raw)
+    ):
+        raise _fail(
+            source, "bit_widths", f"must be a non-empty list of integers in 1..32, got {bits_raw!r}"
+        )
+
+    multiple = data["channel_multiple"]
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise _fail(source, "channel_multiple", f"must be an integer >= 1, got {multiple!r}")
+
+    idle = _non_negative(source, "idle_power_w", data["idle_power_w"])
+    peak_power = _positive(source, "max_power_w", data["max_power_w"])
+    if idle > peak_power:
+        raise _fail(
+            source, "idle_power_w", f"({idle} W) must not exceed max_power_w ({peak_power} W)"
+        )
+
+    return DeviceProfile(
+        name=_string(source, "name", data["name"]),
+        aliases=_strings(source, "aliases", data.get("aliases", []), allow_empty=True),
+        description=_string(source, "description", data["description"]),
+        kind=kind,
+        tvm_target=_freeze(tvm_target),
+        peak_macs_per_s=MappingProxyType(peaks),
+        memory_bandwidth_bytes_per_s=_positive(
+            source, "memory_bandwidth_bytes_per_s", data["memory_bandwidth_bytes_per_s"]
+        ),
+        native_precisions=native,
+        bit_widths=tuple(sorted(set(bits_raw))),
+        channel_multiple=multiple,
+        compute_efficiency=_fraction(source, "compute_efficiency", data["compute_efficiency"]),
+        memory_efficiency=_fraction(source, "memory_efficiency", data["memory_efficiency"]),
+        kernel_launch_overhead_us=_non_negative(
+            source, "kernel_launch_overhead_us", data["kernel_launch_overhead_us"]
+        ),
+        idle_power_w=idle,
+        max_power_w=peak_power,
+        energy_scale=_positive(source, "energy_scale", data["energy_scale"]),
+        sources=_strings(source, "sources", data["sources"], allow_empty=False),
+    )

@@ -1,0 +1,164 @@
+"""Reports of a run: the Pareto front as a table, JSON and CSV records, and a plot.
+
+Every accuracy is printed with its split and training fidelity; every latency and energy with
+its source (``measured`` or ``estimated``). JSON and CSV field names carry units
+(``macs``, ``size_bytes``, ``latency_ms``, ``energy_mj``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autoprune.search import TrialRecord
+
+__all__ = [
+    "format_front_table",
+    "front_records",
+    "summary",
+    "write_report_files",
+]
+
+_CSV_FIELDS = (
+    "trial", "accuracy", "accuracy_split", "fidelity", "test_accuracy", "test_fidelity",
+    "macs", "params", "size_bytes", "latency_ms", "latency_source", "energy_mj",
+    "energy_source", "input_shape", "candidate_hash",
+)
+
+
+def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
+    """Machine-readable Pareto members with units in the field names."""
+    return [
+        {
+            "trial": r.number,
+            "accuracy": r.accuracy,
+            "accuracy_split": r.accuracy_split,
+            "fidelity": r.fidelity,
+            "test_accuracy": r.test_accuracy,
+            "test_fidelity": r.test_fidelity,
+            "macs": r.macs,
+            "params": r.params,
+            "size_bytes": r.size_bytes,
+            "latency_ms": r.latency_ms,
+            "latency_source": r.latency_source,
+            "energy_mj": r.energy_mj,
+            "energy_source": r.energy_source,
+            "input_shape": r.resolution,
+            "candidate_hash": r.candidate_hash,
+        }
+        for r in front
+    ]
+
+
+def summary(records: Sequence[TrialRecord]) -> dict[str, int]:
+    """Counts of trials by outcome."""
+    return {
+        "trials": len(records),
+        "trained": sum(r.trained and r.cached_from is None for r in records),
+        "cached": sum(r.cached_from is not None for r in records),
+        "infeasible": sum(r.state == "complete" and r.feasible is False for r in records),
+        "failed": sum(r.state == "failed" for r in records),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def format_front_table(front: Sequence[TrialRecord], records: Sequence[TrialRecord]) -> str:
+    """The Pareto front as an aligned text table, with a line of trial counts under it."""
+    header = ("trial", "val acc", "test acc", "fidelity", "MMACs", "params", "size kB",
+              "latency ms", "energy mJ", "input")
+    rows = [header]
+    for r in front:
+        rows.append((
+            str(r.number),
+            _percent(r.accuracy),
+            _percent(r.test_accuracy),
+            r.fidelity or "-",
+            f"{r.macs / 1e6:.2f}",
+            f"{r.params:,}",
+            f"{r.size_bytes / 1e3:.1f}",
+            f"{r.latency_ms:.4g} ({r.latency_source})",
+            f"{r.energy_mj:.4g} ({r.energy_source})",
+            r.resolution or "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i in (0, 1, 2, 4, 5, 6) else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = summary(records)
+    if not front:
+        lines.append("(no feasible trained trial yet)")
+    lines.append(
+        f"Pareto front: {len(front)} of {counts['trials']} trials "
+        f"({counts['trained']} trained, {counts['cached']} repeated architectures, "
+        f"{counts['infeasible']} over budget and not trained, {counts['failed']} failed). "
+        f"val acc: validation split at the search fidelity; test acc: test split, same weights."
+    )
+    return "\n".join(lines)
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _plot(path: Path, front: Sequence[TrialRecord], records: Sequence[TrialRecord],
+          title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in records if r.trained and r.state == "complete"]
+    infeasible = [r for r in records if r.state == "complete" and r.feasible is False]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    for ax, metric, unit in ((axes[0], "latency_ms", "latency (ms)"),
+                             (axes[1], "energy_mj", "energy per inference (mJ)")):
+        ax.scatter([getattr(r, metric) for r in trained], [100 * r.accuracy for r in trained],
+                   s=18, c="0.6", label="trained trial")
+        ordered = sorted(front, key=lambda r: getattr(r, metric))
+        ax.plot([getattr(r, metric) for r in ordered], [100 * r.accuracy for r in ordered],
+                "o-", c="tab:red", ms=6, label="Pareto front")
+        for r in ordered:
+            ax.annotate(str(r.number), (getattr(r, metric), 100 * r.accuracy),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if infeasible:
+            y0 = min([100 * r.accuracy for r in trained], default=0.0)
+            ax.scatter([getattr(r, metric) for r in infeasible], [y0] * len(infeasible),
+                       marker="x", c="tab:blue", label="over budget (not trained)")
+        source = {getattr(r, metric.replace("_ms", "_source").replace("_mj", "_source"))
+                  for r in trained + infeasible} - {None}
+        ax.set_xlabel(f"{unit}, {'/'.join(sorted(source)) or 'n/a'}")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report_files(
+    run_dir: Path,
+    front: Sequence[TrialRecord],
+    records: Sequence[TrialRecord],
+    *,
+    title: str = "",
+) -> list[Path]:
+    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.png`` into the run directory."""
+    rows = front_records(front)
+    payload = {"summary": summary(records), "pareto": rows}
+    paths = [run_dir / "pareto.json", run_dir / "pareto.csv", run_dir / "pareto.png"]
+    paths[0].write_text(json.dumps(payload, indent=2) + "\n")
+    paths[1].write_text(_csv_text(rows))
+    _plot(paths[2], front, records, title or f"autoprune run {run_dir.name}")
+    return paths

@@ -1,0 +1,40 @@
+"""Search: controllers (Optuna samplers), the study loop, trial records and the Pareto front.
+
+Optuna (and, later, Ray) are imported only inside this subpackage.
+"""
+
+from __future__ import annotations
+
+from autoprune.search._controllers import create_sampler, list_controllers, register_controller
+from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
+from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
+from autoprune.search._records import TrialRecord
+from autoprune.search._study import (
+    SearchResult,
+    build_space,
+    check_budgets,
+    evaluate_on_test,
+    load_records,
+    prepare_run_dir,
+    run_search,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "CandidateObjective",
+    "SearchResult",
+    "TrialRecord",
+    "build_space",
+    "candidate_costs",
+    "check_budgets",
+    "create_sampler",
+    "dominates",
+    "evaluate_on_test",
+    "list_controllers",
+    "load_records",
+    "pareto_front",
+    "prepare_run_dir",
+    "register_controller",
+    "run_search",
+    "trial_dir",
+]

@@ -1,0 +1,61 @@
+"""Trial records: what one trial of a search established, as a frozen, JSON-ready dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrialRecord"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a search, read back from the study storage and the run directory.
+
+    Costs carry their unit in their names (``macs``, ``size_bytes``, ``latency_ms``,
+    ``energy_mj``); hardware figures carry their source (``measured`` or ``estimated``); the
+    accuracy carries its split and training fidelity. ``accuracy`` is ``None`` for a candidate
+    that was over budget and therefore never trained.
+
+    Example:
+        >>> record.accuracy, record.fidelity, record.latency_ms, record.latency_source
+        (0.874, '20000 samples x 2 epochs @ 28x28', 0.41, 'estimated')
+    """
+
+    number: int
+    state: str  # "complete" | "failed" | "pruned" | "running"
+    candidate_hash: str | None = None
+    candidate: dict[str, Any] | None = None
+    feasible: bool | None = None
+    trained: bool = False
+    accuracy: float | None = None
+    accuracy_split: str | None = None
+    fidelity: str | None = None
+    test_accuracy: float | None = None
+    test_fidelity: str | None = None
+    macs: int | None = None
+    params: int | None = None
+    size_bytes: int | None = None
+    latency_ms: float | None = None
+    latency_source: str | None = None
+    energy_mj: float | None = None
+    energy_source: str | None = None
+    violations: dict[str, float] = field(default_factory=dict)
+    train_seconds: float | None = None
+    cached_from: int | None = None
+    error: str | None = None
+
+    @property
+    def resolution(self) -> str | None:
+        """Deploy input shape as ``CxHxW`` (``"1x28x28"``)."""
+        if not self.candidate:
+            return None
+        return "x".join(str(d) for d in self.candidate["input_shape"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
+        return cls(**data)

@@ -1,0 +1,383 @@
+"""The search loop: an Optuna study in the run directory, resumable, with a progress bar.
+
+Run directory layout::
+
+    run.json           storage URL and study name (how ``report`` and ``export`` find the study)
+    config.yaml        the resolved configuration of the run
+    study.db           Optuna's SQLite storage (unless --storage names another)
+    trials/NNNN/       model.pt (trained state_dict), test.json (test-split accuracy)
+
+``trials`` in the config counts the study's finished trials in total: running the same command
+again on the same run directory runs only the missing ones, and first re-runs the candidate a
+killed process left unfinished. No finished trial is lost or re-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from autoprune.config import Config
+from autoprune.errors import ConfigError, RunDirError
+from autoprune.evaluators import evaluate_accuracy, load_dataset
+from autoprune.hwprofiles import DeviceProfile, load_profile
+from autoprune.search._controllers import create_sampler
+from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
+from autoprune.search._pareto import OBJECTIVES, pareto_front
+from autoprune.search._records import TrialRecord
+from autoprune.spaces import Candidate, SearchSpace, build_model
+
+__all__ = [
+    "SearchResult",
+    "build_space",
+    "check_budgets",
+    "evaluate_on_test",
+    "load_records",
+    "prepare_run_dir",
+    "run_search",
+]
+
+_logger = logging.getLogger("autoprune.search")
+STUDY_NAME = "autoprune"
+# Keys that may change between invocations on one run directory without making it another run.
+_RESUMABLE_KEYS = {("search", "trials"), ("search", "timeout_s")}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search invocation leaves: every trial's record and the Pareto front."""
+
+    run_dir: Path
+    records: tuple[TrialRecord, ...]
+    front: tuple[TrialRecord, ...]
+    trials_run: int  # trials finished by this invocation
+    trials_before: int  # trials the run directory already held
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def build_space(config: Config, profile: DeviceProfile) -> SearchSpace:
+    """The search space of a config on a target; bit-widths limited to what the target lists."""
+    allowed = set(profile.bit_widths) | {32}
+
+    def limit(key: str, bits: tuple[int, ...]) -> tuple[int, ...]:
+        kept = tuple(b for b in bits if b in allowed)
+        if not kept:
+            raise ConfigError(f"space.{key} {list(bits)} has no bit-width that target "
+                              f"{profile.name} supports; allowed: {sorted(allowed)}")
+        if kept != bits:
+            _logger.info("space.%s: %s dropped; target %s supports %s", key,
+                         sorted(set(bits) - set(kept)), profile.name, sorted(allowed))
+        return kept
+
+    return SearchSpace(
+        model=config.model.name,
+        num_classes=config.model.num_classes,
+        in_channels=config.model.in_channels,
+        input_shape=config.data.input_shape,
+        width_ratios=config.space.width_ratios,
+        depth=config.space.depth,
+        resolution_scales=config.space.resolution_scales,
+        weight_bits=limit("weight_bits", config.space.weight_bits),
+        activation_bits=limit("activation_bits", config.space.activation_bits),
+        channel_multiple=profile.channel_multiple,
+    )
+
+
+def check_budgets(config: Config, space: SearchSpace, profile: DeviceProfile) -> list[str]:
+    """Compare each budget with the space's extremes before anything runs.
+
+    Returns one line per budget that does not bind (the largest candidate already fits);
+    raises :class:`ConfigError` for a budget that no candidate can meet.
+    """
+    if not config.budgets:
+        return []
+    largest = candidate_costs(space.largest(), profile)
+    smallest = candidate_costs(space.smallest(), profile)
+    shape = "x".join(map(str, config.data.input_shape))
+    notes = []
+    for budget in config.budgets:
+        if smallest[budget.metric] > budget.limit:
+            raise ConfigError(
+                f"budget {budget.spec} cannot be met: the smallest candidate of the space needs "
+                f"{budget.describe(smallest[budget.metric])}; loosen the budget or widen the space "
+                f"(space.width_ratios, space.resolution_scales, space.weight_bits)")
+        if largest[budget.metric] <= budget.limit:
+            notes.append(
+                f"budget {budget.spec} does not bind: the unpruned {config.model.name} at {shape} "
+                f"needs {budget.describe(largest[budget.metric])} on {profile.name}, "
+                f"so every candidate fits")
+    return notes
+
+
+def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
+    """Create (or check, when resuming) the run directory; returns the storage URL.
+
+    Raises :class:`RunDirError` when the directory holds a run with a different configuration.
+    """
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        previous = yaml.safe_load(config_path.read_text()) or {}
+        difference = _config_difference(previous, config.to_dict())
+        if difference:
+            raise RunDirError(
+                f"run directory {str(run_dir)!r} holds a run with a different config "
+                f"({difference}); pass a new --run-dir, or the same settings to continue it")
+        meta = json.loads((run_dir / "run.json").read_text())
+        if storage is not None and storage != meta["storage"]:
+            raise RunDirError(f"run directory {str(run_dir)!r} uses storage {meta['storage']!r}, "
+                              f"not {storage!r}; drop --storage to continue it")
+        return str(meta["storage"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    (run_dir / "run.json").write_text(json.dumps(
+        {"storage": url, "study_name": STUDY_NAME, "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        indent=2) + "\n")
+    config_path.write_text(config.to_yaml())
+    return url
+
+
+def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if (section, key) in _RESUMABLE_KEYS:
+                    continue
+                if a.get(key) != b.get(key):
+                    return f"{section}.{key}: {a.get(key)!r} there, {b.get(key)!r} now"
+        elif a != b:
+            return f"{section}: {a!r} there, {b!r} now"
+    return ""
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock; the OS drops it when the process dies."""
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"run directory {str(run_dir)!r} is in use by another autoprune "
+                              f"process; wait for it or pass another --run-dir") from None
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _open_study(url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    return optuna.create_study(
+        storage=url,
+        study_name=STUDY_NAME,
+        sampler=sampler,
+        directions=[direction for _, direction in OBJECTIVES],
+        load_if_exists=True,
+    )
+
+
+def _recover_interrupted(study: optuna.Study) -> int:
+    """Fail trials a killed process left running and queue their candidates again.
+
+    Returns how many candidates were queued. A trial interrupted by Ctrl-C is already FAIL with
+    ``interrupted=True``; one killed outright is still RUNNING.
+    """
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    queued = 0
+    for trial in trials:
+        if (trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("interrupted")
+                and trial.number not in retried and trial.params):
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            queued += 1
+    return queued
+
+
+def _finished(study: optuna.Study) -> int:
+    """Trials that count toward the budget: all finished ones except interrupted ones."""
+    done = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            done += 1
+        elif trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("interrupted"):
+            done += 1
+    return done
+
+
+def run_search(
+    config: Config,
+    *,
+    run_dir: Path,
+    storage: str | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Run (or continue) the search a config describes, in ``run_dir``.
+
+    Everything that can be wrong with the input (target, model, budgets, data) is checked before
+    the run directory is touched.
+    """
+    profile = load_profile(config.target)
+    space = build_space(config, profile)
+    notes = check_budgets(config, space, profile)
+    for note in notes:
+        _logger.warning(note)
+    data = load_dataset(config.data.dataset, root=config.data.root,
+                        val_samples=config.data.val_samples, seed=config.search.seed)
+    if tuple(data.input_shape[:1]) != (config.model.in_channels,):
+        raise ConfigError(f"model.in_channels is {config.model.in_channels} but data set "
+                          f"{config.data.dataset} has {data.input_shape[0]}-channel images")
+
+    url = prepare_run_dir(run_dir, config, storage)
+    with _exclusive(run_dir):
+        objective = CandidateObjective(
+            config=config, space=space, profile=profile, run_dir=run_dir, progress=progress)
+        objective._data = data
+        sampler = create_sampler(
+            config.search.controller,
+            seed=config.search.seed,
+            population_size=config.search.population_size,
+            constraints_func=_constraints,
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = _open_study(url, sampler)
+        study.set_metric_names([name for name, _ in OBJECTIVES])
+        queued = _recover_interrupted(study)
+        before = _finished(study)
+        remaining = max(0, config.search.trials - before)
+        if before:
+            _logger.info("resuming %s: %d trials finished, %d to go%s", run_dir, before,
+                         remaining, f", re-running {queued} interrupted" if queued else "")
+        if remaining:
+            bar = tqdm(total=config.search.trials, initial=before, desc="trials", unit="trial",
+                       disable=not progress, dynamic_ncols=True)
+
+            def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                bar.update(1)
+                feasible = [t for t in study.get_trials(deepcopy=False)
+                            if t.user_attrs.get("trained")]
+                if feasible:
+                    best = max(t.user_attrs["accuracy"] for t in feasible)
+                    bar.set_postfix(best_acc=f"{100 * best:.1f}%", trained=len(feasible))
+
+            try:
+                study.optimize(objective, n_trials=remaining, timeout=config.search.timeout_s,
+                               catch=(Exception,), callbacks=[tick])
+            finally:
+                bar.close()
+        records = load_records(run_dir)
+        front = pareto_front(records)
+        evaluate_on_test(run_dir, front, config)
+        records = load_records(run_dir)
+        return SearchResult(
+            run_dir=run_dir,
+            records=tuple(records),
+            front=tuple(pareto_front(records)),
+            trials_run=_finished(study) - before,
+            trials_before=before,
+            notes=tuple(notes),
+        )
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", []))
+
+
+def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) -> None:
+    """Measure the test-split accuracy of trained members that lack it (``test.json``).
+
+    The weights are the ones trained during the search, at the search fidelity, and the figure
+    is labelled with that fidelity.
+    """
+    pending = [r for r in members if r.trained and r.test_accuracy is None]
+    if not pending:
+        return
+    data = load_dataset(config.data.dataset, root=config.data.root,
+                        val_samples=config.data.val_samples, seed=config.search.seed)
+    for record in tqdm(pending, desc="test split", unit="model", leave=False, disable=True):
+        source = record.cached_from if record.cached_from is not None else record.number
+        candidate = Candidate.from_dict(record.candidate)
+        model = build_model(candidate, seed=0)
+        model.load_state_dict(torch.load(trial_dir(run_dir, source) / "model.pt",
+                                         weights_only=True))
+        accuracy = evaluate_accuracy(model, data, split="test", input_shape=candidate.input_shape,
+                                     resolution_scale=config.training.resolution_scale)
+        folder = trial_dir(run_dir, record.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "test.json").write_text(json.dumps(
+            {"test_accuracy": accuracy, "split": "test", "fidelity": record.fidelity}) + "\n")
+        _logger.info("trial %d: %.2f %% on the test split", record.number, 100 * accuracy)
+
+
+def _state(trial: optuna.trial.FrozenTrial) -> str:
+    return {
+        optuna.trial.TrialState.COMPLETE: "complete",
+        optuna.trial.TrialState.FAIL: "failed",
+        optuna.trial.TrialState.PRUNED: "pruned",
+        optuna.trial.TrialState.RUNNING: "running",
+        optuna.trial.TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def _record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
+    attrs = trial.user_attrs
+    costs = attrs.get("costs", {})
+    evaluation = attrs.get("eval") or {}
+    test_file = trial_dir(run_dir, trial.number) / "test.json"
+    test = json.loads(test_file.read_text()) if test_file.exists() else {}
+    error = attrs.get("error")
+    if trial.state == optuna.trial.TrialState.FAIL and attrs.get("interrupted"):
+        error = error or "interrupted"
+    return TrialRecord(
+        number=trial.number,
+        state=_state(trial),
+        candidate_hash=attrs.get("candidate_hash"),
+        candidate=attrs.get("candidate"),
+        feasible=attrs.get("feasible"),
+        trained=bool(attrs.get("trained", False)),
+        accuracy=attrs.get("accuracy"),
+        accuracy_split=evaluation.get("split"),
+        fidelity=attrs.get("fidelity"),
+        test_accuracy=test.get("test_accuracy"),
+        test_fidelity=test.get("fidelity"),
+        macs=costs.get("macs"),
+        params=costs.get("params"),
+        size_bytes=costs.get("size_bytes"),
+        latency_ms=costs.get("latency_ms"),
+        latency_source=costs.get("latency_source"),
+        energy_mj=costs.get("energy_mj"),
+        energy_source=costs.get("energy_source"),
+        violations=dict(attrs.get("violations", {})),
+        train_seconds=evaluation.get("train_seconds"),
+        cached_from=attrs.get("cached_from"),
+        error=error,
+    )
+
+
+def load_records(run_dir: Path) -> list[TrialRecord]:
+    """Every trial of the run in ``run_dir``, in trial order."""
+    meta_path = run_dir / "run.json"
+    if not meta_path.exists():
+        raise RunDirError(f"{str(run_dir)!r} is not an autoprune run directory (no run.json); "
+                          f"pass the --run-dir of a search")
+    meta = json.loads(meta_path.read_text())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
+    except KeyError:
+        return []
+    return [_record(t, run_dir) for t in study.get_trials(deepcopy=False)]

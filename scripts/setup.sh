@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up autoprune on a fresh machine: the Fashion-MNIST data of the embedded default and a
+# virtual environment in .venv with the project and its pinned dependencies. Idempotent: a second
+# run with nothing changed takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA_DIR=/usr/share/datasets/fashion-mnist
+if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: Fashion-MNIST is missing from $DATA_DIR; run as root:" >&2
+    echo "  apt-get update && apt-get install -y dataset-fashion-mnist" >&2
+    echo "  (or point data.root of your config at a folder with the four *-ubyte.gz IDX files)" >&2
+    exit 1
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when the dependency list changed.
+stamp=.venv/.autoprune-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing autoprune and its pinned dependencies into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  # torch 2.14.1 + torchvision 0.29.1 first: the only pair that imports on these CPU machines.
+  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv/bin/autoprune)"

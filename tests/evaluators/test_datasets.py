@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.errors import ConfigError, DataError, UnknownNameError
+from autoprune.evaluators import (
+    RawDataset,
+    Split,
+    _datasets,
+    list_datasets,
+    load_dataset,
+    read_idx,
+    register_dataset,
+)
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = True, code: int = 0x08) -> Path:
+    data = idx_bytes(array, code)
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def write_fake_fashion_mnist(root: Path, n_train: int = 20, n_test: int = 8) -> None:
+    """IDX files where image i is filled with value i, so every image is identifiable."""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.repeat(np.arange(n, dtype=np.uint8), 28 * 28).reshape(n, 28, 28)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+# --- IDX -----------------------------------------------------------------------------------------
+
+
+def test_read_idx_parses_gzip_and_plain_files(tmp_path: Path) -> None:
+    images = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    got = read_idx(write_idx(tmp_path / "a.gz", images))
+    assert got.shape == (3, 4, 5) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, images)
+    plain = read_idx(write_idx(tmp_path / "b", images, compress=False))
+    np.testing.assert_array_equal(plain, images)
+
+
+def test_read_idx_honours_big_endian_type_codes(tmp_path: Path) -> None:
+    values = np.array([[1, -2, 70000], [3, 4, -5]], dtype=">i4")
+    got = read_idx(write_idx(tmp_path / "i.gz", values, code=0x0C))
+    np.testing.assert_array_equal(got, values)
+    assert got.dtype == np.dtype(">i4")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\x08\x03\x00\x00" + b"\x00" * 16, "not an IDX file"),
+        (b"\x00\x00\x42\x01\x00\x00\x00\x02\x01\x02", "unknown type code 0x42"),
+        (b"\x00\x00\x08\x03\x00\x00\x00\x02", "truncated header"),
+        (b"\x00\x00\x08\x00", "truncated header"),
+        (idx_bytes(np.zeros((2, 3, 3), np.uint8))[:-1], "17 payload bytes but its header"),
+        (idx_bytes(np.zeros((2, 3, 3), np.uint8)) + b"\x00", "19 payload bytes"),
+        (b"\x00\x00", "not an IDX file"),
+    ],
+)
+def test_read_idx_rejects_bad_headers(tmp_path: Path, payload: bytes, message: str) -> None:
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress(payload))
+    with pytest.raises(DataError, match=message) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_read_idx_reports_corrupt_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros((4, 4), np.uint8)))[:-8])
+    with pytest.raises(DataError, match="cannot read IDX file"):
+        read_idx(path)
+
+
+# --- Fashion-MNIST loader --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", FILES)
+def test_missing_file_names_it_and_the_fix(tmp_path: Path, missing: str) -> None:
+    write_fake_fashion_mnist(tmp_path)
+    (tmp_path / missing).unlink()
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    message = str(info.value)
+    assert str(tmp_path / missing) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "data.root" in message
+    assert "\n" not in message
+
+
+def test_uncompressed_copy_is_accepted(tmp_path: Path) -> None:
+    write_fake_fashion_mnist(tmp_path)
+    gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    data = load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    assert data.test.labels.tolist() == [i % 10 for i in range(8)]
+
+
+def test_label_out_of_range_and_count_mismatch_are_data_errors(tmp_path: Path) -> None:
+    write_fake_fashion_mnist(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.full(8, 10, np.uint8))
+    with pytest.raises(DataError, match="label 10, expected 0..9"):
+        load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(7, np.uint8))
+    with pytest.raises(DataError, match="7 labels but .* 8 images"):
+        load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros((8, 1), np.uint8))
+    with pytest.raises(DataError, match="expected uint8 labels N"):
+        load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+
+
+def test_val_is_carved_from_train_by_seed_and_test_is_untouched(tmp_path: Path) -> None:
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=8)
+    a = load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    assert (len(a.train), len(a.val), len(a.test)) == (15, 5, 8)
+    assert a.input_shape == (1, 28, 28) and a.num_classes == 10
+    assert a.train.images.dtype == torch.uint8 and a.train.labels.dtype == torch.int64
+    train_ids = a.train.images[:, 0, 0, 0].tolist()
+    val_ids = a.val.images[:, 0, 0, 0].tolist()
+    assert sorted(train_ids + val_ids) == list(range(20))
+    # labels travel with their images
+    assert a.val.labels.tolist() == [i % 10 for i in val_ids]
+    # the test split is the published one, in its order, whatever the seed
+    assert a.test.images[:, 0, 0, 0].tolist() == list(range(8))
+
+    same = load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    assert same.val.images[:, 0, 0, 0].tolist() == val_ids
+    assert same.train.images[:, 0, 0, 0].tolist() == train_ids
+    other = load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=1)
+    assert other.val.images[:, 0, 0, 0].tolist() != val_ids
+    assert torch.equal(other.test.images, a.test.images)
+
+
+def test_normalisation_statistics_come_from_the_training_split(tmp_path: Path) -> None:
+    write_fake_fashion_mnist(tmp_path, n_train=20, n_test=8)
+    data = load_dataset("fashion-mnist", root=tmp_path, val_samples=5, seed=0)
+    pixels = data.train.images.double() / 255.0
+    assert data.mean == pytest.approx((float(pixels.mean()),))
+    assert data.std == pytest.approx((float(pixels.std()),))
+    # the val images are excluded: mean of all 20 differs from the mean of these 15
+    everything = torch.cat([data.train.images, data.val.images]).double() / 255.0
+    assert data.mean[0] != pytest.approx(float(everything.mean()))
+
+
+@pytest.mark.parametrize("val_samples", [0, 20, 25, -1, 2.5, True])
+def test_val_samples_out_of_range_is_a_config_error(tmp_path: Path, val_samples: object) -> None:
+    write_fake_fashion_mnist(tmp_path, n_train=20)
+    with pytest.raises(ConfigError, match=r"data.val_samples must be an integer in \[1, 19\]"):
+        load_dataset("fashion-mnist", root=tmp_path, val_samples=val_samples, seed=0)  # type: ignore[arg-type]
+
+
+# --- registry --------------------------------------------------------------------------------
+
+
+def test_unknown_dataset_lists_the_valid_names() -> None:
+    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist'; valid datasets: ") as info:
+        load_dataset("mnist", val_samples=10, seed=0)
+    assert "fashion-mnist" in str(info.value) and "synthetic" in str(info.value)
+
+
+def test_register_dataset_adds_a_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_datasets, "_REGISTRY", dict(_datasets._REGISTRY))
+    seen_roots: list[Path | None] = []
+
+    @register_dataset("tiny-rgb")
+    def _tiny(root: Path | None) -> RawDataset:
+        seen_roots.append(root)
+        images = torch.arange(12 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8)
+        split = Split(images=images.view(12, 3, 4, 4), labels=torch.arange(12) % 3)
+        return RawDataset(train=split, test=split.subset(torch.arange(4)), num_classes=3)
+
+    assert "tiny-rgb" in list_datasets()
+    assert list_datasets() == sorted(list_datasets())
+    data = load_dataset("tiny-rgb", root="some/where", val_samples=2, seed=0)
+    assert seen_roots == [Path("some/where")]
+    assert data.input_shape == (3, 4, 4) and len(data.mean) == 3 and len(data.std) == 3
+    assert (len(data.train), len(data.val), len(data.test)) == (10, 2, 4)
+    with pytest.raises(ValueError, match="already registered"):
+        register_dataset("tiny-rgb")(lambda root: _tiny(root))
+
+
+# --- synthetic -------------------------------------------------------------------------------
+
+
+def test_synthetic_is_deterministic_and_shaped_like_fashion_mnist() -> None:
+    a = load_dataset("synthetic", val_samples=500, seed=0)
+    b = load_dataset("synthetic", val_samples=500, seed=0)
+    assert (len(a.train), len(a.val), len(a.test)) == (1500, 500, 500)
+    assert a.input_shape == (1, 28, 28) and a.num_classes == 10
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.val.labels, b.val.labels)
+    assert set(a.train.labels.tolist()) == set(range(10))
+    assert a.train.images.float().std() > 10  # not blank
+
+
+def test_synthetic_takes_no_root() -> None:
+    with pytest.raises(ConfigError, match="takes no root"):
+        load_dataset("synthetic", root="/tmp", val_samples=10, seed=0)
+
+
+# --- the real files ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not all((FASHION_MNIST / f).is_file() for f in FILES),
+    reason="Debian package dataset-fashion-mnist is not installed (no IDX files in "
+    f"{FASHION_MNIST})",
+)
+def test_real_fashion_mnist_loads() -> None:
+    data = load_dataset("fashion-mnist", val_samples=5000, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
+    # Fashion-MNIST is balanced: 1,000 test images per class
+    assert torch.bincount(data.test.labels).tolist() == [1000] * 10
+    # published statistics of the training set: mean 0.2860, std 0.3530
+    assert data.mean[0] == pytest.approx(0.2860, abs=2e-3)
+    assert data.std[0] == pytest.approx(0.3530, abs=2e-3)

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from autoprune.errors import ConfigError
+from autoprune.evaluators import (
+    DatasetSplits,
+    Fidelity,
+    TrainingDiverged,
+    evaluate_accuracy,
+    load_dataset,
+    train_from_scratch,
+)
+
+SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def data() -> DatasetSplits:
+    return load_dataset("synthetic", val_samples=500, seed=0)
+
+
+def tiny_cnn(init_seed: int = 0) -> nn.Module:
+    torch.manual_seed(init_seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
+
+
+def test_training_beats_chance_clearly(data: DatasetSplits) -> None:
+    model = tiny_cnn()
+    untrained = evaluate_accuracy(model, data, split="val", input_shape=SHAPE)
+    result = train_from_scratch(
+        model, data, fidelity=Fidelity(samples=None, epochs=2), input_shape=SHAPE, seed=0
+    )
+    assert untrained < 0.3
+    assert result.accuracy > 0.6  # chance is 0.1
+    assert result.split == "val" and result.samples == 1500 and result.epochs == 2
+    assert result.input_hw == (28, 28)
+    assert result.train_seconds > 0 and result.images_per_second > 0
+    assert 0 < result.train_loss < 2.3  # below log(10), the loss of a uniform guess
+    # the returned accuracy is the model's accuracy on val, measured again
+    assert evaluate_accuracy(model, data, split="val", input_shape=SHAPE) == result.accuracy
+
+
+def test_same_seed_same_result_and_other_seed_differs(data: DatasetSplits) -> None:
+    fidelity = Fidelity(samples=800, epochs=2, batch_size=64)
+    models = [tiny_cnn(), tiny_cnn(), tiny_cnn()]
+    results = [
+        train_from_scratch(m, data, fidelity=fidelity, input_shape=SHAPE, seed=s)
+        for m, s in zip(models, (7, 7, 8), strict=True)
+    ]
+    a, b, c = results
+    assert a.accuracy == b.accuracy and a.train_loss == b.train_loss
+    for p, q in zip(models[0].state_dict().values(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    assert c.train_loss != a.train_loss  # another subset and order
+    assert c.seed == 8
+
+
+def test_caller_rng_state_is_left_alone(data: DatasetSplits) -> None:
+    model = tiny_cnn()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_from_scratch(
+        model, data, fidelity=Fidelity(samples=100, epochs=1), input_shape=SHAPE, seed=5
+    )
+    assert torch.equal(torch.rand(3), expected)
+
+
+class ShapeRecorder(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.shapes: set[tuple[int, int]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.add((int(x.shape[-2]), int(x.shape[-1])))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "scale", "hw"),
+    [((1, 28, 28), 0.5, (14, 14)), ((1, 32, 32), 1.0, (32, 32)), ((1, 32, 24), 0.75, (24, 18))],
+)
+def test_resolution_scaling_trains_and_evaluates_at_the_scaled_size(
+    data: DatasetSplits, input_shape: tuple[int, int, int], scale: float, hw: tuple[int, int]
+) -> None:
+    model = ShapeRecorder(tiny_cnn())
+    fidelity = Fidelity(samples=None, epochs=2, resolution_scale=scale)
+    result = train_from_scratch(model, data, fidelity=fidelity, input_shape=input_shape, seed=0)
+    assert model.shapes == {hw}
+    assert result.input_hw == hw
+    assert result.accuracy > 0.4  # still learns at the other resolution
+
+
+def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    model = tiny_cnn()
+    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    result = train_from_scratch(
+        model,
+        data,
+        fidelity=Fidelity(samples=250, epochs=2, batch_size=100),
+        input_shape=SHAPE,
+        seed=0,
+    )
+    # 250 images in batches of 100, twice, then the val split in one batch of 500
+    assert calls == [100, 100, 50, 100, 100, 50, 500]
+    assert result.samples == 250
+    with caplog.at_level(logging.WARNING, logger="autoprune.evaluators"):
+        clamped = train_from_scratch(
+            tiny_cnn(), data, fidelity=Fidelity(samples=10**6, epochs=1), input_shape=SHAPE, seed=0
+        )
+    assert clamped.samples == len(data.train)
+    assert "1000000 training samples" in caplog.text
+
+
+def test_a_final_batch_of_one_image_is_skipped(data: DatasetSplits) -> None:
+    calls: list[int] = []
+    model = tiny_cnn()
+    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    train_from_scratch(
+        model,
+        data,
+        fidelity=Fidelity(samples=65, epochs=1, batch_size=32),
+        input_shape=SHAPE,
+        seed=0,
+    )
+    assert calls[:-1] == [32, 32]  # BatchNorm cannot train on one image
+
+
+def test_divergence_raises_training_diverged(data: DatasetSplits) -> None:
+    with pytest.raises(TrainingDiverged, match="training diverged: loss nan") as info:
+        train_from_scratch(
+            tiny_cnn(),
+            data,
+            fidelity=Fidelity(samples=None, epochs=2, batch_size=32),
+            input_shape=SHAPE,
+            seed=0,
+            lr=1e6,
+        )
+    assert info.value.epoch == 0 and info.value.step < 47
+
+
+def test_channel_mismatch_is_a_config_error(data: DatasetSplits) -> None:
+    with pytest.raises(ConfigError, match=r"has 3 channels but data set 'synthetic' has 1"):
+        train_from_scratch(
+            tiny_cnn(),
+            data,
+            fidelity=Fidelity(samples=10, epochs=1),
+            input_shape=(3, 28, 28),
+            seed=0,
+        )
+
+
+def test_evaluate_accuracy_matches_a_direct_count(data: DatasetSplits) -> None:
+    model = tiny_cnn()
+    train_from_scratch(
+        model, data, fidelity=Fidelity(samples=None, epochs=1), input_shape=SHAPE, seed=0
+    )
+    mean, std = data.mean[0], data.std[0]
+    with torch.no_grad():
+        x = (data.test.images.float() / 255.0 - mean) / std
+        expected = int((model(x).argmax(1) == data.test.labels).sum()) / len(data.test)
+    got = evaluate_accuracy(model, data, split="test", input_shape=SHAPE)
+    assert got == expected
+    assert evaluate_accuracy(model, data, split="test", input_shape=SHAPE, batch_size=7) == got
+    with pytest.raises(ConfigError, match="unknown split 'dev'"):
+        evaluate_accuracy(model, data, split="dev", input_shape=SHAPE)  # type: ignore[arg-type]
+
+
+def test_progress_bar_runs(data: DatasetSplits, capsys: pytest.CaptureFixture[str]) -> None:
+    train_from_scratch(
+        tiny_cnn(),
+        data,
+        fidelity=Fidelity(samples=200, epochs=1, batch_size=50),
+        input_shape=SHAPE,
+        seed=0,
+        progress=True,
+    )
+    assert "train" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_defaults_to_the_gpu(data: DatasetSplits) -> None:
+    model = tiny_cnn()
+    result = train_from_scratch(
+        model, data, fidelity=Fidelity(samples=None, epochs=2), input_shape=SHAPE, seed=0
+    )
+    assert next(model.parameters()).device.type == "cuda"
+    assert result.accuracy > 0.6
