@@ -37,29 +37,56 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="autoprune",
-        description="Hardware-aware AutoML search for CNN compression. FLOPs = multiply-accumulates.",
+        description="Hardware-aware AutoML search for CNN compression. "
+        "FLOPs = multiply-accumulates.",
     )
     parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    search = sub.add_parser("search", help="search compressed architectures under budgets",
-                            description="Search widths, depth, resolution and bit-widths of a "
-                            "base CNN for a target device under hard budgets; resumable.")
-    search.add_argument("--config", type=Path, default=None,
-                        help="YAML config (default: configs/default.yaml, the embedded default)")
-    search.add_argument("--target", help="device profile name or YAML path (see `autoprune targets`)")
-    search.add_argument("--budget", action="append", default=None, metavar="SPEC", help=_BUDGET_HELP)
+    search = sub.add_parser(
+        "search",
+        help="search compressed architectures under budgets",
+        description="Search widths, depth, resolution and bit-widths of a "
+        "base CNN for a target device under hard budgets; resumable.",
+    )
+    search.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config (default: configs/default.yaml, the embedded default)",
+    )
+    search.add_argument(
+        "--target", help="device profile name or YAML path (see `autoprune targets`)"
+    )
+    search.add_argument(
+        "--budget", action="append", default=None, metavar="SPEC", help=_BUDGET_HELP
+    )
     search.add_argument("--controller", help="search controller (nsga2, random)")
-    search.add_argument("--trials", type=int, help="total trials of the study (resume counts finished ones)")
-    search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop this invocation after SECONDS")
+    search.add_argument(
+        "--trials", type=int, help="total trials of the study (resume counts finished ones)"
+    )
+    search.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop this invocation after SECONDS"
+    )
     search.add_argument("--seed", type=int, help="seed of the controller, data split and training")
-    search.add_argument("--run-dir", type=Path,
-                        help="run directory (default: runs/<config>-<target>-<budgets>-<controller>-seed<N>); "
-                        "the same directory resumes the run")
-    search.add_argument("--storage", help="Optuna storage URL (default: SQLite file in the run directory)")
-    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config value, e.g. --set training.epochs=3 (repeatable)")
+    search.add_argument(
+        "--run-dir",
+        type=Path,
+        help="run directory (default: runs/<config>-<target>-<budgets>-<controller>-seed<N>); "
+        "the same directory resumes the run",
+    )
+    search.add_argument(
+        "--storage", help="Optuna storage URL (default: SQLite file in the run directory)"
+    )
+    search.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config value, e.g. --set training.epochs=3 (repeatable)",
+    )
     search.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
 
     report = sub.add_parser("report", help="print the Pareto front of a run")
@@ -71,8 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, action="append", help="trial number (repeatable)")
     which.add_argument("--pareto", action="store_true", help="every Pareto-front member")
-    export.add_argument("--format", default="onnx,torchscript",
-                        help="comma-separated formats: onnx,torchscript (default: both)")
+    export.add_argument(
+        "--format",
+        default="onnx,torchscript",
+        help="comma-separated formats: onnx,torchscript (default: both)",
+    )
     export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
 
     targets = sub.add_parser("targets", help="list device profiles")
@@ -81,8 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", help="costs of one model on one device")
     profile.add_argument("--target", required=True, help="device profile name or YAML path")
     profile.add_argument("--model", required=True, help="model name (resnet18, resnet50, ...)")
-    profile.add_argument("--input", default="3x224x224", help="input shape CxHxW (default 3x224x224)")
-    profile.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    profile.add_argument(
+        "--input", default="3x224x224", help="input shape CxHxW (default 3x224x224)"
+    )
+    profile.add_argument(
+        "--num-classes", type=int, default=1000, help="classifier outputs (default 1000)"
+    )
     profile.add_argument("--format", choices=("table", "json"), default="table")
     return parser
 
@@ -99,8 +133,9 @@ def _configure_logging(quiet: bool) -> None:
 def _default_run_dir(args: argparse.Namespace, config: Any) -> Path:
     stem = args.config.stem if args.config else "default"
     budgets = "-".join(b.spec for b in config.budgets) or "nobudget"
-    return Path("runs") / (f"{stem}-{config.target}-{budgets}-{config.search.controller}"
-                           f"-seed{config.search.seed}")
+    return Path("runs") / (
+        f"{stem}-{config.target}-{budgets}-{config.search.controller}-seed{config.search.seed}"
+    )
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -115,8 +150,12 @@ def _search(args: argparse.Namespace) -> int:
         overrides.append(f"target={args.target}")
     if args.budget is not None:
         overrides.append("budgets=" + json.dumps(list(args.budget)))
-    for flag, key in (("controller", "search.controller"), ("trials", "search.trials"),
-                      ("timeout", "search.timeout_s"), ("seed", "search.seed")):
+    for flag, key in (
+        ("controller", "search.controller"),
+        ("trials", "search.trials"),
+        ("timeout", "search.timeout_s"),
+        ("seed", "search.seed"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
@@ -124,29 +163,39 @@ def _search(args: argparse.Namespace) -> int:
     from autoprune.search import list_controllers
 
     if config.search.controller not in list_controllers():
-        raise ConfigError(f"unknown controller {config.search.controller!r}; valid controllers: "
-                          f"{', '.join(list_controllers())}")
+        raise ConfigError(
+            f"unknown controller {config.search.controller!r}; valid controllers: "
+            f"{', '.join(list_controllers())}"
+        )
     run_dir = args.run_dir or _default_run_dir(args, config)
-    command = "autoprune " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "autoprune " + " ".join(shlex.quote(a) for a in args.argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    title = (f"{config.model.name} on {config.target}, budgets: "
-             f"{', '.join(b.spec for b in config.budgets) or 'none'}")
+    title = (
+        f"{config.model.name} on {config.target}, budgets: "
+        f"{', '.join(b.spec for b in config.budgets) or 'none'}"
+    )
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger("autoprune")]):
-            result = run_search(config, run_dir=run_dir, storage=args.storage,
-                                progress=not args.quiet)
+            result = run_search(
+                config, run_dir=run_dir, storage=args.storage, progress=not args.quiet
+            )
     except KeyboardInterrupt:
         records = load_records(run_dir) if (run_dir / "run.json").exists() else []
         done = sum(r.state != "failed" or r.error != "interrupted" for r in records)
         if records:
             write_report_files(run_dir, pareto_front(records), records, title=title)
-        print(f"autoprune: interrupted; {done} finished trials are kept in {run_dir}. "
-              f"Continue with: {command}", file=sys.stderr)
+        print(
+            f"autoprune: interrupted; {done} finished trials are kept in {run_dir}. "
+            f"Continue with: {command}",
+            file=sys.stderr,
+        )
         return 130
     write_report_files(run_dir, list(result.front), list(result.records), title=title)
     print(format_front_table(result.front, result.records))
-    print(f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png); "
-          f"continue or extend with: {command} --trials N")
+    print(
+        f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png); "
+        f"continue or extend with: {command} --trials N"
+    )
     return 0
 
 
@@ -171,8 +220,9 @@ def _export(args: argparse.Namespace) -> int:
     from autoprune.export import export_run
 
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    exported = export_run(args.run_dir, trials=args.trial or (), pareto=args.pareto,
-                          formats=formats, out_dir=args.out)
+    exported = export_run(
+        args.run_dir, trials=args.trial or (), pareto=args.pareto, formats=formats, out_dir=args.out
+    )
     for item in exported:
         print(f"trial {item.trial}: {item.folder} ({', '.join(p.name for p in item.files)})")
     return 0
@@ -185,19 +235,37 @@ def _targets(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([p.to_dict() for p in profiles], indent=2, default=str))
         return 0
-    rows = [("name", "aliases", "kind", "fp32 GMAC/s", "fp16 GMAC/s", "int8 GMAC/s", "GB/s",
-             "native", "multiple", "TVM target")]
+    rows = [
+        (
+            "name",
+            "aliases",
+            "kind",
+            "fp32 GMAC/s",
+            "fp16 GMAC/s",
+            "int8 GMAC/s",
+            "GB/s",
+            "native",
+            "multiple",
+            "TVM target",
+        )
+    ]
     for p in profiles:
         peak = p.peak_macs_per_s
-        rows.append((
-            p.name, ",".join(p.aliases) or "-", p.kind,
-            *(f"{peak[k] / 1e9:.0f}" if k in peak else "-" for k in ("fp32", "fp16", "int8")),
-            f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}", ",".join(p.native_precisions),
-            str(p.channel_multiple),
-            p.tvm_target if isinstance(p.tvm_target, str) else json.dumps(p.tvm_target)))
+        rows.append(
+            (
+                p.name,
+                ",".join(p.aliases) or "-",
+                p.kind,
+                *(f"{peak[k] / 1e9:.0f}" if k in peak else "-" for k in ("fp32", "fp16", "int8")),
+                f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}",
+                ",".join(p.native_precisions),
+                str(p.channel_multiple),
+                p.tvm_target if isinstance(p.tvm_target, str) else json.dumps(p.tvm_target),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -219,31 +287,46 @@ def _profile(args: argparse.Namespace) -> int:
     costs = count_costs(model, shape)
     hardware = estimate_hardware(costs, device)
     record = {
-        "model": args.model, "target": device.name, "input_shape": "x".join(map(str, shape)),
-        "macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes,
-        "latency_ms": hardware.latency_ms, "latency_source": hardware.latency_source,
-        "energy_mj": hardware.energy_mj, "energy_source": hardware.energy_source,
+        "model": args.model,
+        "target": device.name,
+        "input_shape": "x".join(map(str, shape)),
+        "macs": costs.macs,
+        "params": costs.params,
+        "size_bytes": costs.size_bytes,
+        "latency_ms": hardware.latency_ms,
+        "latency_source": hardware.latency_source,
+        "energy_mj": hardware.energy_mj,
+        "energy_source": hardware.energy_source,
         "method": hardware.method,
     }
     if args.format == "json":
         print(json.dumps(record, indent=2))
         return 0
     print(f"{args.model} at {record['input_shape']} on {device.name}")
-    print(f"  MACs      {costs.macs / 1e9:.4f} G (\"GFLOPs\" = multiply-accumulates)")
+    print(f'  MACs      {costs.macs / 1e9:.4f} G ("GFLOPs" = multiply-accumulates)')
     print(f"  params    {costs.params:,}")
     print(f"  size      {costs.size_bytes / 1e6:.3f} MB")
-    print(f"  latency   {hardware.latency_ms:.4g} ms ({hardware.latency_source}: {hardware.method})")
+    print(
+        f"  latency   {hardware.latency_ms:.4g} ms ({hardware.latency_source}: {hardware.method})"
+    )
     print(f"  energy    {hardware.energy_mj:.4g} mJ per inference ({hardware.energy_source})")
     return 0
 
 
-_COMMANDS = {"search": _search, "report": _report, "export": _export, "targets": _targets,
-             "profile": _profile}
+_COMMANDS = {
+    "search": _search,
+    "report": _report,
+    "export": _export,
+    "targets": _targets,
+    "profile": _profile,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autoprune`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     _configure_logging(getattr(args, "quiet", False))
     try:
         return _COMMANDS[args.command](args)

@@ -89,9 +89,18 @@ class Budget:
         number = self.limit if value is None else value
         unit = self.spec.lstrip("0123456789.e+-")
         _, scale = BUDGET_UNITS[unit]
-        pretty = {"gflops": "GFLOPs", "mflops": "MFLOPs", "mparams": "M params",
-                  "kparams": "k params", "mb": "MB", "kb": "kB", "mj": "mJ", "uj": "uJ",
-                  "ms": "ms", "us": "us"}[unit]
+        pretty = {
+            "gflops": "GFLOPs",
+            "mflops": "MFLOPs",
+            "mparams": "M params",
+            "kparams": "k params",
+            "mb": "MB",
+            "kb": "kB",
+            "mj": "mJ",
+            "uj": "uJ",
+            "ms": "ms",
+            "us": "us",
+        }[unit]
         return f"{number / scale:.4g} {pretty}"
 
 
@@ -110,11 +119,15 @@ def parse_budget(spec: str) -> Budget:
     match = _BUDGET_RE.match(text)
     allowed = "|".join(BUDGET_UNITS)
     if text.startswith("-"):
-        raise ConfigError(f"budget {spec!r} is negative; a budget is a positive <number><unit>, "
-                          f"e.g. 2gflops or 15ms (units: {allowed})")
+        raise ConfigError(
+            f"budget {spec!r} is negative; a budget is a positive <number><unit>, "
+            f"e.g. 2gflops or 15ms (units: {allowed})"
+        )
     if match is None:
-        raise ConfigError(f"budget {spec!r} is not <number><unit>; write e.g. 2gflops, 15ms, "
-                          f"5mj, 4mb or 1.5mparams (units: {allowed})")
+        raise ConfigError(
+            f"budget {spec!r} is not <number><unit>; write e.g. 2gflops, 15ms, "
+            f"5mj, 4mb or 1.5mparams (units: {allowed})"
+        )
     number, unit = float(match.group(1)), match.group(2)
     if unit not in BUDGET_UNITS:
         raise ConfigError(f"budget {spec!r} has unknown unit {unit!r}; allowed units: {allowed}")
@@ -148,8 +161,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(self.val_samples >= 1, "data.val_samples", self.val_samples, "an int >= 1")
-        _require(all(d >= 1 for d in self.input_shape), "data.input_shape", self.input_shape,
-                 "three positive ints C, H, W")
+        _require(
+            all(d >= 1 for d in self.input_shape),
+            "data.input_shape",
+            self.input_shape,
+            "three positive ints C, H, W",
+        )
 
 
 @dataclass(frozen=True)
@@ -163,15 +180,28 @@ class SpaceConfig:
     activation_bits: tuple[int, ...] = (32,)
 
     def __post_init__(self) -> None:
-        _require(bool(self.width_ratios) and all(0 < r <= 1 for r in self.width_ratios),
-                 "space.width_ratios", self.width_ratios, "a non-empty list of ratios in (0, 1]")
-        _require(bool(self.resolution_scales) and all(0 < s <= 1 for s in self.resolution_scales),
-                 "space.resolution_scales", self.resolution_scales,
-                 "a non-empty list of scales in (0, 1]")
-        for key, bits in (("space.weight_bits", self.weight_bits),
-                          ("space.activation_bits", self.activation_bits)):
-            _require(bool(bits) and all(2 <= b <= 32 for b in bits), key, bits,
-                     "a non-empty list of bit-widths in 2..32 (32 = float)")
+        _require(
+            bool(self.width_ratios) and all(0 < r <= 1 for r in self.width_ratios),
+            "space.width_ratios",
+            self.width_ratios,
+            "a non-empty list of ratios in (0, 1]",
+        )
+        _require(
+            bool(self.resolution_scales) and all(0 < s <= 1 for s in self.resolution_scales),
+            "space.resolution_scales",
+            self.resolution_scales,
+            "a non-empty list of scales in (0, 1]",
+        )
+        for key, bits in (
+            ("space.weight_bits", self.weight_bits),
+            ("space.activation_bits", self.activation_bits),
+        ):
+            _require(
+                bool(bits) and all(2 <= b <= 32 for b in bits),
+                key,
+                bits,
+                "a non-empty list of bit-widths in 2..32 (32 = float)",
+            )
 
 
 @dataclass(frozen=True)
@@ -191,16 +221,25 @@ class TrainingConfig:
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
-        _require(self.samples is None or self.samples >= 1, "training.samples", self.samples,
-                 "an int >= 1 or null for all")
+        _require(
+            self.samples is None or self.samples >= 1,
+            "training.samples",
+            self.samples,
+            "an int >= 1 or null for all",
+        )
         _require(self.epochs >= 1, "training.epochs", self.epochs, "an int >= 1")
-        _require(0 < self.resolution_scale <= 1, "training.resolution_scale",
-                 self.resolution_scale, "a number in (0, 1]")
+        _require(
+            0 < self.resolution_scale <= 1,
+            "training.resolution_scale",
+            self.resolution_scale,
+            "a number in (0, 1]",
+        )
         _require(self.batch_size >= 1, "training.batch_size", self.batch_size, "an int >= 1")
         _require(self.lr > 0, "training.lr", self.lr, "a positive number")
         _require(0 <= self.momentum < 1, "training.momentum", self.momentum, "a number in [0, 1)")
-        _require(self.weight_decay >= 0, "training.weight_decay", self.weight_decay,
-                 "a number >= 0")
+        _require(
+            self.weight_decay >= 0, "training.weight_decay", self.weight_decay, "a number >= 0"
+        )
 
 
 @dataclass(frozen=True)
@@ -219,11 +258,16 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")
-        _require(self.timeout_s is None or self.timeout_s > 0, "search.timeout_s",
-                 self.timeout_s, "a positive number of seconds or null")
+        _require(
+            self.timeout_s is None or self.timeout_s > 0,
+            "search.timeout_s",
+            self.timeout_s,
+            "a positive number of seconds or null",
+        )
         _require(self.seed >= 0, "search.seed", self.seed, "an int >= 0")
-        _require(self.population_size >= 2, "search.population_size", self.population_size,
-                 "an int >= 2")
+        _require(
+            self.population_size >= 2, "search.population_size", self.population_size, "an int >= 2"
+        )
 
 
 @dataclass(frozen=True)
@@ -246,8 +290,10 @@ class Config:
             if f.name == "budgets":
                 out[f.name] = [b.spec for b in value]
             elif dataclasses.is_dataclass(value):
-                out[f.name] = {k: list(v) if isinstance(v, tuple) else v
-                               for k, v in dataclasses.asdict(value).items()}
+                out[f.name] = {
+                    k: list(v) if isinstance(v, tuple) else v
+                    for k, v in dataclasses.asdict(value).items()
+                }
             else:
                 out[f.name] = value
         return out
@@ -295,7 +341,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} values, but got {value!r}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -322,7 +370,8 @@ def _type_name(annotation: Any) -> str:
     if origin is tuple:
         return "a list"
     return {int: "an int", float: "a number", str: "a string", bool: "true or false"}.get(
-        annotation, str(annotation))
+        annotation, str(annotation)
+    )
 
 
 def _section_from_mapping(cls: type, data: Any, section: str) -> Any:
@@ -334,8 +383,10 @@ def _section_from_mapping(cls: type, data: Any, section: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"unknown key {section}.{unknown[0]}; valid keys in {section}: "
-                          f"{', '.join(sorted(known))}")
+        raise ConfigError(
+            f"unknown key {section}.{unknown[0]}; valid keys in {section}: "
+            f"{', '.join(sorted(known))}"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -348,8 +399,9 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]}; valid top-level keys: {', '.join(valid)}")
-    sections = {name: _section_from_mapping(cls, data.get(name), name)
-                for name, cls in _SECTIONS.items()}
+    sections = {
+        name: _section_from_mapping(cls, data.get(name), name) for name, cls in _SECTIONS.items()
+    }
     target = data.get("target", "jetson")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"target must be a device name such as jetson, but got {target!r}")
@@ -357,7 +409,9 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     if isinstance(budgets_raw, str):
         budgets_raw = [budgets_raw]
     if not isinstance(budgets_raw, Sequence):
-        raise ConfigError(f"budgets must be a list such as [2gflops, 15ms], but got {budgets_raw!r}")
+        raise ConfigError(
+            f"budgets must be a list such as [2gflops, 15ms], but got {budgets_raw!r}"
+        )
     budgets = tuple(parse_budget(b) for b in budgets_raw)
     return Config(**sections, target=target, budgets=budgets)
 
@@ -374,7 +428,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE; write e.g. --set training.epochs=3")
+            raise ConfigError(
+                f"--set {item!r} is not KEY=VALUE; write e.g. --set training.epochs=3"
+            )
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -382,18 +438,23 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         parts = key.split(".")
         if len(parts) == 1:
             if parts[0] not in ("target", "budgets"):
-                raise ConfigError(f"--set {item!r}: unknown key {key}; valid keys are "
-                                  f"SECTION.KEY (sections: {', '.join(_SECTIONS)}), target, budgets")
+                raise ConfigError(
+                    f"--set {item!r}: unknown key {key}; valid keys are "
+                    f"SECTION.KEY (sections: {', '.join(_SECTIONS)}), target, budgets"
+                )
             out[parts[0]] = value
             continue
         if len(parts) != 2 or parts[0] not in _SECTIONS:
-            raise ConfigError(f"--set {item!r}: unknown key {key}; valid sections: "
-                              f"{', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"--set {item!r}: unknown key {key}; valid sections: {', '.join(_SECTIONS)}"
+            )
         section, name = parts
         known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
         if name not in known:
-            raise ConfigError(f"--set {item!r}: unknown key {key}; valid keys in {section}: "
-                              f"{', '.join(sorted(known))}")
+            raise ConfigError(
+                f"--set {item!r}: unknown key {key}; valid keys in {section}: "
+                f"{', '.join(sorted(known))}"
+            )
         sub = out.get(section) or {}
         if not isinstance(sub, Mapping):
             raise ConfigError(f"{section} must be a mapping of keys, but got {sub!r}")
@@ -405,15 +466,18 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
     """Read a YAML config (default: the embedded ``configs/default.yaml``) and apply overrides."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass --config PATH to an "
-                          f"existing YAML file (the default is {DEFAULT_CONFIG})")
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass --config PATH to an "
+            f"existing YAML file (the default is {DEFAULT_CONFIG})"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: "
-                          f"{getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     try:

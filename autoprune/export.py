@@ -48,9 +48,11 @@ class ExportedModel:
 def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
     """Rebuild a trained trial's model and load its weights (eval mode)."""
     if not record.trained:
-        raise RunDirError(f"trial {record.number} of {str(run_dir)!r} was not trained "
-                          f"(state {record.state}, feasible {record.feasible}); export a trained "
-                          f"trial, e.g. one listed by `autoprune report {run_dir}`")
+        raise RunDirError(
+            f"trial {record.number} of {str(run_dir)!r} was not trained "
+            f"(state {record.state}, feasible {record.feasible}); export a trained "
+            f"trial, e.g. one listed by `autoprune report {run_dir}`"
+        )
     source = record.cached_from if record.cached_from is not None else record.number
     weights = trial_dir(run_dir, source) / "model.pt"
     if not weights.exists():
@@ -63,8 +65,16 @@ def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
-                          input_names=["input"], output_names=["logits"], verbose=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=["input"],
+            output_names=["logits"],
+            verbose=False,
+        )
 
 
 def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -77,22 +87,25 @@ def _card(record: TrialRecord, run_dir: Path) -> str:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f} %"
 
-    return "\n".join([
-        f"# autoprune trial {record.number} ({record.candidate_hash})",
-        "",
-        f"- run: `{run_dir}`",
-        f"- base model: {record.candidate['model']}, deploy input {record.resolution}",
-        f"- validation accuracy: {pct(record.accuracy)} ({record.fidelity})",
-        f"- test accuracy: {pct(record.test_accuracy)} ({record.test_fidelity or record.fidelity})",
-        f"- MACs: {record.macs:,} (\"FLOPs\" = multiply-accumulates)",
-        f"- parameters: {record.params:,}; size at its bit-widths: {record.size_bytes:,} bytes",
-        f"- latency: {record.latency_ms:.4g} ms ({record.latency_source})",
-        f"- energy: {record.energy_mj:.4g} mJ per inference ({record.energy_source})",
-        "",
-        "Weights were trained from scratch at the fidelity above; retrain at full fidelity "
-        "before deployment figures are quoted as final.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# autoprune trial {record.number} ({record.candidate_hash})",
+            "",
+            f"- run: `{run_dir}`",
+            f"- base model: {record.candidate['model']}, deploy input {record.resolution}",
+            f"- validation accuracy: {pct(record.accuracy)} ({record.fidelity})",
+            f"- test accuracy: {pct(record.test_accuracy)} "
+            f"({record.test_fidelity or record.fidelity})",
+            f'- MACs: {record.macs:,} ("FLOPs" = multiply-accumulates)',
+            f"- parameters: {record.params:,}; size at its bit-widths: {record.size_bytes:,} bytes",
+            f"- latency: {record.latency_ms:.4g} ms ({record.latency_source})",
+            f"- energy: {record.energy_mj:.4g} mJ per inference ({record.energy_source})",
+            "",
+            "Weights were trained from scratch at the fidelity above; retrain at full fidelity "
+            "before deployment figures are quoted as final.",
+            "",
+        ]
+    )
 
 
 def export_run(
@@ -106,8 +119,9 @@ def export_run(
     """Export the given trials (or the Pareto front) of the run in ``run_dir``."""
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
-        raise AutopruneError(f"unknown export format {unknown[0]!r}; valid formats: "
-                             f"{', '.join(EXPORT_FORMATS)}")
+        raise AutopruneError(
+            f"unknown export format {unknown[0]!r}; valid formats: {', '.join(EXPORT_FORMATS)}"
+        )
     records = {r.number: r for r in load_records(run_dir)}
     if pareto:
         chosen = pareto_front(list(records.values()))
@@ -116,8 +130,10 @@ def export_run(
     else:
         missing = [n for n in trials if n not in records]
         if missing:
-            raise RunDirError(f"trial {missing[0]} does not exist in {str(run_dir)!r}; trials: "
-                              f"0..{max(records, default=-1)}")
+            raise RunDirError(
+                f"trial {missing[0]} does not exist in {str(run_dir)!r}; trials: "
+                f"0..{max(records, default=-1)}"
+            )
         chosen = [records[n] for n in trials]
     out_dir = out_dir or run_dir / "export"
     exported = []

@@ -24,9 +24,21 @@ __all__ = [
 ]
 
 _CSV_FIELDS = (
-    "trial", "accuracy", "accuracy_split", "fidelity", "test_accuracy", "test_fidelity",
-    "macs", "params", "size_bytes", "latency_ms", "latency_source", "energy_mj",
-    "energy_source", "input_shape", "candidate_hash",
+    "trial",
+    "accuracy",
+    "accuracy_split",
+    "fidelity",
+    "test_accuracy",
+    "test_fidelity",
+    "macs",
+    "params",
+    "size_bytes",
+    "latency_ms",
+    "latency_source",
+    "energy_mj",
+    "energy_source",
+    "input_shape",
+    "candidate_hash",
 )
 
 
@@ -71,26 +83,42 @@ def _percent(value: float | None) -> str:
 
 def format_front_table(front: Sequence[TrialRecord], records: Sequence[TrialRecord]) -> str:
     """The Pareto front as an aligned text table, with a line of trial counts under it."""
-    header = ("trial", "val acc", "test acc", "fidelity", "MMACs", "params", "size kB",
-              "latency ms", "energy mJ", "input")
+    header = (
+        "trial",
+        "val acc",
+        "test acc",
+        "fidelity",
+        "MMACs",
+        "params",
+        "size kB",
+        "latency ms",
+        "energy mJ",
+        "input",
+    )
     rows = [header]
     for r in front:
-        rows.append((
-            str(r.number),
-            _percent(r.accuracy),
-            _percent(r.test_accuracy),
-            r.fidelity or "-",
-            f"{r.macs / 1e6:.2f}",
-            f"{r.params:,}",
-            f"{r.size_bytes / 1e3:.1f}",
-            f"{r.latency_ms:.4g} ({r.latency_source})",
-            f"{r.energy_mj:.4g} ({r.energy_source})",
-            r.resolution or "-",
-        ))
+        rows.append(
+            (
+                str(r.number),
+                _percent(r.accuracy),
+                _percent(r.test_accuracy),
+                r.fidelity or "-",
+                f"{r.macs / 1e6:.2f}",
+                f"{r.params:,}",
+                f"{r.size_bytes / 1e3:.1f}",
+                f"{r.latency_ms:.4g} ({r.latency_source})",
+                f"{r.energy_mj:.4g} ({r.energy_source})",
+                r.resolution or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i in (0, 1, 2, 4, 5, 6) else cell.ljust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i in (0, 1, 2, 4, 5, 6) else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     counts = summary(records)
     if not front:
@@ -112,8 +140,9 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _plot(path: Path, front: Sequence[TrialRecord], records: Sequence[TrialRecord],
-          title: str) -> None:
+def _plot(
+    path: Path, front: Sequence[TrialRecord], records: Sequence[TrialRecord], title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,22 +151,47 @@ def _plot(path: Path, front: Sequence[TrialRecord], records: Sequence[TrialRecor
     trained = [r for r in records if r.trained and r.state == "complete"]
     infeasible = [r for r in records if r.state == "complete" and r.feasible is False]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    for ax, metric, unit in ((axes[0], "latency_ms", "latency (ms)"),
-                             (axes[1], "energy_mj", "energy per inference (mJ)")):
-        ax.scatter([getattr(r, metric) for r in trained], [100 * r.accuracy for r in trained],
-                   s=18, c="0.6", label="trained trial")
+    for ax, metric, unit in (
+        (axes[0], "latency_ms", "latency (ms)"),
+        (axes[1], "energy_mj", "energy per inference (mJ)"),
+    ):
+        ax.scatter(
+            [getattr(r, metric) for r in trained],
+            [100 * r.accuracy for r in trained],
+            s=18,
+            c="0.6",
+            label="trained trial",
+        )
         ordered = sorted(front, key=lambda r: getattr(r, metric))
-        ax.plot([getattr(r, metric) for r in ordered], [100 * r.accuracy for r in ordered],
-                "o-", c="tab:red", ms=6, label="Pareto front")
+        ax.plot(
+            [getattr(r, metric) for r in ordered],
+            [100 * r.accuracy for r in ordered],
+            "o-",
+            c="tab:red",
+            ms=6,
+            label="Pareto front",
+        )
         for r in ordered:
-            ax.annotate(str(r.number), (getattr(r, metric), 100 * r.accuracy),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(
+                str(r.number),
+                (getattr(r, metric), 100 * r.accuracy),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
         if infeasible:
             y0 = min([100 * r.accuracy for r in trained], default=0.0)
-            ax.scatter([getattr(r, metric) for r in infeasible], [y0] * len(infeasible),
-                       marker="x", c="tab:blue", label="over budget (not trained)")
-        source = {getattr(r, metric.replace("_ms", "_source").replace("_mj", "_source"))
-                  for r in trained + infeasible} - {None}
+            ax.scatter(
+                [getattr(r, metric) for r in infeasible],
+                [y0] * len(infeasible),
+                marker="x",
+                c="tab:blue",
+                label="over budget (not trained)",
+            )
+        source = {
+            getattr(r, metric.replace("_ms", "_source").replace("_mj", "_source"))
+            for r in trained + infeasible
+        } - {None}
         ax.set_xlabel(f"{unit}, {'/'.join(sorted(source)) or 'n/a'}")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)

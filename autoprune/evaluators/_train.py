@@ -72,6 +72,20 @@ def _check_shape(data: DatasetSplits, input_shape: tuple[int, int, int]) -> tupl
     return int(input_shape[1]), int(input_shape[2])
 
 
+def _check_optimizer(*, lr: float, momentum: float, weight_decay: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"train.lr must be a positive number, but got {lr!r}; use e.g. 0.1")
+    # Nesterov momentum needs a momentum in (0, 1) (torch.optim.SGD rejects 0).
+    if not (math.isfinite(momentum) and 0 < momentum < 1):
+        raise ConfigError(
+            f"train.momentum must be in (0, 1) for Nesterov SGD, but got {momentum!r}; use e.g. 0.9"
+        )
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ConfigError(
+            f"train.weight_decay must be >= 0, but got {weight_decay!r}; use e.g. 5e-4"
+        )
+
+
 def _normaliser(data: DatasetSplits, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -145,7 +159,8 @@ def train_from_scratch(
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite.
-        ConfigError: ``input_shape`` does not match the data set's channels.
+        ConfigError: ``input_shape`` does not match the data set's channels, or ``lr``,
+            ``momentum`` or ``weight_decay`` is out of range.
 
     Example:
         >>> data = load_dataset("synthetic", val_samples=500, seed=0)
@@ -156,6 +171,7 @@ def train_from_scratch(
         >>> r.split, r.samples, r.input_hw
         ('val', 1000, (28, 28))
     """
+    _check_optimizer(lr=lr, momentum=momentum, weight_decay=weight_decay)
     deploy_hw = _check_shape(data, input_shape)
     hw = fidelity.train_hw(deploy_hw)
     dev = _resolve_device(device)

@@ -25,6 +25,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from autoprune.errors import ConfigError
@@ -72,11 +73,13 @@ _SRAM_PJ_PER_BYTE = SRAM_READ_32BIT_PJ / 4  # SRAM read energy scales with the b
 #: Energy of one multiply-accumulate (mult + add) by execution precision, pJ at 45 nm. int8
 #: kernels accumulate the int8 x int8 products in int32 (TVM's ``conv2d(..., out_dtype="int32")``,
 #: cuDNN/TensorRT IMMA, x86 VNNI), so an int8 MAC is an int8 mult plus an int32 add.
-MAC_PJ: Mapping[str, float] = {
-    "fp32": FP32_MULT_PJ + FP32_ADD_PJ,
-    "fp16": FP16_MULT_PJ + FP16_ADD_PJ,
-    "int8": INT8_MULT_PJ + INT32_ADD_PJ,
-}
+MAC_PJ: Mapping[str, float] = MappingProxyType(
+    {
+        "fp32": FP32_MULT_PJ + FP32_ADD_PJ,
+        "fp16": FP16_MULT_PJ + FP16_ADD_PJ,
+        "int8": INT8_MULT_PJ + INT32_ADD_PJ,
+    }
+)
 
 #: Zero-MAC elementwise ops that TVM's FuseOps (and TensorRT's layer fusion) merge into the
 #: epilogue of the preceding conv/linear kernel. They launch no kernel of their own, so they are
@@ -99,8 +102,6 @@ FUSED_ELEMENTWISE_OPS = frozenset(
     }
 )
 
-_BOUNDS = ("compute", "memory")
-
 
 def _storage_bits(bits: int) -> int:
     """Bits per element as loaded from DRAM by a native kernel: 1..8 -> 8, 9..16 -> 16, else 32."""
@@ -122,7 +123,9 @@ def _precision(layer: LayerCost, profile: DeviceProfile) -> str:
     # Wider than every native precision (e.g. fp32 on an int8-only accelerator): run at the
     # widest one rather than fail; the estimate is then optimistic, so say so.
     widest = profile.native_precisions[0]
-    _logger.debug("layer %r needs %d bits; %s runs it at %s", layer.name, needed, profile.name, widest)
+    _logger.debug(
+        "layer %r needs %d bits; %s runs it at %s", layer.name, needed, profile.name, widest
+    )
     return widest
 
 
@@ -143,9 +146,10 @@ class LayerEstimate:
         static_energy_mj: the idle-power part of ``energy_mj``, mJ.
 
     Example:
-        A 3x3 conv, 64 -> 64 channels at 56x56, fp32 on the Orin Nano profile:
-        ``LayerEstimate(name='layer1.0.conv1', op='conv2d', precision='fp32', latency_ms=0.8231,
-        energy_mj=3.6..., bound='compute', ...)``.
+        A 3x3 conv, 64 -> 64 channels at 56x56 (115.6 M MACs), fp32 on the Orin Nano profile:
+        ``LayerEstimate(name='layer1.0.conv1', op='conv2d', precision='fp32', latency_ms=0.826,
+        energy_mj=2.83, bound='compute', compute_ms=0.821, memory_ms=0.0368,
+        dram_energy_mj=0.0505, static_energy_mj=2.48)`` (values rounded).
     """
 
     name: str
@@ -184,9 +188,15 @@ class HardwareEstimate:
         profile: name of the device profile used.
 
     Example:
-        >>> est = estimate_hardware(count_costs(model, (1, 28, 28)), load_profile("jetson"))
-        >>> round(est.latency_ms, 3), est.latency_source
-        (0.41, 'estimated')
+        >>> from autoprune.spaces import CostReport, LayerCost
+        >>> conv = LayerCost(name="layer1.0.conv1", op="conv2d", macs=115_605_504, params=36_864,
+        ...     weight_bits=8, activation_bits=8, input_elements=200_704,
+        ...     output_elements=200_704, weight_elements=36_864)
+        >>> costs = CostReport(input_shape=(64, 56, 56), macs=conv.macs, params=conv.params,
+        ...     size_bytes=36_864, layers=(conv,))
+        >>> est = estimate_hardware(costs, load_profile("jetson"))
+        >>> round(est.latency_ms, 3), round(est.energy_mj, 3), est.latency_source
+        (0.058, 0.244, 'estimated')
     """
 
     latency_ms: float
@@ -271,8 +281,8 @@ def estimate_hardware(costs: CostReport, profile: DeviceProfile) -> HardwareEsti
         >>> from autoprune.spaces import count_costs, create_model
         >>> model = create_model("resnet20", num_classes=10, in_channels=1)
         >>> est = estimate_hardware(count_costs(model, (1, 28, 28)), load_profile("jetson"))
-        >>> est.method
-        'per-layer roofline over profile jetson-orin-nano'
+        >>> est.method, est.layers[0].precision
+        ('per-layer roofline over profile jetson-orin-nano', 'fp32')
     """
     layers = tuple(_estimate_layer(layer, profile) for layer in costs.layers)
     estimate = HardwareEstimate(

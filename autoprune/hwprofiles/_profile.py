@@ -235,9 +235,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
 
     peaks_raw = data["peak_macs_per_s"]
     if not isinstance(peaks_raw, Mapping):
-        raise _fail(
-            source, "peak_macs_per_s", f"must map precision -> MAC/s, got {peaks_raw!r}"
-        )
+        raise _fail(source, "peak_macs_per_s", f"must map precision -> MAC/s, got {peaks_raw!r}")
     if set(peaks_raw) != set(native):
         raise _fail(
             source,
@@ -253,7 +251,9 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
     if (
         not isinstance(bits_raw, list | tuple)
         or not bits_raw
-        or not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 32 for b in bits_raw)
+        or not all(
+            isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 32 for b in bits_raw
+        )
     ):
         raise _fail(
             source, "bit_widths", f"must be a non-empty list of integers in 1..32, got {bits_raw!r}"

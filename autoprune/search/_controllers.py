@@ -1,27 +1,26 @@
 """Search controllers: a name-keyed registry of Optuna samplers.
 
-A controller is a factory ``(seed, population_size, constraints_func) -> optuna.samplers.BaseSampler``.
-Samplers read the immutable trial history from the study storage, so resuming a run and
-running several workers come free. Budgets reach the sampler as Optuna constraints (a trial is
-feasible when every value is ``<= 0``), never as weights in the objectives.
+A controller is a factory ``(seed, population_size) -> BaseSampler``. Samplers read the
+immutable trial history from the study storage, so resuming a run and running several workers
+come free. Budgets reach the sampler as the trials' Optuna constraints (``Trial.set_constraint``;
+a trial is feasible when every value is ``<= 0``), never as weights in the objectives.
 
 Example:
-    >>> sampler = create_sampler("nsga2", seed=0, population_size=8, constraints_func=fn)
+    >>> sampler = create_sampler("nsga2", seed=0, population_size=8)
     >>> list_controllers()
     ['nsga2', 'random']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import optuna
 
 from autoprune.errors import UnknownNameError
 
-__all__ = ["ConstraintsFunc", "create_sampler", "list_controllers", "register_controller"]
+__all__ = ["create_sampler", "list_controllers", "register_controller"]
 
-ConstraintsFunc = Callable[[optuna.trial.FrozenTrial], Sequence[float]]
 _SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 _CONTROLLERS: dict[str, _SamplerFactory] = {}
 
@@ -47,30 +46,21 @@ def create_sampler(
     *,
     seed: int,
     population_size: int,
-    constraints_func: ConstraintsFunc,
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler registered as ``name``; an unknown name lists the valid ones."""
     if name not in _CONTROLLERS:
         raise UnknownNameError("controller", name, list_controllers())
-    return _CONTROLLERS[name](
-        seed=seed, population_size=population_size, constraints_func=constraints_func
-    )
+    return _CONTROLLERS[name](seed=seed, population_size=population_size)
 
 
 @register_controller("nsga2")
-def _nsga2(
-    *, seed: int, population_size: int, constraints_func: ConstraintsFunc
-) -> optuna.samplers.BaseSampler:
+def _nsga2(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
     """NSGA-II (Deb et al. 2002) with constrained domination for the budgets."""
-    return optuna.samplers.NSGAIISampler(
-        population_size=population_size, seed=seed, constraints_func=constraints_func
-    )
+    return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
 
 
 @register_controller("random")
-def _random(
-    *, seed: int, population_size: int, constraints_func: ConstraintsFunc
-) -> optuna.samplers.BaseSampler:
+def _random(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
     """Uniform random proposals: the floor every other controller must beat."""
-    del population_size, constraints_func  # random search ignores history and budgets
+    del population_size  # random search keeps no population
     return optuna.samplers.RandomSampler(seed=seed)

@@ -116,7 +116,9 @@ class CandidateObjective:
             raise
 
     def _evaluate(self, trial: optuna.Trial) -> tuple[float, float, float]:
-        params = {d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions}
+        params = {
+            d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions
+        }
         candidate = self.space.candidate(params)
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("candidate_hash", candidate.hash)
@@ -126,20 +128,29 @@ class CandidateObjective:
         feasible = all(v <= 0 for v in violations.values())
         trial.set_user_attr("costs", values)
         trial.set_user_attr("violations", violations)
-        trial.set_user_attr("constraints", list(violations.values()))
+        for spec, violation in violations.items():
+            trial.set_constraint(spec, violation)  # Optuna: feasible when every value <= 0
         trial.set_user_attr("feasible", feasible)
         latency, energy = float(values["latency_ms"]), float(values["energy_mj"])
         if not feasible:
             over = ", ".join(spec for spec, v in violations.items() if v > 0)
-            _logger.info("trial %d: candidate %s is over budget %s; not trained",
-                         trial.number, candidate.hash, over)
+            _logger.info(
+                "trial %d: candidate %s is over budget %s; not trained",
+                trial.number,
+                candidate.hash,
+                over,
+            )
             trial.set_user_attr("trained", False)
             return 0.0, latency, energy
 
         cached = self._trained_before(trial, candidate.hash)
         if cached is not None:
-            _logger.info("trial %d: candidate %s was trained in trial %d; reusing its result",
-                         trial.number, candidate.hash, cached.number)
+            _logger.info(
+                "trial %d: candidate %s was trained in trial %d; reusing its result",
+                trial.number,
+                candidate.hash,
+                cached.number,
+            )
             for key in ("trained", "eval", "accuracy", "fidelity"):
                 trial.set_user_attr(key, cached.user_attrs[key])
             trial.set_user_attr("cached_from", cached.number)
@@ -168,13 +179,20 @@ class CandidateObjective:
         trial.set_user_attr("eval", result.to_dict())
         trial.set_user_attr("accuracy", result.accuracy)
         trial.set_user_attr("fidelity", self.fidelity.describe(candidate.input_shape[1:]))
-        _logger.info("trial %d: candidate %s reached %.2f %% %s accuracy in %.0f s",
-                     trial.number, candidate.hash, 100 * result.accuracy, result.split,
-                     time.perf_counter() - started)
+        _logger.info(
+            "trial %d: candidate %s reached %.2f %% %s accuracy in %.0f s",
+            trial.number,
+            candidate.hash,
+            100 * result.accuracy,
+            result.split,
+            time.perf_counter() - started,
+        )
         return float(result.accuracy), latency, energy
 
     @staticmethod
-    def _trained_before(trial: optuna.Trial, candidate_hash: str) -> optuna.trial.FrozenTrial | None:
+    def _trained_before(
+        trial: optuna.Trial, candidate_hash: str
+    ) -> optuna.trial.FrozenTrial | None:
         for other in trial.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
         ):

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,18 @@ def build_space(config: Config, profile: DeviceProfile) -> SearchSpace:
     def limit(key: str, bits: tuple[int, ...]) -> tuple[int, ...]:
         kept = tuple(b for b in bits if b in allowed)
         if not kept:
-            raise ConfigError(f"space.{key} {list(bits)} has no bit-width that target "
-                              f"{profile.name} supports; allowed: {sorted(allowed)}")
+            raise ConfigError(
+                f"space.{key} {list(bits)} has no bit-width that target "
+                f"{profile.name} supports; allowed: {sorted(allowed)}"
+            )
         if kept != bits:
-            _logger.info("space.%s: %s dropped; target %s supports %s", key,
-                         sorted(set(bits) - set(kept)), profile.name, sorted(allowed))
+            _logger.info(
+                "space.%s: %s dropped; target %s supports %s",
+                key,
+                sorted(set(bits) - set(kept)),
+                profile.name,
+                sorted(allowed),
+            )
         return kept
 
     return SearchSpace(
@@ -113,12 +121,14 @@ def check_budgets(config: Config, space: SearchSpace, profile: DeviceProfile) ->
             raise ConfigError(
                 f"budget {budget.spec} cannot be met: the smallest candidate of the space needs "
                 f"{budget.describe(smallest[budget.metric])}; loosen the budget or widen the space "
-                f"(space.width_ratios, space.resolution_scales, space.weight_bits)")
+                f"(space.width_ratios, space.resolution_scales, space.weight_bits)"
+            )
         if largest[budget.metric] <= budget.limit:
             notes.append(
                 f"budget {budget.spec} does not bind: the unpruned {config.model.name} at {shape} "
                 f"needs {budget.describe(largest[budget.metric])} on {profile.name}, "
-                f"so every candidate fits")
+                f"so every candidate fits"
+            )
     return notes
 
 
@@ -134,17 +144,28 @@ def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
         if difference:
             raise RunDirError(
                 f"run directory {str(run_dir)!r} holds a run with a different config "
-                f"({difference}); pass a new --run-dir, or the same settings to continue it")
+                f"({difference}); pass a new --run-dir, or the same settings to continue it"
+            )
         meta = json.loads((run_dir / "run.json").read_text())
         if storage is not None and storage != meta["storage"]:
-            raise RunDirError(f"run directory {str(run_dir)!r} uses storage {meta['storage']!r}, "
-                              f"not {storage!r}; drop --storage to continue it")
+            raise RunDirError(
+                f"run directory {str(run_dir)!r} uses storage {meta['storage']!r}, "
+                f"not {storage!r}; drop --storage to continue it"
+            )
         return str(meta["storage"])
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    (run_dir / "run.json").write_text(json.dumps(
-        {"storage": url, "study_name": STUDY_NAME, "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
-        indent=2) + "\n")
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "storage": url,
+                "study_name": STUDY_NAME,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     config_path.write_text(config.to_yaml())
     return url
 
@@ -170,8 +191,10 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirError(f"run directory {str(run_dir)!r} is in use by another autoprune "
-                              f"process; wait for it or pass another --run-dir") from None
+            raise RunDirError(
+                f"run directory {str(run_dir)!r} is in use by another autoprune "
+                f"process; wait for it or pass another --run-dir"
+            ) from None
         handle.write(str(os.getpid()))
         handle.flush()
         yield
@@ -201,8 +224,12 @@ def _recover_interrupted(study: optuna.Study) -> int:
     retried = {t.user_attrs.get("retry_of") for t in trials}
     queued = 0
     for trial in trials:
-        if (trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("interrupted")
-                and trial.number not in retried and trial.params):
+        if (
+            trial.state == optuna.trial.TrialState.FAIL
+            and trial.user_attrs.get("interrupted")
+            and trial.number not in retried
+            and trial.params
+        ):
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             queued += 1
     return queued
@@ -214,7 +241,9 @@ def _finished(study: optuna.Study) -> int:
     for trial in study.get_trials(deepcopy=False):
         if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             done += 1
-        elif trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("interrupted"):
+        elif trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get(
+            "interrupted"
+        ):
             done += 1
     return done
 
@@ -236,47 +265,72 @@ def run_search(
     notes = check_budgets(config, space, profile)
     for note in notes:
         _logger.warning(note)
-    data = load_dataset(config.data.dataset, root=config.data.root,
-                        val_samples=config.data.val_samples, seed=config.search.seed)
+    data = load_dataset(
+        config.data.dataset,
+        root=config.data.root,
+        val_samples=config.data.val_samples,
+        seed=config.search.seed,
+    )
     if tuple(data.input_shape[:1]) != (config.model.in_channels,):
-        raise ConfigError(f"model.in_channels is {config.model.in_channels} but data set "
-                          f"{config.data.dataset} has {data.input_shape[0]}-channel images")
+        raise ConfigError(
+            f"model.in_channels is {config.model.in_channels} but data set "
+            f"{config.data.dataset} has {data.input_shape[0]}-channel images"
+        )
 
     url = prepare_run_dir(run_dir, config, storage)
     with _exclusive(run_dir):
         objective = CandidateObjective(
-            config=config, space=space, profile=profile, run_dir=run_dir, progress=progress)
+            config=config, space=space, profile=profile, run_dir=run_dir, progress=progress
+        )
         objective._data = data
         sampler = create_sampler(
             config.search.controller,
             seed=config.search.seed,
             population_size=config.search.population_size,
-            constraints_func=_constraints,
         )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = _open_study(url, sampler)
-        study.set_metric_names([name for name, _ in OBJECTIVES])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([name for name, _ in OBJECTIVES])
         queued = _recover_interrupted(study)
         before = _finished(study)
         remaining = max(0, config.search.trials - before)
         if before:
-            _logger.info("resuming %s: %d trials finished, %d to go%s", run_dir, before,
-                         remaining, f", re-running {queued} interrupted" if queued else "")
+            _logger.info(
+                "resuming %s: %d trials finished, %d to go%s",
+                run_dir,
+                before,
+                remaining,
+                f", re-running {queued} interrupted" if queued else "",
+            )
         if remaining:
-            bar = tqdm(total=config.search.trials, initial=before, desc="trials", unit="trial",
-                       disable=not progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=config.search.trials,
+                initial=before,
+                desc="trials",
+                unit="trial",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
 
             def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                 bar.update(1)
-                feasible = [t for t in study.get_trials(deepcopy=False)
-                            if t.user_attrs.get("trained")]
+                feasible = [
+                    t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
+                ]
                 if feasible:
                     best = max(t.user_attrs["accuracy"] for t in feasible)
                     bar.set_postfix(best_acc=f"{100 * best:.1f}%", trained=len(feasible))
 
             try:
-                study.optimize(objective, n_trials=remaining, timeout=config.search.timeout_s,
-                               catch=(Exception,), callbacks=[tick])
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=config.search.timeout_s,
+                    catch=(Exception,),
+                    callbacks=[tick],
+                )
             finally:
                 bar.close()
         records = load_records(run_dir)
@@ -293,10 +347,6 @@ def run_search(
         )
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraints", []))
-
-
 def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) -> None:
     """Measure the test-split accuracy of trained members that lack it (``test.json``).
 
@@ -306,20 +356,32 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
     pending = [r for r in members if r.trained and r.test_accuracy is None]
     if not pending:
         return
-    data = load_dataset(config.data.dataset, root=config.data.root,
-                        val_samples=config.data.val_samples, seed=config.search.seed)
+    data = load_dataset(
+        config.data.dataset,
+        root=config.data.root,
+        val_samples=config.data.val_samples,
+        seed=config.search.seed,
+    )
     for record in tqdm(pending, desc="test split", unit="model", leave=False, disable=True):
         source = record.cached_from if record.cached_from is not None else record.number
         candidate = Candidate.from_dict(record.candidate)
         model = build_model(candidate, seed=0)
-        model.load_state_dict(torch.load(trial_dir(run_dir, source) / "model.pt",
-                                         weights_only=True))
-        accuracy = evaluate_accuracy(model, data, split="test", input_shape=candidate.input_shape,
-                                     resolution_scale=config.training.resolution_scale)
+        model.load_state_dict(
+            torch.load(trial_dir(run_dir, source) / "model.pt", weights_only=True)
+        )
+        accuracy = evaluate_accuracy(
+            model,
+            data,
+            split="test",
+            input_shape=candidate.input_shape,
+            resolution_scale=config.training.resolution_scale,
+        )
         folder = trial_dir(run_dir, record.number)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "test.json").write_text(json.dumps(
-            {"test_accuracy": accuracy, "split": "test", "fidelity": record.fidelity}) + "\n")
+        (folder / "test.json").write_text(
+            json.dumps({"test_accuracy": accuracy, "split": "test", "fidelity": record.fidelity})
+            + "\n"
+        )
         _logger.info("trial %d: %.2f %% on the test split", record.number, 100 * accuracy)
 
 
@@ -372,8 +434,10 @@ def load_records(run_dir: Path) -> list[TrialRecord]:
     """Every trial of the run in ``run_dir``, in trial order."""
     meta_path = run_dir / "run.json"
     if not meta_path.exists():
-        raise RunDirError(f"{str(run_dir)!r} is not an autoprune run directory (no run.json); "
-                          f"pass the --run-dir of a search")
+        raise RunDirError(
+            f"{str(run_dir)!r} is not an autoprune run directory (no run.json); "
+            f"pass the --run-dir of a search"
+        )
     meta = json.loads(meta_path.read_text())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

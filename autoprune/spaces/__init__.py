@@ -1,0 +1,43 @@
+"""Search spaces, model zoo, surgery, fake quantization and exact cost counting.
+
+The first stage of the data flow (DESIGN.md): a :class:`SearchSpace` over a registered base
+model turns a controller's ``params`` into a :class:`Candidate`; :func:`build_model` turns the
+candidate into a compact, freshly initialised ``nn.Module`` (width/depth surgery with
+Torch-Pruning, fake quantization for bit-widths below 32); :func:`count_costs` gives its exact
+MACs ("FLOPs" in this project), parameters and bytes at the deploy input shape.
+
+Example:
+    >>> from autoprune.spaces import SearchSpace, build_model, count_costs
+    >>> space = SearchSpace(model="resnet20", num_classes=10, in_channels=1,
+    ...                     input_shape=(1, 28, 28), width_ratios=(0.5, 1.0), depth=True,
+    ...                     resolution_scales=(1.0,), weight_bits=(8, 32),
+    ...                     activation_bits=(8, 32), channel_multiple=8)
+    >>> small = space.smallest()
+    >>> report = count_costs(build_model(small, seed=0), small.input_shape)
+    >>> report.macs < count_costs(build_model(space.largest(), seed=0), (1, 28, 28)).macs
+    True
+"""
+
+from __future__ import annotations
+
+from autoprune.spaces._candidate import Candidate
+from autoprune.spaces._costs import CostReport, LayerCost, count_costs
+from autoprune.spaces._quant import QuantConv2d, QuantLinear
+from autoprune.spaces._space import Decision, SearchSpace
+from autoprune.spaces._surgery import build_model
+from autoprune.spaces._zoo import create_model, list_models, register_model
+
+__all__ = [
+    "Candidate",
+    "CostReport",
+    "Decision",
+    "LayerCost",
+    "QuantConv2d",
+    "QuantLinear",
+    "SearchSpace",
+    "build_model",
+    "count_costs",
+    "create_model",
+    "list_models",
+    "register_model",
+]

@@ -47,7 +47,6 @@ __all__ = [
 FLOAT_BITS = 32
 _MIN_BITS = 2  # symmetric narrow-range weights need 2 ** (b - 1) - 1 >= 1
 _MAX_BITS = 16
-_EPS = 1e-12
 
 
 def check_bits(bits: int, *, what: str) -> int:
@@ -80,15 +79,17 @@ def fake_quantize_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
         >>> import torch
         >>> w = torch.tensor([[0.5, -1.0, 0.24], [2.0, 0.1, -0.3]])
         >>> fake_quantize_weight(w, 2).tolist()  # levels {-1, 0, 1} * max|w_c|
-        [[0.0, -1.0, 0.0], [2.0, 0.0, -0.0]]
+        [[0.0, -1.0, 0.0], [2.0, 0.0, 0.0]]
     """
-    if bits >= FLOAT_BITS:
+    # Literal 32 and 1e-12 (= FLOAT_BITS, _EPS): TorchScript cannot read module globals.
+    if bits >= 32:
         return weight
     qmax = float(2 ** (bits - 1) - 1)
     w = weight.detach()
-    dims = tuple(range(1, w.dim()))
-    absmax = w.abs().amax(dim=dims, keepdim=True) if dims else w.abs()
-    scale = absmax.clamp_min(_EPS) / qmax
+    absmax = w.abs()
+    if w.dim() > 1:
+        absmax = absmax.flatten(1).amax(dim=1).reshape([-1] + [1] * (w.dim() - 1))
+    scale = absmax.clamp_min(1e-12) / qmax
     q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
     return weight + (q - weight).detach()
 
@@ -106,13 +107,13 @@ def fake_quantize_activation(
         >>> fake_quantize_activation(x, 2, torch.tensor(0.0), torch.tensor(3.0)).tolist()
         [0.0, 0.0, 1.0, 3.0]
     """
-    if bits >= FLOAT_BITS:
+    if bits >= 32:  # FLOAT_BITS
         return x
     qmax_u = float(2**bits - 1)
     qmax_s = float(2 ** (bits - 1) - 1)
     unsigned = lo >= 0
     absmax = torch.maximum(lo.abs(), hi.abs())
-    scale = torch.where(unsigned, hi / qmax_u, absmax / qmax_s).clamp_min(_EPS)
+    scale = torch.where(unsigned, hi / qmax_u, absmax / qmax_s).clamp_min(1e-12)
     qlo = torch.where(unsigned, torch.zeros_like(scale), torch.full_like(scale, -qmax_s))
     qhi = torch.where(unsigned, torch.full_like(scale, qmax_u), torch.full_like(scale, qmax_s))
     xd = x.detach()
@@ -140,11 +141,11 @@ class _ActivationObserver(nn.Module):
         self.register_buffer("act_observed", torch.zeros((), dtype=torch.bool, device=device))
 
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation_bits >= FLOAT_BITS:
+        if self.activation_bits >= 32:  # FLOAT_BITS
             return x
         xd = x.detach()
-        batch_min = xd.amin().to(self.act_min.dtype)
-        batch_max = xd.amax().to(self.act_max.dtype)
+        batch_min = xd.min().to(self.act_min.dtype)
+        batch_max = xd.max().to(self.act_max.dtype)
         if self.training:
             # EMA without a host sync: the first batch initialises the range.
             m = self.momentum

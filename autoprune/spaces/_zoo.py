@@ -17,7 +17,7 @@ Example:
     True
     >>> model = create_model("resnet20", num_classes=10, in_channels=1)
     >>> sum(p.numel() for p in model.parameters())
-    272410
+    272186
 """
 
 from __future__ import annotations
@@ -126,8 +126,9 @@ def _sequential_stages(*names: str) -> StagesFn:
 
 
 def _mobilenet_v2_stages(model: nn.Module) -> tuple[Stage, ...]:
-    """Runs of ``InvertedResidual`` blocks in ``features`` where every block after the first uses
-    the residual connection; named ``features.<first>-<last>`` (inclusive)."""
+    """Runs of two or more ``InvertedResidual`` blocks in ``features`` where every block after the
+    first uses the residual connection; named ``features.<first>-<last>`` (inclusive), e.g.
+    ``features.4-6`` for the three 32-channel blocks."""
     features = model.get_submodule("features")
     runs: list[list[int]] = []
     for i, block in enumerate(features):
@@ -140,6 +141,7 @@ def _mobilenet_v2_stages(model: nn.Module) -> tuple[Stage, ...]:
     return tuple(
         Stage(name=f"features.{run[0]}-{run[-1]}", blocks=tuple(f"features.{i}" for i in run))
         for run in runs
+        if len(run) > 1  # a lone block has nothing to drop
     )
 
 
@@ -158,10 +160,12 @@ def register_model(
 
     Example:
         >>> from torch import nn
-        >>> @register_model("tiny_mlp_doc")
-        ... def tiny_mlp(*, num_classes: int, in_channels: int) -> nn.Module:
-        ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
-        >>> "tiny_mlp_doc" in list_models()
+        >>> @register_model("tiny_cnn_doc")
+        ... def tiny_cnn(*, num_classes: int, in_channels: int) -> nn.Module:
+        ...     return nn.Sequential(
+        ...         nn.Conv2d(in_channels, 32, 3), nn.BatchNorm2d(32), nn.ReLU(),
+        ...         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+        >>> "tiny_cnn_doc" in list_models()
         True
     """
 
@@ -224,7 +228,7 @@ def init_weights(model: nn.Module, name: str) -> None:
     Example:
         >>> m = create_model("resnet20", num_classes=10, in_channels=3)
         >>> init_weights(m, "resnet20")
-        >>> float(m.bn1.weight.mean())
+        >>> float(m.bn1.weight.detach().mean())
         1.0
     """
     for m in model.modules():

@@ -168,6 +168,30 @@ def test_channel_mismatch_is_a_config_error(data: DatasetSplits) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("momentum", 0.0),
+        ("momentum", 1.0),
+        ("weight_decay", -1.0),
+    ],
+)
+def test_optimizer_options_out_of_range_are_config_errors(
+    data: DatasetSplits, option: str, value: float
+) -> None:
+    with pytest.raises(ConfigError, match=f"train.{option} must be"):
+        train_from_scratch(
+            tiny_cnn(),
+            data,
+            fidelity=Fidelity(samples=10, epochs=1),
+            input_shape=SHAPE,
+            seed=0,
+            **{option: value},  # type: ignore[arg-type]
+        )
+
+
 def test_evaluate_accuracy_matches_a_direct_count(data: DatasetSplits) -> None:
     model = tiny_cnn()
     train_from_scratch(

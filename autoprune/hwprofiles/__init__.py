@@ -1,0 +1,33 @@
+"""Device profiles and hardware cost estimates.
+
+Profiles are YAML data, one file per device in ``profiles/`` (every number with its provenance),
+loaded into a frozen :class:`DeviceProfile` by name, alias or path. :func:`estimate_hardware`
+turns the exact per-layer costs of :mod:`autoprune.spaces` into an estimated batch-1 latency
+(per-layer roofline with per-device efficiency factors) and energy (Horowitz's 45 nm energies
+scaled per device, plus idle power), labelled ``"estimated"``.
+
+Example:
+    >>> from autoprune.hwprofiles import estimate_hardware, list_profiles, load_profile
+    >>> [p.name for p in list_profiles()][:2]
+    ['host', 'jetson-agx-orin']
+    >>> profile = load_profile("jetson")  # alias of jetson-orin-nano
+    >>> profile.channel_multiple
+    8
+"""
+
+from __future__ import annotations
+
+from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
+from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
+from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
+
+__all__ = [
+    "PRECISION_BITS",
+    "PROFILE_DIR",
+    "DeviceProfile",
+    "HardwareEstimate",
+    "LayerEstimate",
+    "estimate_hardware",
+    "list_profiles",
+    "load_profile",
+]

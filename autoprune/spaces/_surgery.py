@@ -1,0 +1,256 @@
+"""Surgery: build the compact ``nn.Module`` of a :class:`Candidate`.
+
+Steps 1-3 run on the ``meta`` device (shapes only), so no weight is allocated or initialised
+before the model has its final size:
+
+1. ``create_model`` the base model;
+2. depth: replace the dropped blocks of each stage by ``nn.Identity`` (module names of the kept
+   layers stay those of the base model);
+3. width: prune each channel group to its kept count with Torch-Pruning's ``DependencyGraph``
+   (physically smaller Conv/BN/Linear; residual adds, depthwise convs and flatten->linear stay
+   consistent). The first ``k`` channels are kept: any choice is as good, because
+4. every parameter is then allocated and initialised from scratch with the model's own scheme
+   (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
+5. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from autoprune.errors import ConfigError
+from autoprune.spaces._candidate import Candidate
+from autoprune.spaces._quant import FLOAT_BITS, QuantConv2d, QuantLinear
+from autoprune.spaces._zoo import Stage, create_model, init_weights, model_stages
+
+__all__ = ["build_model"]
+
+_logger = logging.getLogger("autoprune.spaces")
+
+_QUANTIZABLE = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels that must be pruned together (coupled by residual adds, depthwise convs,
+    flatten->linear). Named by its first root conv/linear in module order."""
+
+    name: str
+    channels: int
+    roots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BaseAnalysis:
+    """What a search space needs to know about a base model at one input shape."""
+
+    groups: tuple[ChannelGroup, ...]
+    stages: tuple[Stage, ...]
+    layers: tuple[str, ...]  # every Conv2d/Linear, module order
+    classifier: str
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The final classifier: the last ``nn.Linear`` in module order (else the last conv)."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d):
+                last = name
+    assert last is not None, "a zoo model has a conv or linear classifier"
+    return last
+
+
+def _channel_groups(
+    model: nn.Module, input_shape: tuple[int, int, int], classifier: str
+) -> list[tuple[ChannelGroup, tp.Group]]:
+    """Trace ``model`` with Torch-Pruning and return its prunable channel groups."""
+    names = {module: name for name, module in model.named_modules()}
+    order = {name: i for i, name in enumerate(names.values())}
+    device = next(model.parameters()).device
+    example = torch.zeros(1, *input_shape, device=device)
+    was_training = model.training
+    model.eval()  # BN in training mode rejects a 1x1 feature map at batch size 1
+    try:
+        with torch.enable_grad():  # the dependency graph is traced through autograd
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, verbose=False
+            )
+    finally:
+        model.train(was_training)
+    out: list[tuple[ChannelGroup, tp.Group]] = []
+    for group in graph.get_all_groups(
+        ignored_layers=[model.get_submodule(classifier)], root_module_types=list(_QUANTIZABLE)
+    ):
+        roots = {
+            names[dep.target.module]
+            for dep, _ in group
+            if graph.is_out_channel_pruning_fn(dep.handler)
+            and isinstance(dep.target.module, _QUANTIZABLE)
+            and dep.target.module in names
+        }
+        ordered = tuple(sorted(roots, key=order.__getitem__))
+        out.append((ChannelGroup(ordered[0], len(group[0].idxs), ordered), group))
+    out.sort(key=lambda item: order[item[0].name])
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def analyze(
+    model: str, num_classes: int, in_channels: int, input_shape: tuple[int, int, int]
+) -> BaseAnalysis:
+    """Channel groups, stages and quantizable layers of a base model (cached per arguments).
+
+    Raises:
+        ConfigError: the model cannot run at ``input_shape`` (e.g. too small for its pooling).
+    """
+    with torch.device("meta"):
+        net = create_model(model, num_classes=num_classes, in_channels=in_channels)
+    classifier = classifier_name(net)
+    try:
+        groups = _channel_groups(net, input_shape, classifier)
+    except (RuntimeError, ValueError) as exc:  # shape errors from the model's forward
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model {model!r} cannot run at input shape {input_shape} ({first_line}); use a "
+            f"larger input_shape or resolution scale"
+        ) from exc
+    layers = tuple(n for n, m in net.named_modules() if isinstance(m, _QUANTIZABLE))
+    return BaseAnalysis(
+        groups=tuple(g for g, _ in groups),
+        stages=model_stages(net, model),
+        layers=layers,
+        classifier=classifier,
+    )
+
+
+def is_under(name: str, blocks: Iterable[str]) -> bool:
+    """Whether module ``name`` is one of ``blocks`` or inside one of them."""
+    return any(name == b or name.startswith(b + ".") for b in blocks)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
+
+
+def _unknown(kind: str, names: list[str], valid: tuple[str, ...]) -> ConfigError:
+    shown = ", ".join(valid[:12]) + (f", ... ({len(valid)} in all)" if len(valid) > 12 else "")
+    return ConfigError(f"candidate names unknown {kind} {names}; valid {kind}s: {shown}")
+
+
+def build_model(
+    candidate: Candidate, *, seed: int | None = None, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Build the compact, freshly initialised ``nn.Module`` of ``candidate``, in training mode.
+
+    Dropped blocks become ``nn.Identity``; every kept layer keeps its base-model name, so the
+    candidate's layer names address it (``model.get_submodule("layer1.0.conv1")``). Width entries
+    for groups that live only inside dropped blocks are ignored. With ``seed`` the weights are
+    deterministic (the global RNG is left untouched); without it they come from the global RNG.
+    Weights are initialised on the CPU (so a seed gives the same weights whatever the device) and
+    then moved to ``device``. ``device="meta"`` skips allocation and initialisation altogether:
+    the model has the right shapes for :func:`count_costs` (about free) but no values.
+
+    Raises:
+        ConfigError: the candidate names a group, stage or layer the base model does not have,
+            or a count outside ``1..base``.
+
+    Example:
+        >>> from autoprune.spaces import Candidate, build_model
+        >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 28, 28),
+        ...               channels={"conv1": 8}, blocks={"layer3": 1},
+        ...               weight_bits={"fc": 8}, activation_bits={"fc": 8})
+        >>> m = build_model(c, seed=0)
+        >>> m.conv1.out_channels, type(m.layer3[1]).__name__, type(m.fc).__name__
+        (8, 'Identity', 'QuantLinear')
+    """
+    base = analyze(
+        candidate.model, candidate.num_classes, candidate.in_channels, candidate.input_shape
+    )
+    with torch.device("meta"):
+        model = create_model(
+            candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
+        )
+
+    # Depth: keep the first k blocks of each stage.
+    stages = {s.name: s for s in base.stages}
+    dropped: set[str] = set()
+    for stage_name, kept in candidate.blocks:
+        stage = stages.get(stage_name)
+        if stage is None:
+            raise _unknown("stage", [stage_name], tuple(stages))
+        if not 1 <= kept <= stage.num_blocks:
+            raise ConfigError(
+                f"stage {stage_name!r} has {stage.num_blocks} blocks, but the candidate keeps "
+                f"{kept}; keep 1..{stage.num_blocks}"
+            )
+        for block in stage.blocks[kept:]:
+            _set_submodule(model, block, nn.Identity())
+            dropped.add(block)
+
+    # Width: prune every live group to its kept channel count.
+    base_groups = {g.name: g for g in base.groups}
+    wanted = dict(candidate.channels)
+    unknown = [n for n in wanted if n not in base_groups]
+    if unknown:
+        raise _unknown("channel group", unknown, tuple(base_groups))
+    for name, kept in wanted.items():
+        if kept > base_groups[name].channels:
+            raise ConfigError(
+                f"channel group {name!r} has {base_groups[name].channels} channels, but the "
+                f"candidate keeps {kept}; keep 1..{base_groups[name].channels}"
+            )
+    if any(kept < base_groups[n].channels for n, kept in wanted.items()):
+        # A group of the depth-reduced model is named after the base group holding its roots.
+        base_of_root = {r: g.name for g in base.groups for r in g.roots}
+        for info, group in _channel_groups(model, candidate.input_shape, base.classifier):
+            kept = wanted.get(base_of_root[info.name], info.channels)
+            if kept < info.channels:
+                group.prune(list(range(kept, info.channels)))
+
+    # Fresh init, with the model's own scheme.
+    if torch.device(device).type != "meta":
+        model.to_empty(device="cpu")
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for module in model.modules():
+                reset = getattr(module, "reset_parameters", None)
+                if callable(reset):
+                    reset()  # PyTorch defaults for any layer the model's own init does not touch
+            init_weights(model, candidate.model)
+
+    # Bit-widths: fake quantization below 32 bits.
+    wbits, abits = dict(candidate.weight_bits), dict(candidate.activation_bits)
+    layer_set = set(base.layers)
+    unknown = [n for n in {**wbits, **abits} if n not in layer_set]
+    if unknown:
+        raise _unknown("conv/linear layer", sorted(unknown), base.layers)
+    for name in base.layers:
+        w, a = wbits.get(name, FLOAT_BITS), abits.get(name, FLOAT_BITS)
+        if (w >= FLOAT_BITS and a >= FLOAT_BITS) or is_under(name, dropped):
+            continue
+        layer = model.get_submodule(name)
+        wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        _set_submodule(
+            model,
+            name,
+            wrapper.from_float(layer, weight_bits=w, activation_bits=a),  # type: ignore[arg-type]
+        )
+    model.train()
+    if torch.device(device).type not in ("cpu", "meta"):
+        model.to(device)
+    _logger.debug("built candidate %s (%s) on %s", candidate.hash, candidate.model, device)
+    return model

@@ -1,0 +1,263 @@
+"""End to end through the CLI: a tiny real search (synthetic data, resnet20, Optuna, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import optuna
+import pytest
+import torch
+
+from autoprune.cli import main
+from autoprune.export import load_trained_model
+from autoprune.search import load_records, pareto_front
+from tests.conftest import write_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("run")
+    config = write_config(folder)
+    run_dir = folder / "run"
+    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys) -> None:
+    for name in ("config.yaml", "run.json", "study.db", "pareto.json", "pareto.csv", "pareto.png"):
+        assert (finished_run / name).is_file(), name
+    records = load_records(finished_run)
+    assert len(records) == 4
+    assert all(r.state == "complete" for r in records)
+    front = pareto_front(records)
+    assert front
+
+    assert main(["report", str(finished_run), "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [m["trial"] for m in payload["pareto"]] == [r.number for r in front]
+    member = payload["pareto"][0]
+    for key in (
+        "accuracy",
+        "fidelity",
+        "test_accuracy",
+        "macs",
+        "params",
+        "size_bytes",
+        "latency_ms",
+        "latency_source",
+        "energy_mj",
+        "energy_source",
+    ):
+        assert member[key] is not None, key
+    assert member["latency_source"] == "estimated"
+    assert "samples" in member["fidelity"]
+    assert json.loads((finished_run / "pareto.json").read_text())["pareto"] == payload["pareto"]
+
+    assert main(["report", str(finished_run)]) == 0
+    table = capsys.readouterr().out
+    assert "(estimated)" in table and "val acc" in table and "fidelity" in table
+
+
+def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, capsys) -> None:
+    config = finished_run.parent / "tiny.yaml"
+    before = {t.number: t.datetime_complete for t in _trials(finished_run)}
+    assert (
+        main(
+            [
+                "search",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(finished_run),
+                "--quiet",
+                "--trials",
+                "5",
+            ]
+        )
+        == 0
+    )
+    after = _trials(finished_run)
+    assert len(after) == 5
+    assert {t.number: t.datetime_complete for t in after if t.number in before} == before
+
+
+def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    assert main(["export", str(finished_run), "--pareto", "--out", str(out)]) == 0
+    front = pareto_front(load_records(finished_run))
+    for record in front:
+        folder = out / f"trial-{record.number:04d}"
+        model = load_trained_model(finished_run, record)
+        x = torch.randn(2, *record.candidate["input_shape"])
+        with torch.no_grad():
+            expected = model(x[:1]).numpy()
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
+        (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})
+        np.testing.assert_allclose(onnx_out, expected, rtol=1e-4, atol=1e-4)
+        scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
+        with torch.no_grad():
+            np.testing.assert_allclose(scripted(x[:1]).numpy(), expected, rtol=1e-5, atol=1e-5)
+        state = torch.load(folder / "model.pt", weights_only=True)
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+        assert "estimated" in (folder / "card.md").read_text()
+
+
+def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(
+        study_name="autoprune", storage=f"sqlite:///{run_dir / 'study.db'}"
+    ).get_trials()
+
+
+def test_binding_budget_gates_training(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, search={"trials": 6, "population_size": 3})
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            [
+                "search",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+                "--budget",
+                "5mflops",
+            ]
+        )
+        == 0
+    )
+    records = load_records(run_dir)
+    infeasible = [r for r in records if r.feasible is False]
+    feasible = [r for r in records if r.feasible]
+    assert infeasible and feasible, "the tiny space straddles 5 MFLOPs"
+    for r in infeasible:
+        assert r.macs > 5e6 and not r.trained and r.accuracy is None
+        assert not (run_dir / "trials" / f"{r.number:04d}" / "model.pt").exists()
+    assert all(r.macs <= 5e6 for r in pareto_front(records))
+
+
+def test_non_binding_budget_is_said_in_one_line(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, search={"trials": 1})
+    assert (
+        main(
+            [
+                "search",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--quiet",
+                "--budget",
+                "2gflops",
+            ]
+        )
+        == 0
+    )
+    lines = [line for line in capsys.readouterr().err.splitlines() if "does not bind" in line]
+    assert len(lines) == 1 and "2gflops" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--budget", "2gflop"], "unknown unit 'gflop'"),
+        (["--budget", "-1ms"], "negative"),
+        (["--target", "jetsn"], "unknown target 'jetsn'; valid targets:"),
+        (["--config", "MISSING"], "does not exist"),
+        (["--set", "search.trials=abc"], "search.trials must be an int, but got 'abc'"),
+        (["--set", "model.colour=red"], "unknown key model.colour"),
+        (["--controller", "sgd"], "unknown controller 'sgd'"),
+        (["--budget", "1kb"], "cannot be met"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, capsys, argv: list[str], fragment: str
+) -> None:
+    config = write_config(tmp_path)
+    argv = [a if a != "MISSING" else str(tmp_path / "missing.yaml") for a in argv]
+    run_dir = tmp_path / "run"
+    args = ["search", "--run-dir", str(run_dir), "--quiet"]
+    if "--config" not in argv:
+        args += ["--config", str(config)]
+    assert main(args + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not run_dir.exists()
+
+
+def test_bad_yaml_key_in_file(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, training={"epoch": 2})
+    assert main(["search", "--config", str(config), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown key training.epoch" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_and_resume_loses_nothing(tmp_path: Path) -> None:
+    # Trials long enough (about 2-4 s) to be killed in the middle of one.
+    config = write_config(
+        tmp_path,
+        training={"samples": 1500, "epochs": 2},
+        search={"trials": 4, "population_size": 2},
+    )
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "autoprune.cli",
+        "search",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (run_dir / "study.db").exists():
+            states = [t.state for t in _trials(run_dir)]
+            if (
+                states.count(optuna.trial.TrialState.COMPLETE) >= 1
+                and optuna.trial.TrialState.RUNNING in states
+            ):
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = _trials(run_dir)
+    finished = {
+        t.number: t.datetime_complete for t in killed if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    running = [t for t in killed if t.state == optuna.trial.TrialState.RUNNING]
+    assert finished and running
+
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    resumed = _trials(run_dir)
+    complete = [t for t in resumed if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert {t.number: t.datetime_complete for t in complete if t.number in finished} == finished
+    retried = [t for t in complete if t.user_attrs.get("retry_of") == running[0].number]
+    assert len(retried) == 1 and retried[0].params == running[0].params
+
+
+def test_targets_and_profile(capsys) -> None:
+    assert main(["targets", "--format", "json"]) == 0
+    names = {p["name"] for p in json.loads(capsys.readouterr().out)}
+    assert {"jetson-orin-nano", "jetson-nano", "raspberry-pi-4", "host"} <= names
+    assert main(["profile", "--target", "jetson", "--model", "resnet50", "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["macs"] == pytest.approx(4.09e9, rel=0.01)
+    assert record["latency_source"] == "estimated" and record["latency_ms"] > 0
+    assert main(["profile", "--target", "jetson", "--model", "resnet18", "--input", "3x224"]) == 2
+    assert "not CxHxW" in capsys.readouterr().err
