@@ -41,9 +41,11 @@ def candidate_seed(candidate: Candidate, search_seed: int) -> int:
 
 
 def candidate_costs(candidate: Candidate, profile: DeviceProfile) -> dict[str, Any]:
-    """Exact costs and the hardware estimate of a candidate, as flat metric -> value fields."""
-    model = build_model(candidate, seed=0)
-    costs = count_costs(model, candidate.input_shape)
+    """Exact costs and the hardware estimate of a candidate, as flat metric -> value fields.
+
+    The model is built on the meta device: shapes only, no weights, nearly free.
+    """
+    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
     hardware = estimate_hardware(costs, profile)
     return {
         "macs": costs.macs,
