@@ -322,9 +322,21 @@ _COMMANDS = {
 }
 
 
+def _attach_dash_values(argv: list[str]) -> list[str]:
+    """``--budget -1ms`` -> ``--budget=-1ms``, so that the budget parser, not argparse, explains
+    what is wrong with a value that starts with a dash."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] in ("--budget", "--set") and arg.startswith("-") and out:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autoprune`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_dash_values(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
     args.argv = argv
     _configure_logging(getattr(args, "quiet", False))

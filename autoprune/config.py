@@ -248,6 +248,8 @@ class SearchConfig:
 
     ``trials`` counts the study's finished trials in total, so running the same command again on
     the same run directory only runs the ones still missing; ``timeout_s`` bounds one invocation.
+    ``include_base`` makes the unpruned base model the first trial: the reference every
+    compressed candidate is compared with (over budget, it is recorded infeasible, untrained).
     """
 
     controller: str = "nsga2"
@@ -255,6 +257,7 @@ class SearchConfig:
     timeout_s: float | None = None
     seed: int = 0
     population_size: int = 8
+    include_base: bool = True
 
     def __post_init__(self) -> None:
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")

@@ -293,6 +293,9 @@ def run_search(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([name for name, _ in OBJECTIVES])
+        if config.search.include_base and not study.get_trials(deepcopy=False):
+            base = {d.name: max(d.choices) for d in space.decisions}
+            study.enqueue_trial(base, user_attrs={"reference": "unpruned base model"})
         queued = _recover_interrupted(study)
         before = _finished(study)
         remaining = max(0, config.search.trials - before)
