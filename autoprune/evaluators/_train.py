@@ -287,7 +287,7 @@ def train_from_scratch(
         seed=seed,
         train_loss=epoch_loss,
     )
-    _logger.info("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
+    _logger.debug("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
     return result
 
 
