@@ -260,13 +260,21 @@ def _targets(args: argparse.Namespace) -> int:
                 f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}",
                 ",".join(p.native_precisions),
                 str(p.channel_multiple),
-                p.tvm_target if isinstance(p.tvm_target, str) else json.dumps(p.tvm_target),
+                _target_text(p.tvm_target_spec()),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _target_text(spec: str | dict[str, Any]) -> str:
+    """A TVM target in one short cell: the tag, or the dict's kind and architecture."""
+    if isinstance(spec, str):
+        return spec
+    detail = spec.get("arch") or spec.get("mcpu") or spec.get("mtriple") or ""
+    return f"{spec['kind']} {detail}".strip()
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -278,38 +286,31 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from autoprune.hwprofiles import estimate_hardware, load_profile
-    from autoprune.spaces import count_costs, create_model
+    from autoprune.hwprofiles import load_profile
+    from autoprune.search import model_costs
+    from autoprune.spaces import create_model
 
     shape = _parse_shape(args.input)
     device = load_profile(args.target)
     model = create_model(args.model, num_classes=args.num_classes, in_channels=shape[0]).eval()
-    costs = count_costs(model, shape)
-    hardware = estimate_hardware(costs, device)
     record = {
         "model": args.model,
         "target": device.name,
         "input_shape": "x".join(map(str, shape)),
-        "macs": costs.macs,
-        "params": costs.params,
-        "size_bytes": costs.size_bytes,
-        "latency_ms": hardware.latency_ms,
-        "latency_source": hardware.latency_source,
-        "energy_mj": hardware.energy_mj,
-        "energy_source": hardware.energy_source,
-        "method": hardware.method,
+        **model_costs(model, shape, device),
     }
     if args.format == "json":
         print(json.dumps(record, indent=2))
         return 0
     print(f"{args.model} at {record['input_shape']} on {device.name}")
-    print(f'  MACs      {costs.macs / 1e9:.4f} G ("GFLOPs" = multiply-accumulates)')
-    print(f"  params    {costs.params:,}")
-    print(f"  size      {costs.size_bytes / 1e6:.3f} MB")
+    print(f"  MACs      {record['macs'] / 1e9:.4f} G (GFLOPs = multiply-accumulates)")
+    print(f"  params    {record['params']:,}")
+    print(f"  size      {record['size_bytes'] / 1e6:.3f} MB")
     print(
-        f"  latency   {hardware.latency_ms:.4g} ms ({hardware.latency_source}: {hardware.method})"
+        f"  latency   {record['latency_ms']:.4g} ms "
+        f"({record['latency_source']}: {record['hardware_method']})"
     )
-    print(f"  energy    {hardware.energy_mj:.4g} mJ per inference ({hardware.energy_source})")
+    print(f"  energy    {record['energy_mj']:.4g} mJ per inference ({record['energy_source']})")
     return 0
 
 

@@ -25,15 +25,20 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
+# pip, quiet, without the local index mirror's "Location ... is ignored" chatter.
+pip_install() {
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location 'file:" || true; }
+}
+
 # Reinstall only when the dependency list changed.
 stamp=.venv/.autoprune-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing autoprune and its pinned dependencies into .venv (a few minutes the first time)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   # torch 2.14.1 + torchvision 0.29.1 first: the only pair that imports on these CPU machines.
-  .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  pip_install torch==2.14.1 torchvision==0.29.1
+  pip_install -e ".[test]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv/bin/autoprune)"

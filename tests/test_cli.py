@@ -257,9 +257,14 @@ def test_targets_and_profile(capsys) -> None:
     assert main(["targets", "--format", "json"]) == 0
     names = {p["name"] for p in json.loads(capsys.readouterr().out)}
     assert {"jetson-orin-nano", "jetson-nano", "raspberry-pi-4", "host"} <= names
+    assert main(["targets"]) == 0
+    table = capsys.readouterr().out
+    assert "jetson-orin-nano" in table and "nvidia/jetson-orin-nano" in table
     assert main(["profile", "--target", "jetson", "--model", "resnet50", "--format", "json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["macs"] == pytest.approx(4.09e9, rel=0.01)
     assert record["latency_source"] == "estimated" and record["latency_ms"] > 0
+    assert main(["profile", "--target", "jetson-nano", "--model", "resnet18"]) == 0
+    assert "(estimated" in capsys.readouterr().out
     assert main(["profile", "--target", "jetson", "--model", "resnet18", "--input", "3x224"]) == 2
     assert "not CxHxW" in capsys.readouterr().err

@@ -6,7 +6,12 @@ Optuna (and, later, Ray) are imported only inside this subpackage.
 from __future__ import annotations
 
 from autoprune.search._controllers import create_sampler, list_controllers, register_controller
-from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
+from autoprune.search._objective import (
+    CandidateObjective,
+    candidate_costs,
+    model_costs,
+    trial_dir,
+)
 from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
 from autoprune.search._study import (
@@ -32,6 +37,7 @@ __all__ = [
     "evaluate_on_test",
     "list_controllers",
     "load_records",
+    "model_costs",
     "pareto_front",
     "prepare_run_dir",
     "register_controller",

@@ -24,7 +24,13 @@ from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_fr
 from autoprune.hwprofiles import DeviceProfile, estimate_hardware
 from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
 
-__all__ = ["CandidateObjective", "candidate_costs", "candidate_seed", "trial_dir"]
+__all__ = [
+    "CandidateObjective",
+    "candidate_costs",
+    "candidate_seed",
+    "model_costs",
+    "trial_dir",
+]
 
 _logger = logging.getLogger("autoprune.search")
 
@@ -44,7 +50,14 @@ def candidate_costs(candidate: Candidate, profile: DeviceProfile) -> dict[str, A
 
     The model is built on the meta device: shapes only, no weights, nearly free.
     """
-    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+    return model_costs(build_model(candidate, device="meta"), candidate.input_shape, profile)
+
+
+def model_costs(
+    model: torch.nn.Module, input_shape: tuple[int, int, int], profile: DeviceProfile
+) -> dict[str, Any]:
+    """MACs, params, size_bytes, latency_ms and energy_mj (with sources) of a model on a target."""
+    costs = count_costs(model, input_shape)
     hardware = estimate_hardware(costs, profile)
     return {
         "macs": costs.macs,

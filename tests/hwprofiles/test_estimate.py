@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,31 +15,7 @@ from autoprune.hwprofiles import (
     list_profiles,
     load_profile,
 )
-
-try:  # the real records once autoprune.spaces has them
-    from autoprune.spaces import CostReport, LayerCost
-except ImportError:  # autoprune.spaces is written in parallel: same shape, local stand-ins
-
-    @dataclass(frozen=True)
-    class LayerCost:  # type: ignore[no-redef]
-        name: str
-        op: str
-        macs: int
-        params: int
-        weight_bits: int
-        activation_bits: int
-        input_elements: int
-        output_elements: int
-        weight_elements: int
-
-    @dataclass(frozen=True)
-    class CostReport:  # type: ignore[no-redef]
-        input_shape: tuple[int, int, int]
-        macs: int
-        params: int
-        size_bytes: int
-        layers: tuple[LayerCost, ...]
-
+from autoprune.spaces import CostReport, LayerCost
 
 # A device with round numbers so that every answer can be worked out by hand.
 ROUND = DeviceProfile.from_dict(
