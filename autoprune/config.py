@@ -484,6 +484,7 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
     try:
-        return config_from_dict(apply_overrides(dict(data), overrides))
-    except ConfigError as exc:
+        config_from_dict(data)
+    except ConfigError as exc:  # the file itself is wrong: say which file
         raise ConfigError(f"{exc} (in {path})") from None
+    return config_from_dict(apply_overrides(dict(data), overrides))
