@@ -181,7 +181,10 @@ def _search(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt:
         records = load_records(run_dir) if (run_dir / "run.json").exists() else []
-        done = sum(r.state != "failed" or r.error != "interrupted" for r in records)
+        done = sum(
+            r.state in ("complete", "pruned") or (r.state == "failed" and r.error != "interrupted")
+            for r in records
+        )
         if records:
             write_report_files(run_dir, pareto_front(records), records, title=title)
         print(
@@ -194,9 +197,24 @@ def _search(args: argparse.Namespace) -> int:
     print(format_front_table(result.front, result.records))
     print(
         f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png); "
-        f"continue or extend with: {command} --trials N"
+        f"continue or extend with: autoprune "
+        f"{' '.join(shlex.quote(a) for a in _without_trials(args.argv))} --trials N"
     )
     return 0
+
+
+def _without_trials(argv: list[str]) -> list[str]:
+    """The command line minus ``--trials N``, to print "continue with: ... --trials N"."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--trials":
+            skip = True
+        elif not arg.startswith("--trials="):
+            out.append(arg)
+    return out
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
