@@ -18,6 +18,12 @@ Example:
 from __future__ import annotations
 
 from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
+from autoprune.hwprofiles._power import (
+    EnergyMeasurement,
+    EnergySensor,
+    find_energy_sensor,
+    measure_energy,
+)
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
 
@@ -25,9 +31,13 @@ __all__ = [
     "PRECISION_BITS",
     "PROFILE_DIR",
     "DeviceProfile",
+    "EnergyMeasurement",
+    "EnergySensor",
     "HardwareEstimate",
     "LayerEstimate",
     "estimate_hardware",
+    "find_energy_sensor",
     "list_profiles",
     "load_profile",
+    "measure_energy",
 ]

@@ -1,0 +1,75 @@
+"""Energy sensors: RAPL counters read from a sysfs tree, NVML absent here, clean fallbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoprune.hwprofiles._power import (
+    EnergyMeasurement,
+    RaplSensor,
+    find_energy_sensor,
+    measure_energy,
+)
+
+
+def _zone(root: Path, name: str, energy_uj: int, max_uj: int = 1_000_000) -> Path:
+    zone = root / name
+    zone.mkdir(parents=True)
+    (zone / "energy_uj").write_text(f"{energy_uj}\n")
+    (zone / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return zone
+
+
+def test_rapl_sums_packages_ignores_subzones_and_unwraps(tmp_path: Path) -> None:
+    package0 = _zone(tmp_path, "intel-rapl:0", 900_000)
+    package1 = _zone(tmp_path, "intel-rapl:1", 10)
+    _zone(tmp_path, "intel-rapl:0:0", 5)  # core sub-zone: already inside package 0
+    sensor = RaplSensor(tmp_path)
+    assert [z.name for z in sensor.zones] == ["intel-rapl:0", "intel-rapl:1"]
+    assert sensor.read_mj() == 0.0
+    (package0 / "energy_uj").write_text("50000\n")  # wrapped: +150,000 uJ
+    (package1 / "energy_uj").write_text("2010\n")  # +2,000 uJ
+    assert sensor.read_mj() == pytest.approx(152.0)
+
+
+def test_measure_energy_per_call(tmp_path: Path) -> None:
+    package = _zone(tmp_path, "intel-rapl:0", 0, max_uj=10**12)
+    sensor = RaplSensor(tmp_path)
+    now = [0.0]
+    counter = [0]
+
+    def call() -> None:  # each call burns 2 mJ and takes 0.25 s
+        counter[0] += 2000
+        (package / "energy_uj").write_text(str(counter[0]))
+        now[0] += 0.25
+
+    result = measure_energy(call, sensor, min_seconds=1.0, clock=lambda: now[0])
+    assert result.calls == 4 and result.seconds == pytest.approx(1.0)
+    assert result.energy_mj == pytest.approx(2.0)
+    assert result.power_w == pytest.approx(0.008)
+    assert result.source == "measured" and result.sensor == "rapl"
+    assert EnergyMeasurement.from_dict(result.to_dict()) == result
+
+
+def test_missing_sensors_fall_back_to_none(tmp_path: Path) -> None:
+    assert find_energy_sensor("cpu", rapl_root=tmp_path) is None
+    with pytest.raises(ValueError, match="kind must be"):
+        find_energy_sensor("tpu", rapl_root=tmp_path)
+
+
+def test_nvml_is_found_exactly_when_the_driver_answers() -> None:
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        driver = True
+    except pynvml.NVMLError:
+        driver = False
+    sensor = find_energy_sensor("gpu")
+    assert (sensor is not None) == driver
+    if sensor is not None:
+        assert sensor.read_mj() >= 0
