@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format",
         default="onnx,torchscript",
-        help="comma-separated formats: onnx,torchscript (default: both)",
+        help="comma-separated formats: onnx, torchscript, tvm (a library for the run's "
+        "target) (default: onnx,torchscript)",
     )
     export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
 

@@ -6,6 +6,10 @@ Per exported trial, ``OUT/trial-NNNN/`` holds::
     model.pt              the trained state_dict
     model.onnx            ONNX, batch 1 at the deploy input shape (torch.export-based exporter)
     model.torchscript.pt  TorchScript (traced)
+    model.so | model.tar  TVM library for the run's target (``--format tvm``): a shared library
+                          for this host, or for a board cross-built (CUDA kernels for its GPU
+                          through nvcc, aarch64 host code through ``aarch64-linux-gnu-g++``);
+                          without the cross compiler, the object files as a tar to link there
     card.md               metrics with their sources and fidelity
 
 Example:
@@ -27,13 +31,21 @@ import torch
 import yaml
 
 from autoprune.errors import AutopruneError, RunDirError
+from autoprune.hwprofiles import DeviceProfile, load_profile
 from autoprune.search import TrialRecord, load_records, pareto_front, trial_dir
 from autoprune.spaces import Candidate, build_model
 
-__all__ = ["EXPORT_FORMATS", "ExportedModel", "export_run", "load_trained_model"]
+__all__ = [
+    "DEFAULT_FORMATS",
+    "EXPORT_FORMATS",
+    "ExportedModel",
+    "export_run",
+    "load_trained_model",
+]
 
 _logger = logging.getLogger("autoprune.export")
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "tvm")
+DEFAULT_FORMATS = ("onnx", "torchscript")
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,25 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Pat
         torch.jit.trace(model, example).save(str(path))
 
 
+def _export_tvm(
+    model: torch.nn.Module, input_shape: tuple[int, int, int], folder: Path, profile: DeviceProfile
+) -> Path:
+    """Build ``model`` with TVM for the profile's target and write the library into ``folder``."""
+    from autoprune.hwprofiles import build_for_target, import_to_relax, write_library
+
+    if any(
+        getattr(m, "weight_bits", 32) < 32 or getattr(m, "activation_bits", 32) < 32
+        for m in model.modules()
+    ):
+        raise AutopruneError(
+            "TVM export of fake-quantized layers (bit-widths below 32) is not supported yet: "
+            "TVM 0.27 has no importer for them; export onnx or torchscript for this trial"
+        )
+    spec = profile.tvm_target_spec()
+    executable = build_for_target(import_to_relax(model, input_shape), spec)
+    return write_library(executable, spec, folder)
+
+
 def _card(record: TrialRecord, run_dir: Path) -> str:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f} %"
@@ -108,12 +139,17 @@ def _card(record: TrialRecord, run_dir: Path) -> str:
     )
 
 
+def _run_target(run_dir: Path) -> DeviceProfile:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    return load_profile(config.get("target", "jetson"))
+
+
 def export_run(
     run_dir: Path,
     *,
     trials: Sequence[int] = (),
     pareto: bool = False,
-    formats: Sequence[str] = EXPORT_FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     out_dir: Path | None = None,
 ) -> list[ExportedModel]:
     """Export the given trials (or the Pareto front) of the run in ``run_dir``."""
@@ -152,6 +188,12 @@ def export_run(
         if "torchscript" in formats:
             files.append(folder / "model.torchscript.pt")
             _export_torchscript(model, example, files[-1])
+        if "tvm" in formats:
+            files.append(
+                _export_tvm(
+                    model, tuple(record.candidate["input_shape"]), folder, _run_target(run_dir)
+                )
+            )
         _logger.info("trial %d exported to %s", record.number, folder)
         exported.append(ExportedModel(trial=record.number, folder=folder, files=tuple(files)))
     return exported

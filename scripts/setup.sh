@@ -6,16 +6,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA_DIR=/usr/share/datasets/fashion-mnist
-if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
+# Debian packages: the embedded default's data (required) and the aarch64 cross compiler that
+# links TVM libraries for Jetson and Raspberry Pi boards (optional: without it, `export --format
+# tvm` writes the object files as a tar to link on the board).
+missing=()
+[ -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] || missing+=(dataset-fashion-mnist)
+command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    echo "setup: installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
-  else
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then
     echo "setup: Fashion-MNIST is missing from $DATA_DIR; run as root:" >&2
-    echo "  apt-get update && apt-get install -y dataset-fashion-mnist" >&2
+    echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
     echo "  (or point data.root of your config at a folder with the four *-ubyte.gz IDX files)" >&2
     exit 1
+  else
+    echo "setup: optional: apt-get install -y g++-aarch64-linux-gnu (links TVM libraries for Arm boards)" >&2
   fi
 fi
 

@@ -18,6 +18,13 @@ Example:
 from __future__ import annotations
 
 from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
+from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
+from autoprune.hwprofiles._library import target_host_arch, write_library
+from autoprune.hwprofiles._measure import (
+    LatencyMeasurement,
+    MeasureProtocol,
+    measure_pytorch_latency,
+)
 from autoprune.hwprofiles._power import (
     EnergyMeasurement,
     EnergySensor,
@@ -26,6 +33,14 @@ from autoprune.hwprofiles._power import (
 )
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
+from autoprune.hwprofiles._tvm import (
+    OutputMismatchError,
+    build_for_target,
+    check_outputs_match,
+    import_to_relax,
+    is_local_target,
+    measure_tvm_latency,
+)
 
 __all__ = [
     "PRECISION_BITS",
@@ -34,10 +49,24 @@ __all__ = [
     "EnergyMeasurement",
     "EnergySensor",
     "HardwareEstimate",
+    "KernelCost",
+    "LatencyMeasurement",
     "LayerEstimate",
+    "MeasureProtocol",
+    "OutputMismatchError",
+    "build_for_target",
+    "check_outputs_match",
+    "estimate_from_kernels",
     "estimate_hardware",
     "find_energy_sensor",
+    "fused_kernels",
+    "import_to_relax",
+    "is_local_target",
     "list_profiles",
     "load_profile",
     "measure_energy",
+    "measure_pytorch_latency",
+    "measure_tvm_latency",
+    "target_host_arch",
+    "write_library",
 ]

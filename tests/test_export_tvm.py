@@ -1,0 +1,74 @@
+"""``autoprune export --format tvm``: a library for the run's target; the host one runs here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.cli import main
+from autoprune.export import load_trained_model
+from autoprune.search import load_records
+from tests.conftest import write_config
+
+FLOAT_SPACE = {"weight_bits": [32], "activation_bits": [32], "resolution_scales": [1.0]}
+
+
+def _base_run(folder: Path, target: str) -> Path:
+    config = write_config(folder, space=FLOAT_SPACE, search={"trials": 1}, target=target)
+    run_dir = folder / "run"
+    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_host_library_runs_here_and_matches_pytorch(tmp_path: Path) -> None:
+    tvm = pytest.importorskip("tvm")
+    run_dir = _base_run(tmp_path, "host")
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--trial", "0", "--format", "tvm", "--out", str(out)]) == 0
+    library = out / "trial-0000" / "model.so"
+    assert library.is_file()
+
+    record = load_records(run_dir)[0]
+    model = load_trained_model(run_dir, record)
+    x = torch.randn(1, *record.candidate["input_shape"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    device = tvm.cpu()
+    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
+    result = vm["main"](tvm.runtime.tensor(x.numpy(), device))
+    got = (result[0] if not hasattr(result, "numpy") else result).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_jetson_library_is_cross_built_for_aarch64_with_cuda(tmp_path: Path) -> None:
+    pytest.importorskip("tvm")
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc (CUDA) is needed to build kernels for the Jetson GPU")
+    run_dir = _base_run(tmp_path, "jetson")
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--trial", "0", "--format", "tvm", "--out", str(out)]) == 0
+    folder = out / "trial-0000"
+    if shutil.which("aarch64-linux-gnu-g++"):
+        data = (folder / "model.so").read_bytes()
+        assert data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little") == 183  # aarch64
+        # The CUDA module is embedded beside the host code, with the GPU kernels of the model.
+        assert b"cuda" in data and b"conv2d_kernel" in data
+    else:
+        assert (folder / "model.tar").is_file()
+
+
+def test_quantized_trials_say_why_tvm_export_is_not_available(tmp_path: Path, capsys) -> None:
+    config = write_config(
+        tmp_path, space={"weight_bits": [8], "activation_bits": [8]}, search={"trials": 1}
+    )
+    run_dir = tmp_path / "run"
+    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--trial", "0", "--format", "tvm"]) == 2
+    assert "fake-quantized" in capsys.readouterr().err
