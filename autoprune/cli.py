@@ -119,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
         "--num-classes", type=int, default=1000, help="classifier outputs (default 1000)"
     )
     profile.add_argument("--format", choices=("table", "json"), default="table")
+    profile.add_argument(
+        "--measure",
+        action="store_true",
+        help="also measure latency: TVM-built code and PyTorch eager on this host (target host), "
+        "or TVM-built code on a board behind --rpc-tracker",
+    )
+    profile.add_argument("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker of the board")
+    profile.add_argument("--rpc-key", metavar="KEY", help="key the board registered under")
     return parser
 
 
@@ -304,6 +312,29 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+def _measure(
+    model: Any, shape: tuple[int, int, int], device: Any, args: argparse.Namespace
+) -> list[Any]:
+    """Latency measurements of ``model`` for ``profile --measure``."""
+    from autoprune.hwprofiles import (
+        RpcEndpoint,
+        is_local_target,
+        measure_pytorch_latency,
+        measure_rpc_latency,
+        measure_tvm_latency,
+    )
+
+    if args.rpc_tracker or args.rpc_key:
+        endpoint = RpcEndpoint.parse(args.rpc_tracker or "", key=args.rpc_key or "")
+        return [measure_rpc_latency(model, shape, device, endpoint)]
+    if not is_local_target(device.tvm_target_spec()):
+        raise ConfigError(
+            f"target {device.name} does not run on this machine: measure it on the "
+            f"board with --rpc-tracker HOST:PORT --rpc-key KEY, or drop --measure"
+        )
+    return [measure_tvm_latency(model, shape, device), measure_pytorch_latency(model, shape)]
+
+
 def _profile(args: argparse.Namespace) -> int:
     from autoprune.hwprofiles import load_profile
     from autoprune.search import model_costs
@@ -318,6 +349,8 @@ def _profile(args: argparse.Namespace) -> int:
         "input_shape": "x".join(map(str, shape)),
         **model_costs(model, shape, device),
     }
+    if args.measure or args.rpc_tracker:
+        record["measured"] = [m.to_dict() for m in _measure(model, shape, device, args)]
     if args.format == "json":
         print(json.dumps(record, indent=2))
         return 0
@@ -330,6 +363,17 @@ def _profile(args: argparse.Namespace) -> int:
         f"({record['latency_source']}: {record['hardware_method']})"
     )
     print(f"  energy    {record['energy_mj']:.4g} mJ per inference ({record['energy_source']})")
+    for m in record.get("measured", []):
+        tuning = "" if m["backend"] == "pytorch" else ", tuned" if m["tuned"] else ", untuned"
+        label = f"{m['backend']}{tuning}"
+        if m["error"]:
+            print(f"  latency   measurement failed ({label}): {m['error']}")
+        else:
+            print(
+                f"  latency   {m['latency_ms']:.4g} ms +- {m['spread_ms'] / 2:.2g} "
+                f"(measured, {label}, median of {len(m['runs_ms'])} repeats, "
+                f"{m['protocol']['threads']} threads)"
+            )
     return 0
 
 

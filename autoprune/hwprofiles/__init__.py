@@ -33,6 +33,7 @@ from autoprune.hwprofiles._power import (
 )
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
+from autoprune.hwprofiles._rpc import RpcEndpoint, measure_rpc_latency
 from autoprune.hwprofiles._tvm import (
     OutputMismatchError,
     build_for_target,
@@ -54,6 +55,7 @@ __all__ = [
     "LayerEstimate",
     "MeasureProtocol",
     "OutputMismatchError",
+    "RpcEndpoint",
     "build_for_target",
     "check_outputs_match",
     "estimate_from_kernels",
@@ -66,6 +68,7 @@ __all__ = [
     "load_profile",
     "measure_energy",
     "measure_pytorch_latency",
+    "measure_rpc_latency",
     "measure_tvm_latency",
     "target_host_arch",
     "write_library",
