@@ -272,3 +272,34 @@ def test_targets_and_profile(capsys) -> None:
     assert "(estimated" in capsys.readouterr().out
     assert main(["profile", "--target", "jetson", "--model", "resnet18", "--input", "3x224"]) == 2
     assert "not CxHxW" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_profile_measures_tvm_and_pytorch_beside_the_estimate(capsys) -> None:
+    args = [
+        "profile",
+        "--target",
+        "host",
+        "--model",
+        "resnet20",
+        "--input",
+        "1x16x16",
+        "--num-classes",
+        "10",
+        "--measure",
+        "--format",
+        "json",
+    ]
+    assert main(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["latency_source"] == "estimated"
+    tvm_run, torch_run = record["measured"]
+    assert (tvm_run["backend"], torch_run["backend"]) == ("tvm", "pytorch")
+    for run in (tvm_run, torch_run):
+        assert run["error"] is None and run["latency_ms"] > 0 and run["source"] == "measured"
+        assert run["protocol"]["repeat"] == len(run["runs_ms"])
+
+
+def test_profile_measure_of_an_unreachable_board_says_how(capsys) -> None:
+    assert main(["profile", "--target", "jetson", "--model", "resnet18", "--measure"]) == 2
+    assert "--rpc-tracker HOST:PORT --rpc-key KEY" in capsys.readouterr().err
