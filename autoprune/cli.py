@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="overrides",
         help="override a config value, e.g. --set training.epochs=3 (repeatable)",
     )
+    search.add_argument(
+        "--rpc-tracker",
+        metavar="HOST:PORT",
+        help="TVM RPC tracker of the target board: latency is measured there",
+    )
+    search.add_argument("--rpc-key", metavar="KEY", help="key the board registered under")
     search.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
 
     report = sub.add_parser("report", help="print the Pareto front of a run")
@@ -160,6 +166,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.budget is not None:
         overrides.append("budgets=" + json.dumps(list(args.budget)))
     for flag, key in (
+        ("rpc_tracker", "hardware.rpc_tracker"),
+        ("rpc_key", "hardware.rpc_key"),
         ("controller", "search.controller"),
         ("trials", "search.trials"),
         ("timeout", "search.timeout_s"),

@@ -1,10 +1,10 @@
 """Run configuration: YAML and CLI overrides -> frozen dataclasses, validated at the boundary.
 
-A config has six sections (``model``, ``data``, ``space``, ``training``, ``search``) plus the
-``target`` device and the ``budgets``. Every key is type-checked; an unknown key, a wrong type or
-an out-of-range value raises :class:`~autoprune.errors.ConfigError` naming the dotted key, the
-bad value and what is allowed. Budget strings (``"2gflops"``, ``"15ms"``) are parsed here, once,
-into :class:`Budget` records with SI units in their metric names.
+A config has six sections (``model``, ``data``, ``space``, ``training``, ``search``,
+``hardware``) plus the ``target`` device and the ``budgets``. Every key is type-checked; an
+unknown key, a wrong type or an out-of-range value raises :class:`~autoprune.errors.ConfigError`
+naming the dotted key, the bad value and what is allowed. Budget strings (``"2gflops"``,
+``"15ms"``) are parsed here, once, into :class:`Budget` records with SI units in their metric names.
 
 Example:
     >>> cfg = load_config("configs/default.yaml", overrides=["search.trials=4"])
@@ -36,6 +36,8 @@ __all__ = [
     "Budget",
     "Config",
     "DataConfig",
+    "HardwareConfig",
+    "LATENCY_MODES",
     "ModelConfig",
     "SearchConfig",
     "SpaceConfig",
@@ -273,6 +275,41 @@ class SearchConfig:
         )
 
 
+#: How latency is obtained: measured where the target is reachable, else estimated (``auto``).
+LATENCY_MODES = ("auto", "measured", "estimated")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """Where latency comes from: ``auto`` measures TVM-built code where the target is reachable
+    (``host`` here, or a board behind ``rpc_tracker``) and estimates it elsewhere."""
+
+    latency: str = "auto"
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
+    measure_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.latency in LATENCY_MODES,
+            "hardware.latency",
+            self.latency,
+            f"one of {', '.join(LATENCY_MODES)}",
+        )
+        _require(
+            (self.rpc_tracker is None) == (self.rpc_key is None),
+            "hardware.rpc_key",
+            self.rpc_key,
+            "given together with hardware.rpc_tracker (HOST:PORT)",
+        )
+        _require(
+            self.measure_timeout_s > 0,
+            "hardware.measure_timeout_s",
+            self.measure_timeout_s,
+            "a positive number of seconds",
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole, validated run configuration."""
@@ -282,6 +319,7 @@ class Config:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     target: str = "jetson"
     budgets: tuple[Budget, ...] = ()
 
@@ -316,6 +354,7 @@ _SECTIONS: dict[str, type] = {
     "space": SpaceConfig,
     "training": TrainingConfig,
     "search": SearchConfig,
+    "hardware": HardwareConfig,
 }
 
 

@@ -43,7 +43,7 @@ def write_config(folder: Path, **sections: dict) -> Path:
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_CONFIG.items()}
     for key, value in sections.items():
         if isinstance(value, dict):
-            data[key] = {**data[key], **value}
+            data[key] = {**data.get(key, {}), **value}
         else:
             data[key] = value
     path = folder / "tiny.yaml"

@@ -303,3 +303,28 @@ def test_profile_measures_tvm_and_pytorch_beside_the_estimate(capsys) -> None:
 def test_profile_measure_of_an_unreachable_board_says_how(capsys) -> None:
     assert main(["profile", "--target", "jetson", "--model", "resnet18", "--measure"]) == 2
     assert "--rpc-tracker HOST:PORT --rpc-key KEY" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_host_search_uses_measured_latency_and_jetson_estimated(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, search={"trials": 2}, target="host")
+    run_dir = tmp_path / "run"
+    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    records = [r for r in load_records(run_dir) if r.state == "complete"]
+    assert len(records) == 2
+    assert all(r.latency_source == "measured" for r in records)
+    assert "(measured)" in table and "(estimated)" in table  # latency measured, energy estimated
+    assert any((run_dir / "hw-cache").iterdir())
+
+
+@pytest.mark.slow
+def test_failed_measurement_is_a_failed_trial_and_the_search_goes_on(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, search={"trials": 2}, target="host", hardware={"measure_timeout_s": 0.5}
+    )
+    run_dir = tmp_path / "run"
+    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    records = load_records(run_dir)
+    assert [r.state for r in records] == ["failed", "failed"]
+    assert all("timeout" in r.error for r in records)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from autoprune.hwprofiles._costing import LATENCY_MODES, HardwareCoster, MeasurementFailed
 from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._library import target_host_arch, write_library
@@ -44,16 +45,19 @@ from autoprune.hwprofiles._tvm import (
 )
 
 __all__ = [
+    "LATENCY_MODES",
     "PRECISION_BITS",
     "PROFILE_DIR",
     "DeviceProfile",
     "EnergyMeasurement",
     "EnergySensor",
+    "HardwareCoster",
     "HardwareEstimate",
     "KernelCost",
     "LatencyMeasurement",
     "LayerEstimate",
     "MeasureProtocol",
+    "MeasurementFailed",
     "OutputMismatchError",
     "RpcEndpoint",
     "build_for_target",

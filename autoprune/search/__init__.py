@@ -16,6 +16,7 @@ from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
 from autoprune.search._study import (
     SearchResult,
+    build_coster,
     build_space,
     check_budgets,
     evaluate_on_test,
@@ -29,6 +30,7 @@ __all__ = [
     "CandidateObjective",
     "SearchResult",
     "TrialRecord",
+    "build_coster",
     "build_space",
     "candidate_costs",
     "check_budgets",

@@ -21,8 +21,8 @@ import torch
 
 from autoprune.config import Budget, Config
 from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_from_scratch
-from autoprune.hwprofiles import DeviceProfile, estimate_hardware
-from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
+from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_hardware
+from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
 __all__ = [
     "CandidateObjective",
@@ -45,30 +45,40 @@ def candidate_seed(candidate: Candidate, search_seed: int) -> int:
     return (int(candidate.hash[:8], 16) ^ search_seed) % (2**31 - 1)
 
 
-def candidate_costs(candidate: Candidate, profile: DeviceProfile) -> dict[str, Any]:
-    """Exact costs and the hardware estimate of a candidate, as flat metric -> value fields.
+def candidate_costs(
+    candidate: Candidate, profile: DeviceProfile, coster: HardwareCoster | None = None
+) -> dict[str, Any]:
+    """Exact costs of a candidate and its latency and energy on the target, as flat fields.
 
-    The model is built on the meta device: shapes only, no weights, nearly free.
+    The model is built on the meta device for counting (shapes only, no weights, nearly free).
+    ``coster`` decides where latency comes from (default: the profile's estimate).
+
+    Raises:
+        MeasurementFailed: latency was to be measured and the build or measurement failed.
     """
-    return model_costs(build_model(candidate, device="meta"), candidate.input_shape, profile)
+    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+    coster = coster or HardwareCoster(profile, latency="estimated")
+    return {**_exact(costs), **coster(candidate, estimate_hardware(costs, profile))}
 
 
 def model_costs(
     model: torch.nn.Module, input_shape: tuple[int, int, int], profile: DeviceProfile
 ) -> dict[str, Any]:
-    """MACs, params, size_bytes, latency_ms and energy_mj (with sources) of a model on a target."""
+    """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target."""
     costs = count_costs(model, input_shape)
     hardware = estimate_hardware(costs, profile)
     return {
-        "macs": costs.macs,
-        "params": costs.params,
-        "size_bytes": costs.size_bytes,
+        **_exact(costs),
         "latency_ms": hardware.latency_ms,
         "latency_source": hardware.latency_source,
         "energy_mj": hardware.energy_mj,
         "energy_source": hardware.energy_source,
         "hardware_method": hardware.method,
     }
+
+
+def _exact(costs: CostReport) -> dict[str, int]:
+    return {"macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes}
 
 
 class CandidateObjective:
@@ -87,9 +97,11 @@ class CandidateObjective:
         space: SearchSpace,
         profile: DeviceProfile,
         run_dir: Path,
+        coster: HardwareCoster | None = None,
         progress: bool = False,
     ) -> None:
         self.config = config
+        self.coster = coster
         self.space = space
         self.profile = profile
         self.run_dir = run_dir
@@ -137,7 +149,7 @@ class CandidateObjective:
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("candidate_hash", candidate.hash)
 
-        values = candidate_costs(candidate, self.profile)
+        values = candidate_costs(candidate, self.profile, self.coster)
         violations = self.budget_violations(values)
         feasible = all(v <= 0 for v in violations.values())
         trial.set_user_attr("costs", values)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from autoprune.config import Config
 from autoprune.errors import ConfigError, RunDirError
 from autoprune.evaluators import evaluate_accuracy, load_dataset
-from autoprune.hwprofiles import DeviceProfile, load_profile
+from autoprune.hwprofiles import DeviceProfile, HardwareCoster, RpcEndpoint, load_profile
 from autoprune.search._controllers import create_sampler
 from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
 from autoprune.search._pareto import OBJECTIVES, pareto_front
@@ -43,6 +43,7 @@ from autoprune.spaces import Candidate, SearchSpace, build_model
 
 __all__ = [
     "SearchResult",
+    "build_coster",
     "build_space",
     "check_budgets",
     "evaluate_on_test",
@@ -104,7 +105,23 @@ def build_space(config: Config, profile: DeviceProfile) -> SearchSpace:
     )
 
 
-def check_budgets(config: Config, space: SearchSpace, profile: DeviceProfile) -> list[str]:
+def build_coster(config: Config, profile: DeviceProfile) -> HardwareCoster:
+    """Where a run's latency comes from (``hardware`` section; no cache until the run starts)."""
+    hardware = config.hardware
+    endpoint = None
+    if hardware.rpc_tracker is not None:
+        endpoint = RpcEndpoint.parse(hardware.rpc_tracker, key=hardware.rpc_key or "")
+    return HardwareCoster(
+        profile, latency=hardware.latency, endpoint=endpoint, timeout_s=hardware.measure_timeout_s
+    )
+
+
+def check_budgets(
+    config: Config,
+    space: SearchSpace,
+    profile: DeviceProfile,
+    coster: HardwareCoster | None = None,
+) -> list[str]:
     """Compare each budget with the space's extremes before anything runs.
 
     Returns one line per budget that does not bind (the largest candidate already fits);
@@ -112,8 +129,8 @@ def check_budgets(config: Config, space: SearchSpace, profile: DeviceProfile) ->
     """
     if not config.budgets:
         return []
-    largest = candidate_costs(space.largest(), profile)
-    smallest = candidate_costs(space.smallest(), profile)
+    largest = candidate_costs(space.largest(), profile, coster)
+    smallest = candidate_costs(space.smallest(), profile, coster)
     shape = "x".join(map(str, config.data.input_shape))
     notes = []
     for budget in config.budgets:
@@ -262,9 +279,7 @@ def run_search(
     """
     profile = load_profile(config.target)
     space = build_space(config, profile)
-    notes = check_budgets(config, space, profile)
-    for note in notes:
-        _logger.warning(note)
+    coster = build_coster(config, profile)
     data = load_dataset(
         config.data.dataset,
         root=config.data.root,
@@ -277,10 +292,26 @@ def run_search(
             f"{config.data.dataset} has {data.input_shape[0]}-channel images"
         )
 
+    if coster.measures:
+        _logger.info(
+            "latency on %s: measured (TVM-built code%s)",
+            profile.name,
+            f", board {coster.endpoint.describe()}" if coster.endpoint else "",
+        )
+    notes = check_budgets(config, space, profile, coster)
+    for note in notes:
+        _logger.warning(note)
+
     url = prepare_run_dir(run_dir, config, storage)
+    coster.cache_dir = run_dir / "hw-cache"
     with _exclusive(run_dir):
         objective = CandidateObjective(
-            config=config, space=space, profile=profile, run_dir=run_dir, progress=progress
+            config=config,
+            space=space,
+            profile=profile,
+            run_dir=run_dir,
+            coster=coster,
+            progress=progress,
         )
         objective._data = data
         sampler = create_sampler(
