@@ -35,6 +35,7 @@ from autoprune.hwprofiles._power import (
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
 from autoprune.hwprofiles._rpc import RpcEndpoint, measure_rpc_latency
+from autoprune.hwprofiles._tune import TuningError, TuningReport, build_tuned, tune_model
 from autoprune.hwprofiles._tvm import (
     OutputMismatchError,
     build_for_target,
@@ -60,7 +61,10 @@ __all__ = [
     "MeasurementFailed",
     "OutputMismatchError",
     "RpcEndpoint",
+    "TuningError",
+    "TuningReport",
     "build_for_target",
+    "build_tuned",
     "check_outputs_match",
     "estimate_from_kernels",
     "estimate_hardware",
@@ -75,5 +79,6 @@ __all__ = [
     "measure_rpc_latency",
     "measure_tvm_latency",
     "target_host_arch",
+    "tune_model",
     "write_library",
 ]

@@ -5,10 +5,11 @@ The path is TVM 0.27's (shared/TVM.md): ``torch.export.export`` -> ``from_export
 measurements run in a fresh worker process with a timeout (see ``_measure.py``), so a TVM crash
 or hang becomes a :class:`LatencyMeasurement` with ``error`` set.
 
-The code measured here is **untuned**: TVM's default CPU pipeline fuses and legalizes but
-schedules nothing, so kernels are naive loops, 5-50x slower than PyTorch eager on this CPU.
-Records say so (``tuned=False``); they are no latency signal for the search until MetaSchedule
-tuning is added. ``tvm`` is imported lazily, in the worker (and by :func:`import_to_relax` and
+By default the code measured here is **untuned**: TVM's default CPU pipeline fuses and
+legalizes but schedules nothing, so kernels are naive loops, 5-50x slower than PyTorch eager on
+this CPU. Records say so (``tuned=False``); they are no latency signal for the search. With
+``database_dir=`` the kernels tuned by MetaSchedule (``_tune.py``) are applied
+(``tuned=True``). ``tvm`` is imported lazily, in the worker (and by :func:`import_to_relax` and
 :func:`build_for_target` when called directly).
 """
 
@@ -20,6 +21,7 @@ import math
 import os
 import platform
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -181,7 +183,13 @@ def _build_local(payload: Mapping[str, Any]) -> tuple[Any, Any, Any, nn.Module, 
     shape = tuple(payload["input_shape"])
     model = model_from_payload(payload["model"])
     target = resolve_target(payload["target"])
-    executable = tvm.compile(import_to_relax(model, shape), target=tvm.target.Target(target))
+    mod = import_to_relax(model, shape)
+    if payload.get("database_dir") is not None:
+        from autoprune.hwprofiles._tune import build_tuned
+
+        executable = build_tuned(mod, target, payload["database_dir"])
+    else:
+        executable = tvm.compile(mod, target=tvm.target.Target(target))
     device = tvm.cpu()
     vm = relax.VirtualMachine(executable, device)
     x = example_input(shape)
@@ -243,6 +251,21 @@ def _local_profile(profile: DeviceProfile | str) -> DeviceProfile:
     return profile
 
 
+def _check_database_dir(database_dir: str | os.PathLike[str] | None) -> str | None:
+    """The absolute tuning database folder, or ``None``; one without a database is refused."""
+    if database_dir is None:
+        return None
+    from autoprune.hwprofiles._tune import WORKLOADS_NAME
+
+    folder = Path(database_dir).resolve()
+    if not (folder / WORKLOADS_NAME).is_file():
+        raise ConfigError(
+            f"`database_dir` {str(folder)!r} holds no MetaSchedule database ({WORKLOADS_NAME}); "
+            "run tune_model(..., database_dir=...) first, or pass database_dir=None (untuned)"
+        )
+    return str(folder)
+
+
 def measure_tvm_latency(
     model: ModelLike,
     input_shape: tuple[int, int, int],
@@ -251,15 +274,19 @@ def measure_tvm_latency(
     protocol: MeasureProtocol | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    database_dir: str | os.PathLike[str] | None = None,
 ) -> LatencyMeasurement:
     """Build ``model`` with TVM for ``profile`` and measure its batch-1 latency on this host.
 
     Import, build and timing run in a fresh worker process limited to ``timeout_s`` seconds; an
     exception (an op the frontend rejects), a crash (segfault) or a timeout comes back as a
-    record with ``error`` set, never as an exception. The code is untuned (``tuned=False``):
-    naive loops, not a latency signal (module docstring). Successful records are cached under
-    ``cache_dir`` keyed by the model fingerprint (candidate hash), profile name, input shape,
-    protocol, target and the TVM version; a hit starts no worker.
+    record with ``error`` set, never as an exception. Without ``database_dir`` the code is
+    untuned (``tuned=False``): naive loops, not a latency signal (module docstring). With it,
+    the kernels tuned there by :func:`~autoprune.hwprofiles.tune_model` are applied
+    (``tuned=True``; kernels without a record stay untuned). Successful records are cached
+    under ``cache_dir`` keyed by the model fingerprint (candidate hash), profile name, input
+    shape, protocol, target, TVM version and, when tuned, the database folder and its record
+    count (more tuning, new key); a hit starts no worker.
 
     Args:
         model: an ``nn.Module`` (picklable: module-level classes) or a :class:`Candidate`
@@ -270,9 +297,12 @@ def measure_tvm_latency(
             the cores available>)``.
         cache_dir: cache folder (e.g. ``<run_dir>/hw-cache``); ``None`` disables the cache.
         timeout_s: wall-clock limit of the worker (start, import, build, timing), seconds.
+        database_dir: a MetaSchedule tuning database folder (``tune_model``'s), or ``None``
+            for untuned code.
 
     Raises:
-        ConfigError: the profile's target does not run on this host, or a bad argument.
+        ConfigError: the profile's target does not run on this host, ``database_dir`` holds
+            no tuning database, or a bad argument.
 
     Example:
         >>> from autoprune.spaces import Candidate
@@ -288,10 +318,12 @@ def measure_tvm_latency(
     if protocol is None:
         cores = spec.get("num-cores") if isinstance(spec, Mapping) else None
         protocol = MeasureProtocol(threads=int(cores) if cores else default_threads())
+    database = _check_database_dir(database_dir)
+    tuned = database is not None
     fields: dict[str, Any] = {
         "protocol": protocol,
         "backend": "tvm",
-        "tuned": False,
+        "tuned": tuned,
         "profile": profile.name,
         "input_shape": shape,
     }
@@ -302,10 +334,14 @@ def measure_tvm_latency(
         "target": spec,
         "input_shape": list(shape),
         "protocol": protocol.to_dict(),
-        "tuned": False,
+        "tuned": tuned,
         "tvm": package_version("apache-tvm"),
         "machine": _host_arch(),
     }
+    if database is not None:
+        from autoprune.hwprofiles._tune import record_count
+
+        key["database"] = {"dir": database, "records": record_count(database)}
     cached = cache_load(cache_dir, key)
     if cached is not None:
         return cached
@@ -314,8 +350,14 @@ def measure_tvm_latency(
         "input_shape": shape,
         "target": spec,
         "protocol": protocol.to_dict(),
+        "database_dir": database,
     }
-    _logger.info("building and timing %s on %s with TVM (untuned)", key["model"], profile.name)
+    _logger.info(
+        "building and timing %s on %s with TVM (%s)",
+        key["model"],
+        profile.name,
+        "tuned" if tuned else "untuned",
+    )
     ok, value = run_in_worker(
         _tvm_latency_job, payload, threads=protocol.threads, timeout_s=timeout_s
     )
@@ -336,11 +378,13 @@ def check_outputs_match(
     rtol: float = 1e-4,
     atol: float = 1e-4,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    database_dir: str | os.PathLike[str] | None = None,
 ) -> float:
     """Max absolute difference between TVM's and PyTorch's outputs on ``randn(1, *input_shape)``.
 
     Both run in one worker process (eval mode, seed-0 input); the TVM side is built for
-    ``profile`` as :func:`measure_tvm_latency` builds it.
+    ``profile`` as :func:`measure_tvm_latency` builds it (with the tuned kernels of
+    ``database_dir`` when given).
 
     Raises:
         OutputMismatchError: the outputs are not close (``|tvm - torch| <= atol + rtol *
@@ -362,6 +406,7 @@ def check_outputs_match(
         "target": profile.tvm_target_spec(),
         "rtol": float(rtol),
         "atol": float(atol),
+        "database_dir": _check_database_dir(database_dir),
     }
     ok, value = run_in_worker(_outputs_job, payload, threads=default_threads(), timeout_s=timeout_s)
     if not ok:
