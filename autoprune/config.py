@@ -282,12 +282,18 @@ LATENCY_MODES = ("auto", "measured", "estimated")
 @dataclass(frozen=True)
 class HardwareConfig:
     """Where latency comes from: ``auto`` measures TVM-built code where the target is reachable
-    (``host`` here, or a board behind ``rpc_tracker``) and estimates it elsewhere."""
+    (``host`` here, or a board behind ``rpc_tracker``) and estimates it elsewhere.
+
+    ``tuning_trials_per_task``: measured on this host, kernels are first tuned with MetaSchedule,
+    this many trials per fused kernel that the run's shared tuning database does not hold yet
+    (untuned TVM code is naive loops, 5-50x slower than tuned code; 0 measures it anyway).
+    ``measure_timeout_s`` bounds each tuning, build and measurement, seconds."""
 
     latency: str = "auto"
     rpc_tracker: str | None = None
     rpc_key: str | None = None
     measure_timeout_s: float = 600.0
+    tuning_trials_per_task: int = 4
 
     def __post_init__(self) -> None:
         _require(
@@ -307,6 +313,12 @@ class HardwareConfig:
             "hardware.measure_timeout_s",
             self.measure_timeout_s,
             "a positive number of seconds",
+        )
+        _require(
+            self.tuning_trials_per_task >= 0,
+            "hardware.tuning_trials_per_task",
+            self.tuning_trials_per_task,
+            "an integer >= 0 (MetaSchedule trials per new fused kernel; 0 measures untuned code)",
         )
 
 

@@ -307,7 +307,9 @@ def test_profile_measure_of_an_unreachable_board_says_how(capsys) -> None:
 
 @pytest.mark.slow
 def test_host_search_uses_measured_latency_and_jetson_estimated(tmp_path: Path, capsys) -> None:
-    config = write_config(tmp_path, search={"trials": 2}, target="host")
+    config = write_config(
+        tmp_path, search={"trials": 2}, target="host", hardware={"tuning_trials_per_task": 1}
+    )
     run_dir = tmp_path / "run"
     assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
     table = capsys.readouterr().out
@@ -315,7 +317,11 @@ def test_host_search_uses_measured_latency_and_jetson_estimated(tmp_path: Path, 
     assert len(records) == 2
     assert all(r.latency_source == "measured" for r in records)
     assert "(measured)" in table and "(estimated)" in table  # latency measured, energy estimated
-    assert any((run_dir / "hw-cache").iterdir())
+    # Kernels were tuned into the run's one database, and the measurements used them.
+    assert (run_dir / "tuning" / "host" / "database_tuning_record.json").stat().st_size > 0
+    cached = [json.loads(p.read_text()) for p in (run_dir / "hw-cache").glob("tvm-*.json")]
+    assert len(cached) == len({r.candidate_hash for r in records})
+    assert all(c["measurement"]["tuned"] for c in cached)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from autoprune.hwprofiles._costing import LATENCY_MODES, HardwareCoster, Measure
 from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._library import target_host_arch, write_library
+from autoprune.hwprofiles._lowered import estimate_with_tvm, kernel_bits
 from autoprune.hwprofiles._measure import (
     LatencyMeasurement,
     MeasureProtocol,
@@ -68,8 +69,10 @@ __all__ = [
     "check_outputs_match",
     "estimate_from_kernels",
     "estimate_hardware",
+    "estimate_with_tvm",
     "find_energy_sensor",
     "fused_kernels",
+    "kernel_bits",
     "import_to_relax",
     "is_local_target",
     "list_profiles",

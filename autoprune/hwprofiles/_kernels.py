@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -313,8 +313,8 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
 # --------------------------------------------------------------------------------------------
 
 
-def _kernel_row(kernel: KernelCost, bits: int) -> LayerCost:
-    """The kernel as a :class:`~autoprune.spaces.LayerCost` executed at ``bits`` per element.
+def _kernel_row(kernel: KernelCost, weight_bits: int, activation_bits: int) -> LayerCost:
+    """The kernel as a :class:`~autoprune.spaces.LayerCost` at the given bits per element.
 
     Element counts come from the bytes at the kernel's dtype, so a float32 kernel estimated at
     int8 moves a quarter of the bytes; MACs are unchanged.
@@ -326,8 +326,8 @@ def _kernel_row(kernel: KernelCost, bits: int) -> LayerCost:
         op=KERNEL_OP,
         macs=kernel.macs,
         params=weights,
-        weight_bits=bits,
-        activation_bits=bits,
+        weight_bits=weight_bits,
+        activation_bits=activation_bits,
         input_elements=kernel.bytes_in // element_bytes,
         output_elements=kernel.bytes_out // element_bytes,
         weight_elements=weights,
@@ -341,7 +341,11 @@ def _dtype_bytes(dtype: str) -> int:
 
 
 def estimate_from_kernels(
-    kernels: Iterable[KernelCost], profile: DeviceProfile, *, precision: str = "fp32"
+    kernels: Iterable[KernelCost],
+    profile: DeviceProfile,
+    *,
+    precision: str = "fp32",
+    bits: Sequence[tuple[int, int]] | None = None,
 ) -> HardwareEstimate:
     """Estimate batch-1 latency (ms) and energy (mJ) from a model's fused TVM kernels.
 
@@ -358,6 +362,8 @@ def estimate_from_kernels(
             from the kernel's dtype to this width (a float32 kernel at int8 moves a quarter of
             the bytes). A precision the profile lacks runs at the narrowest native precision
             that covers its bits (as in ``estimate_hardware``).
+        bits: ``(weight_bits, activation_bits)`` per kernel, in order, instead of one
+            ``precision`` for all (a mixed-precision candidate; see ``estimate_with_tvm``).
 
     Raises:
         UnknownNameError: ``precision`` is not one of ``fp32``, ``fp16``, ``int8``.
@@ -373,8 +379,15 @@ def estimate_from_kernels(
     """
     if precision not in PRECISION_BITS:
         raise UnknownNameError("precision", precision, list(PRECISION_BITS))
-    bits = PRECISION_BITS[precision]
-    rows = tuple(_estimate_layer(_kernel_row(k, bits), profile) for k in kernels)
+    kernels = list(kernels)
+    if bits is None:
+        bits = [(PRECISION_BITS[precision], PRECISION_BITS[precision])] * len(kernels)
+    elif len(bits) != len(kernels):
+        raise ConfigError(f"`bits` has {len(bits)} entries for {len(kernels)} kernels")
+    rows = tuple(
+        _estimate_layer(_kernel_row(k, w, a), profile)
+        for k, (w, a) in zip(kernels, bits, strict=True)
+    )
     estimate = HardwareEstimate(
         latency_ms=sum(row.latency_ms for row in rows),
         energy_mj=sum(row.energy_mj for row in rows),

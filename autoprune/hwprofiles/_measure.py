@@ -33,6 +33,7 @@ from typing import Any, Literal
 from torch import nn
 
 from autoprune.errors import ConfigError
+from autoprune.hwprofiles._power import EnergyMeasurement
 from autoprune.spaces import Candidate
 
 __all__ = [
@@ -149,6 +150,8 @@ class LatencyMeasurement:
         input_shape: ``(C, H, W)`` of the batch-1 input, pixels.
         profile: device profile name (``None`` for PyTorch, which runs on this host).
         error: why no latency came back (exception, crash, timeout), else ``None``.
+        energy: energy per call read from a hardware counter while the code ran (RAPL on x86,
+            NVML on NVIDIA GPUs; :mod:`._power`), or ``None`` where no sensor can be read.
 
     Example:
         >>> m = LatencyMeasurement(latency_ms=1.5, spread_ms=0.2, runs_ms=(1.5, 1.4, 1.6),
@@ -169,6 +172,7 @@ class LatencyMeasurement:
     tuned: bool = False
     profile: str | None = None
     error: str | None = None
+    energy: EnergyMeasurement | None = None
 
     @property
     def ok(self) -> bool:
@@ -193,6 +197,7 @@ class LatencyMeasurement:
             "profile": self.profile,
             "input_shape": list(self.input_shape),
             "error": self.error,
+            "energy": None if self.energy is None else self.energy.to_dict(),
         }
 
     @classmethod
@@ -214,6 +219,7 @@ class LatencyMeasurement:
             profile=data.get("profile"),
             input_shape=tuple(data["input_shape"]),  # type: ignore[arg-type]
             error=data.get("error"),
+            energy=EnergyMeasurement.from_dict(data["energy"]) if data.get("energy") else None,
         )
 
 

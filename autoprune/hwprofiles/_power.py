@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,7 +38,10 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("autoprune.hwprofiles")
+#: Where RAPL zones are read; ``AUTOPRUNE_POWERCAP_ROOT`` overrides it (a container that
+#: bind-mounts the host's ``/sys/class/powercap`` elsewhere).
 RAPL_ROOT = Path("/sys/class/powercap")
+POWERCAP_ENV = "AUTOPRUNE_POWERCAP_ROOT"
 
 
 @dataclass(frozen=True)
@@ -124,11 +128,14 @@ class NvmlSensor(EnergySensor):
         return float(self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
 
 
-def find_energy_sensor(kind: str, *, rapl_root: Path = RAPL_ROOT) -> EnergySensor | None:
+def find_energy_sensor(kind: str, *, rapl_root: Path | None = None) -> EnergySensor | None:
     """The energy counter for a ``"gpu"`` (NVML) or ``"cpu"`` (RAPL) target, or ``None``.
 
     Absence is normal (VMs, CI, machines without a driver) and is logged at debug level only.
+    ``rapl_root`` defaults to ``$AUTOPRUNE_POWERCAP_ROOT``, else ``/sys/class/powercap``.
     """
+    if rapl_root is None:
+        rapl_root = Path(os.environ.get(POWERCAP_ENV, str(RAPL_ROOT)))
     try:
         if kind == "gpu":
             return NvmlSensor()

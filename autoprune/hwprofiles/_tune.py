@@ -306,13 +306,16 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 new, work_dir, strategy=strategy, num_threads=threads, seed=payload["seed"]
             )
+            budget = int(payload["max_trials"])
+            if payload["trials_per_task"] is not None:  # no more than every task can use
+                budget = min(budget, int(payload["trials_per_task"]) * len(new))
             ms.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
                 work_dir=work_dir,
-                max_trials_global=int(payload["max_trials"]),
+                max_trials_global=budget,
                 max_trials_per_task=payload["trials_per_task"],
-                num_trials_per_iter=trials_per_round(int(payload["max_trials"]), len(new)),
+                num_trials_per_iter=trials_per_round(budget, len(new)),
                 builder=ms.builder.LocalBuilder(f_build=_make_f_build(), max_workers=threads),
                 runner=ms.runner.LocalRunner(),
                 database=database,
@@ -369,9 +372,10 @@ def tune_model(
         database_dir: the run's tuning database folder (created if absent), e.g.
             ``<run_dir>/tuning/<profile>``.
         max_trials: measured candidates for all new tasks together (0 tunes nothing).
-        trials_per_task: cap per task; default ``max_trials``. Trials go in rounds of
-            ``min(8, max_trials // new tasks)`` (at least 1) per task; MetaSchedule's gradient
-            task scheduler gives each task a first round before it favours the slow ones.
+        trials_per_task: cap per task; default ``max_trials``. With a cap, the budget is at
+            most ``trials_per_task`` x new tasks. Trials go in rounds of ``min(8, budget //
+            new tasks)`` (at least 1) per task; MetaSchedule's gradient task scheduler gives
+            each task a first round before it favours the slow ones.
         threads: CPU threads for builder, runner and tuned code; default the profile's
             ``num-cores``, or the cores available.
         seed: MetaSchedule's random seed.

@@ -46,6 +46,7 @@ from autoprune.hwprofiles._measure import (
     run_in_worker,
     warn_if_noisy,
 )
+from autoprune.hwprofiles._power import EnergyMeasurement, find_energy_sensor, measure_energy
 from autoprune.hwprofiles._profile import DeviceProfile
 from autoprune.hwprofiles._registry import load_profile
 
@@ -213,7 +214,11 @@ def _tvm_latency_job(payload: Mapping[str, Any]) -> dict[str, Any]:
     )
     result = timer(x)
     target = str(tvm.target.Target(resolve_target(payload["target"])))
-    return {"runs_ms": [float(s) * 1e3 for s in result.results], "target": target}
+    energy = None
+    sensor = find_energy_sensor("cpu")  # local code runs on this CPU; absent in VMs and CI
+    if sensor is not None:
+        energy = measure_energy(lambda: vm["main"](x), sensor).to_dict()
+    return {"runs_ms": [float(s) * 1e3 for s in result.results], "target": target, "energy": energy}
 
 
 def _outputs_job(payload: Mapping[str, Any]) -> tuple[float, bool]:
@@ -364,7 +369,13 @@ def measure_tvm_latency(
     if not ok:
         _logger.warning("TVM latency measurement on %s failed: %s", profile.name, value)
         return failed(value, target=json.dumps(spec, sort_keys=True), **fields)
-    measurement = from_runs(value["runs_ms"], target=value["target"], **fields)
+    energy = value.get("energy")
+    measurement = from_runs(
+        value["runs_ms"],
+        target=value["target"],
+        energy=None if energy is None else EnergyMeasurement.from_dict(energy),
+        **fields,
+    )
     warn_if_noisy(measurement)
     cache_store(cache_dir, key, measurement)
     return measurement

@@ -21,7 +21,7 @@ import torch
 
 from autoprune.config import Budget, Config
 from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_from_scratch
-from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_hardware
+from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
 __all__ = [
@@ -51,14 +51,19 @@ def candidate_costs(
     """Exact costs of a candidate and its latency and energy on the target, as flat fields.
 
     The model is built on the meta device for counting (shapes only, no weights, nearly free).
-    ``coster`` decides where latency comes from (default: the profile's estimate).
+    The estimate comes from the candidate's fused TVM kernels (``estimate_with_tvm``, cached in
+    the coster's ``cache_dir``); ``coster`` decides whether latency is measured instead
+    (default: the estimate).
 
     Raises:
         MeasurementFailed: latency was to be measured and the build or measurement failed.
     """
     costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
     coster = coster or HardwareCoster(profile, latency="estimated")
-    return {**_exact(costs), **coster(candidate, estimate_hardware(costs, profile))}
+    estimate = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=coster.cache_dir
+    )
+    return {**_exact(costs), **coster(candidate, estimate)}
 
 
 def model_costs(
@@ -66,7 +71,7 @@ def model_costs(
 ) -> dict[str, Any]:
     """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target."""
     costs = count_costs(model, input_shape)
-    hardware = estimate_hardware(costs, profile)
+    hardware = estimate_with_tvm(model, input_shape, profile)
     return {
         **_exact(costs),
         "latency_ms": hardware.latency_ms,

@@ -112,7 +112,11 @@ def build_coster(config: Config, profile: DeviceProfile) -> HardwareCoster:
     if hardware.rpc_tracker is not None:
         endpoint = RpcEndpoint.parse(hardware.rpc_tracker, key=hardware.rpc_key or "")
     return HardwareCoster(
-        profile, latency=hardware.latency, endpoint=endpoint, timeout_s=hardware.measure_timeout_s
+        profile,
+        latency=hardware.latency,
+        endpoint=endpoint,
+        timeout_s=hardware.measure_timeout_s,
+        tuning_trials_per_task=hardware.tuning_trials_per_task,
     )
 
 
@@ -125,22 +129,33 @@ def check_budgets(
     """Compare each budget with the space's extremes before anything runs.
 
     Returns one line per budget that does not bind (the largest candidate already fits);
-    raises :class:`ConfigError` for a budget that no candidate can meet.
+    raises :class:`ConfigError` for a budget that no candidate can meet. Latency and energy are
+    the profile's estimates here (nothing is tuned or measured before the run); when the run
+    measures them (``coster.measures``), an estimate over a latency or energy budget is a
+    warning, since the measured figures decide.
     """
     if not config.budgets:
         return []
-    largest = candidate_costs(space.largest(), profile, coster)
-    smallest = candidate_costs(space.smallest(), profile, coster)
+    largest = candidate_costs(space.largest(), profile)
+    smallest = candidate_costs(space.smallest(), profile)
     shape = "x".join(map(str, config.data.input_shape))
+    measured = coster is not None and coster.measures
     notes = []
     for budget in config.budgets:
-        if smallest[budget.metric] > budget.limit:
+        hardware = budget.metric in ("latency_ms", "energy_mj")
+        if smallest[budget.metric] > budget.limit and measured and hardware:
+            notes.append(
+                f"budget {budget.spec} may not be met: the smallest candidate of the space is "
+                f"estimated at {budget.describe(smallest[budget.metric])} on {profile.name}; "
+                f"measured figures decide"
+            )
+        elif smallest[budget.metric] > budget.limit:
             raise ConfigError(
                 f"budget {budget.spec} cannot be met: the smallest candidate of the space needs "
                 f"{budget.describe(smallest[budget.metric])}; loosen the budget or widen the space "
                 f"(space.width_ratios, space.resolution_scales, space.weight_bits)"
             )
-        if largest[budget.metric] <= budget.limit:
+        elif largest[budget.metric] <= budget.limit and not (measured and hardware):
             notes.append(
                 f"budget {budget.spec} does not bind: the unpruned {config.model.name} at {shape} "
                 f"needs {budget.describe(largest[budget.metric])} on {profile.name}, "
@@ -304,6 +319,7 @@ def run_search(
 
     url = prepare_run_dir(run_dir, config, storage)
     coster.cache_dir = run_dir / "hw-cache"
+    coster.tuning_dir = run_dir / "tuning" / profile.name
     with _exclusive(run_dir):
         objective = CandidateObjective(
             config=config,

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from autoprune.hwprofiles import HardwareCoster, estimate_with_tvm, load_profile
 from autoprune.hwprofiles._power import (
+    POWERCAP_ENV,
     EnergyMeasurement,
     RaplSensor,
     find_energy_sensor,
     measure_energy,
 )
+from autoprune.spaces import Candidate
 
 
 def _zone(root: Path, name: str, energy_uj: int, max_uj: int = 1_000_000) -> Path:
@@ -73,3 +79,48 @@ def test_nvml_is_found_exactly_when_the_driver_answers() -> None:
     assert (sensor is not None) == driver
     if sensor is not None:
         assert sensor.read_mj() >= 0
+
+
+@pytest.fixture
+def rapl_at_five_watts(tmp_path: Path, monkeypatch):
+    """A RAPL tree whose package counter a thread advances at 5 W, found through the env var."""
+    package = _zone(tmp_path, "intel-rapl:0", 0, max_uj=10**15)
+    monkeypatch.setenv(POWERCAP_ENV, str(tmp_path))
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def advance() -> None:
+        while not stop.is_set():
+            temporary = package / "energy_uj.tmp"
+            temporary.write_text(str(int(5e6 * (time.monotonic() - start))))  # 5 W in uJ/s
+            os.replace(temporary, package / "energy_uj")
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=advance, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def test_a_search_on_a_host_with_rapl_reports_measured_energy(rapl_at_five_watts) -> None:
+    candidate = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 8, 8))
+    profile = load_profile("host")
+    coster = HardwareCoster(profile, latency="measured")
+    values = coster(candidate, estimate_with_tvm(candidate, candidate.input_shape, profile))
+    assert values["latency_source"] == "measured" and values["energy_source"] == "measured"
+    energy = values["latency_measurement"]["energy"]
+    assert energy["sensor"] == "rapl" and energy["power_w"] == pytest.approx(5.0, rel=0.3)
+    assert values["energy_mj"] == pytest.approx(energy["energy_mj"])
+    assert "rapl counter" in values["hardware_method"]
+
+
+def test_without_a_sensor_measured_latency_keeps_estimated_energy(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(POWERCAP_ENV, str(tmp_path))  # an empty tree: no RAPL zone
+    candidate = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 8, 8))
+    profile = load_profile("host")
+    values = HardwareCoster(profile, latency="measured")(
+        candidate, estimate_with_tvm(candidate, candidate.input_shape, profile)
+    )
+    assert values["latency_source"] == "measured" and values["energy_source"] == "estimated"
+    assert values["latency_measurement"]["energy"] is None

@@ -1,0 +1,153 @@
+"""The estimate a search uses: a model lowered through TVM, then a roofline per fused kernel.
+
+:func:`estimate_with_tvm` is the glue between a candidate and :mod:`._kernels`: it builds the
+candidate's float architecture, lowers it through TVM's fusion passes (:func:`fused_kernels`),
+gives every fused kernel the bit-widths of the layer it computes, and estimates with
+:func:`estimate_from_kernels`. The kernel list is cached per architecture, input shape and TVM
+version, so a repeated architecture costs one file read.
+
+Fake-quantized layers have no TVM importer (:mod:`._costing`), so the float architecture is
+lowered and the candidate's bit-widths are put back per kernel: the k-th kernel with MACs is
+matched to the first unmatched conv/linear layer with the same MAC count (in execution order);
+kernels without MACs (pooling, a standalone add) take the activation width of the kernel before
+them. A model TVM cannot import falls back to the per-layer estimate, and its ``method`` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
+from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
+from autoprune.hwprofiles._measure import ModelLike, fingerprint, package_version
+from autoprune.hwprofiles._profile import DeviceProfile
+from autoprune.hwprofiles._tvm import import_to_relax
+from autoprune.spaces import Candidate, LayerCost, build_model, count_costs
+
+__all__ = ["estimate_with_tvm", "kernel_bits"]
+
+_logger = logging.getLogger("autoprune.hwprofiles.lowered")
+
+#: Bump when :func:`fused_kernels` changes what it counts: cached kernel lists become misses.
+KERNELS_FORMAT = 1
+
+
+def kernel_bits(
+    kernels: Sequence[KernelCost], layers: Sequence[LayerCost]
+) -> list[tuple[int, int]] | None:
+    """``(weight_bits, activation_bits)`` per kernel, from the layers the kernels compute.
+
+    Returns ``None`` when some kernel with MACs matches no layer (see the module docstring).
+
+    Example:
+        >>> k = [KernelCost("fused_conv2d_relu", 10, 5, 4, 4, 4, "float32"),
+        ...      KernelCost("max_pool2d", 4, 0, 4, 1, 0, "float32")]
+        >>> layers = [LayerCost("conv", "conv2d", 5, 1, 8, 4, 1, 1, 1)]
+        >>> kernel_bits(k, layers)
+        [(8, 4), (4, 4)]
+    """
+    unmatched = [layer for layer in layers if layer.macs > 0 and layer.weight_elements > 0]
+    bits: list[tuple[int, int]] = []
+    current = (32, 32)
+    for kernel in kernels:
+        if kernel.macs > 0:
+            layer = next((c for c in unmatched if c.macs == kernel.macs), None)
+            if layer is None:
+                return None
+            unmatched.remove(layer)
+            current = (layer.weight_bits, layer.activation_bits)
+            bits.append(current)
+        else:
+            bits.append((current[1], current[1]))
+    return bits
+
+
+def _cache_file(cache_dir: str | os.PathLike[str], key: dict[str, object]) -> Path:
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return Path(cache_dir) / f"kernels-{hashlib.sha256(canonical.encode()).hexdigest()[:20]}.json"
+
+
+def _cached_kernels(
+    float_model: ModelLike,
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    cache_dir: str | os.PathLike[str] | None,
+) -> list[KernelCost]:
+    key = {
+        "model": fingerprint(float_model),
+        "input_shape": list(input_shape),
+        "tvm": package_version("apache-tvm"),
+        "format": KERNELS_FORMAT,
+    }
+    path = _cache_file(cache_dir, key) if cache_dir is not None else None
+    if path is not None and path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["key"] == key:
+                return [KernelCost.from_dict(k) for k in data["kernels"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _logger.warning("ignoring unreadable kernel cache file %s (%s)", path, exc)
+    kernels = fused_kernels(import_to_relax(module, input_shape))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        payload = {"key": key, "kernels": [k.to_dict() for k in kernels]}
+        temporary.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    return kernels
+
+
+def estimate_with_tvm(
+    model: ModelLike,
+    input_shape: tuple[int, int, int],
+    profile: DeviceProfile,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> HardwareEstimate:
+    """Batch-1 latency (ms) and energy (mJ) of ``model`` on ``profile``, per fused TVM kernel.
+
+    Args:
+        model: a :class:`Candidate` (its bit-widths are honoured per kernel) or a float
+            ``nn.Module``.
+        input_shape: ``(C, H, W)`` of one input, pixels.
+        profile: the target device.
+        cache_dir: folder for the kernel lists (e.g. ``<run_dir>/hw-cache``); ``None``: none.
+
+    Example:
+        >>> from autoprune.hwprofiles import load_profile
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        >>> estimate_with_tvm(net, (3, 8, 8), load_profile("jetson")).method
+        'per fused TVM kernel (1 kernels) over profile jetson-orin-nano'
+    """
+    if isinstance(model, Candidate):
+        costs = count_costs(build_model(model, device="meta"), input_shape)
+        float_model: ModelLike = dataclasses.replace(model, weight_bits=(), activation_bits=())
+        module = build_model(float_model, seed=0)
+    else:
+        costs = count_costs(model, input_shape)
+        float_model = module = model
+    try:
+        kernels = _cached_kernels(float_model, module.eval(), input_shape, cache_dir)
+    except Exception as exc:  # noqa: BLE001 - any importer failure: say so, estimate per layer
+        fallback = estimate_hardware(costs, profile)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _logger.warning("TVM could not lower the model (%s); estimating per layer", reason)
+        return dataclasses.replace(
+            fallback, method=f"{fallback.method} (TVM lowering failed: {reason[:200]})"
+        )
+    bits = kernel_bits(kernels, costs.layers)
+    estimate = estimate_from_kernels(kernels, profile, bits=bits)
+    if bits is None and any(c.weight_bits < 32 or c.activation_bits < 32 for c in costs.layers):
+        _logger.warning("fused kernels do not match the model's layers; estimating them at fp32")
+        estimate = dataclasses.replace(
+            estimate, method=f"{estimate.method} (bit-widths not matched: fp32 kernels)"
+        )
+    return estimate

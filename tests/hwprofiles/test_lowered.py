@@ -1,0 +1,99 @@
+"""The search's estimate: a candidate lowered through TVM, bit-widths put back per kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from autoprune.hwprofiles import (
+    KernelCost,
+    _lowered,
+    estimate_from_kernels,
+    estimate_with_tvm,
+    fused_kernels,
+    import_to_relax,
+    kernel_bits,
+    load_profile,
+)
+from autoprune.spaces import LayerCost, QuantConv2d, SearchSpace, build_model, count_costs
+
+SPACE = SearchSpace(
+    model="resnet20",
+    num_classes=10,
+    in_channels=1,
+    input_shape=(1, 16, 16),
+    width_ratios=(0.5, 1.0),
+    depth=False,
+    resolution_scales=(1.0,),
+    weight_bits=(8, 32),
+    activation_bits=(8, 32),
+    channel_multiple=8,
+)
+
+
+def test_float_candidate_is_the_kernel_estimate_of_its_module() -> None:
+    candidate = SPACE.largest()
+    profile = load_profile("jetson")
+    estimate = estimate_with_tvm(candidate, candidate.input_shape, profile)
+    module = build_model(candidate, seed=0)
+    kernels = fused_kernels(import_to_relax(module, candidate.input_shape))
+    assert (
+        estimate.method
+        == f"per fused TVM kernel ({len(kernels)} kernels) over profile jetson-orin-nano"
+    )
+    assert estimate.latency_ms == pytest.approx(estimate_from_kernels(kernels, profile).latency_ms)
+
+
+def test_int8_candidate_runs_its_kernels_at_int8_where_the_device_has_int8() -> None:
+    float_candidate = SPACE.largest()
+    int8 = SPACE.candidate(
+        {d.name: (8 if "bits" in d.name else max(d.choices)) for d in SPACE.decisions}
+    )
+    for name, precision in (("jetson-orin-nano", "int8"), ("jetson-nano", "fp16")):
+        profile = load_profile(name)
+        f = estimate_with_tvm(float_candidate, float_candidate.input_shape, profile)
+        q = estimate_with_tvm(int8, int8.input_shape, profile)
+        assert "not matched" not in q.method
+        assert {row.precision for row in q.layers} == {precision}  # Nano: no fast int8 path
+        assert q.latency_ms < f.latency_ms
+        compute_ratio = sum(r.compute_ms for r in q.layers) / sum(r.compute_ms for r in f.layers)
+        peaks = profile.peak_macs_per_s
+        assert compute_ratio == pytest.approx(peaks["fp32"] / peaks[precision])
+
+
+def test_kernel_bits_follow_the_layer_with_the_same_macs_and_give_up_on_a_stranger() -> None:
+    conv = KernelCost("fused_conv2d_add_relu", 0, 100, 4, 4, 4, "float32")
+    pool = KernelCost("max_pool2d", 0, 0, 4, 4, 0, "float32")
+    fc = KernelCost("matmul", 0, 10, 4, 4, 4, "float32")
+    layers = [
+        LayerCost("fc", "linear", 10, 1, 4, 8, 1, 1, 1),
+        LayerCost("conv", "conv2d", 100, 1, 8, 16, 1, 1, 1),
+    ]
+    assert kernel_bits([conv, pool, fc], layers) == [(8, 16), (16, 16), (4, 8)]
+    stranger = dataclasses.replace(fc, macs=11)
+    assert kernel_bits([conv, stranger], layers) is None
+
+
+def test_kernel_lists_are_cached_per_architecture(tmp_path: Path, monkeypatch) -> None:
+    candidate = SPACE.smallest()
+    profile = load_profile("jetson")
+    first = estimate_with_tvm(candidate, candidate.input_shape, profile, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("kernels-*.json"))) == 1
+
+    def no_tvm(*args, **kwargs):
+        raise AssertionError("lowered again despite the cache")
+
+    monkeypatch.setattr(_lowered, "fused_kernels", no_tvm)
+    again = estimate_with_tvm(candidate, candidate.input_shape, profile, cache_dir=tmp_path)
+    assert again == first
+
+
+def test_a_model_tvm_cannot_import_falls_back_to_the_layer_estimate_and_says_so() -> None:
+    model = nn.Sequential(QuantConv2d(1, 8, 3, weight_bits=8, activation_bits=8), nn.ReLU())
+    estimate = estimate_with_tvm(model, (1, 8, 8), load_profile("jetson"))
+    assert "TVM lowering failed" in estimate.method
+    assert estimate.latency_ms > 0 and estimate.latency_source == "estimated"
+    assert count_costs(model, (1, 8, 8)).macs > 0
