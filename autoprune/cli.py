@@ -133,7 +133,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker of the board")
     profile.add_argument("--rpc-key", metavar="KEY", help="key the board registered under")
+
+    board = sub.add_parser(
+        "board",
+        help="run ON a board: a TVM RPC server that also reports the board's power rails",
+    )
+    board.add_argument("--rpc-tracker", required=True, metavar="HOST:PORT", help="TVM tracker")
+    board.add_argument("--rpc-key", required=True, metavar="KEY", help="key to register under")
+    board.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    board.add_argument("--port", type=int, default=9090, help="first port to try (9090)")
     return parser
+
+
+def _board(args: argparse.Namespace) -> int:
+    import time
+
+    from autoprune.hwprofiles import RpcEndpoint
+    from autoprune.hwprofiles._board import find_board_sensor, serve_board
+
+    endpoint = RpcEndpoint.parse(args.rpc_tracker, key=args.rpc_key)
+    sensor = find_board_sensor()
+    if sensor is None:
+        print("autoprune: no INA3221 power rails here; energy will be estimated", file=sys.stderr)
+    else:
+        print(f"autoprune: power rails {', '.join(sensor.rails)}: {sensor.power_w():.2f} W now")
+        sensor.close()
+    server = serve_board(
+        (endpoint.host, endpoint.port), endpoint.key, host=args.host, port=args.port
+    )
+    print(
+        f"autoprune: serving as {endpoint.key!r} through tracker {args.rpc_tracker}; Ctrl-C stops"
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.terminate()  # type: ignore[attr-defined]
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -391,6 +428,7 @@ _COMMANDS = {
     "export": _export,
     "targets": _targets,
     "profile": _profile,
+    "board": _board,
 }
 
 

@@ -12,6 +12,10 @@ Serving a board (on the board, with TVM's runtime installed)::
     python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190            # anywhere reachable
     python -m tvm.exec.rpc_server --tracker TRACKER:9190 --key orin-nano # on the board
 
+or, to have energy measured from the board's power rails too (:mod:`._board`)::
+
+    autoprune board --rpc-tracker TRACKER:9190 --rpc-key orin-nano       # on the board
+
 Example:
     >>> endpoint = RpcEndpoint.parse("127.0.0.1:9190", key="host")
     >>> m = measure_rpc_latency(candidate, candidate.input_shape, "host", endpoint)
@@ -25,12 +29,14 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autoprune.errors import ConfigError
+from autoprune.hwprofiles._board import ENERGY_FUNCTION, JetsonRailSensor
 from autoprune.hwprofiles._measure import (
     LatencyMeasurement,
     MeasureProtocol,
@@ -47,6 +53,7 @@ from autoprune.hwprofiles._measure import (
     package_version,
     run_in_worker,
 )
+from autoprune.hwprofiles._power import EnergyMeasurement
 from autoprune.hwprofiles._profile import DeviceProfile
 from autoprune.hwprofiles._registry import load_profile
 
@@ -137,7 +144,39 @@ def _rpc_latency_job(payload: Mapping[str, Any]) -> dict[str, Any]:
         min_repeat_ms=int(protocol.min_repeat_ms),
     )
     result = timer(x)
-    return {"runs_ms": [float(s) * 1e3 for s in result.results], "target": str(target)}
+    return {
+        "runs_ms": [float(s) * 1e3 for s in result.results],
+        "target": str(target),
+        "energy": _board_energy(remote, vm, device, x, protocol),
+    }
+
+
+def _board_energy(
+    remote: Any, vm: Any, device: Any, x: Any, protocol: MeasureProtocol
+) -> dict[str, Any] | None:
+    """Energy per call from the board's rails (``autoprune board``), or ``None`` without them.
+
+    The board's cumulative energy is read before and after a window of at least one second of
+    back-to-back calls: mean power over the window times the mean time of one call.
+    """
+    try:
+        read_mj = remote.get_function(ENERGY_FUNCTION)
+    except Exception:  # noqa: BLE001 - a plain TVM server has no such function
+        return None
+    if read_mj is None or read_mj() < 0:  # no function, or a board without readable rails
+        return None
+    window = vm.time_evaluator("main", device, number=protocol.number, repeat=1, min_repeat_ms=1000)
+    start_mj, start_s = read_mj(), time.perf_counter()
+    per_call_s = window(x).mean
+    seconds = time.perf_counter() - start_s
+    power_w = (read_mj() - start_mj) / 1e3 / seconds
+    return EnergyMeasurement(
+        energy_mj=power_w * per_call_s * 1e3,
+        power_w=power_w,
+        sensor=JetsonRailSensor.name,
+        calls=max(1, int(seconds / per_call_s)),
+        seconds=seconds,
+    ).to_dict()
 
 
 def measure_rpc_latency(
@@ -212,6 +251,12 @@ def measure_rpc_latency(
         _logger.warning("RPC latency measurement on %s failed: %s", endpoint.describe(), value)
         return failed(value, target=str(spec), **fields)
     target = f"{value['target']} via rpc {endpoint.describe()}"
-    measurement = from_runs(value["runs_ms"], target=target, **fields)
+    energy = value.get("energy")
+    measurement = from_runs(
+        value["runs_ms"],
+        target=target,
+        energy=EnergyMeasurement.from_dict(energy) if energy else None,
+        **fields,
+    )
     cache_store(cache_dir, key, measurement)
     return measurement

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +16,12 @@ from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles import MeasureProtocol
+from autoprune.hwprofiles._board import (
+    SYSFS_ENV,
+    JetsonRailSensor,
+    find_board_sensor,
+    serve_board,
+)
 from autoprune.hwprofiles._rpc import RpcEndpoint, measure_rpc_latency
 
 KEY = "autoprune-test-board"
@@ -57,6 +69,7 @@ def test_latency_measured_through_tracker_and_server(tracker: RpcEndpoint, tmp_p
     assert measurement.latency_ms > 0 and len(measurement.runs_ms) == PROTOCOL.repeat
     assert measurement.source == "measured" and measurement.protocol == PROTOCOL
     assert f"via rpc {KEY}@127.0.0.1:{tracker.port}" in measurement.target
+    assert measurement.energy is None  # TVM's plain server has no power rails to offer
     again = measure_rpc_latency(
         tiny(), (1, 16, 16), "host", tracker, protocol=PROTOCOL, cache_dir=tmp_path, timeout_s=0.001
     )  # a hit starts no worker
@@ -84,3 +97,77 @@ def test_parse() -> None:
     assert (endpoint.host, endpoint.port, endpoint.key) == ("127.0.0.1", 9190, "orin")
     with pytest.raises(ConfigError, match="rpc-key"):
         RpcEndpoint.parse("127.0.0.1:9190", key="")
+
+
+def _orin_rails(sysfs: Path, millivolts: int, milliamps: int) -> None:
+    """An Orin-style INA3221 hwmon tree: VDD_IN at the given voltage and current."""
+    hwmon = sysfs / "bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    hwmon.mkdir(parents=True)
+    for channel, label in ((1, "VDD_IN"), (2, "VDD_CPU_GPU_CV"), (3, "VDD_SOC")):
+        (hwmon / f"in{channel}_label").write_text(f"{label}\n")
+        (hwmon / f"in{channel}_input").write_text(f"{millivolts}\n")
+        (hwmon / f"curr{channel}_input").write_text(f"{milliamps // channel}\n")
+
+
+def test_board_server_reports_energy_from_its_power_rails(tmp_path: Path, monkeypatch) -> None:
+    from tvm.rpc.tracker import Tracker
+
+    _orin_rails(tmp_path / "sys", millivolts=5000, milliamps=1000)  # VDD_IN: 5 W
+    monkeypatch.setenv(SYSFS_ENV, str(tmp_path / "sys"))  # inherited by the server's processes
+    tracker = Tracker(host="127.0.0.1", port=9500, port_end=9600, silent=True)
+    server = serve_board(("127.0.0.1", tracker.port), "board", host="127.0.0.1", port=9700)
+    try:
+        endpoint = RpcEndpoint(host="127.0.0.1", port=tracker.port, key="board")
+        measurement = measure_rpc_latency(
+            tiny(), (1, 16, 16), "host", endpoint, protocol=PROTOCOL, timeout_s=180
+        )
+    finally:
+        server.terminate()
+        tracker.terminate()
+    assert measurement.ok, measurement.error
+    energy = measurement.energy
+    assert energy is not None and energy.sensor == "jetson-ina3221"
+    assert energy.power_w == pytest.approx(5.0, rel=0.05)  # the input rail only, not the sum
+    assert energy.seconds >= 1.0
+    assert energy.energy_mj == pytest.approx(5.0 * measurement.latency_ms, rel=0.5)
+
+
+def test_rail_sensor_reads_l4t_r32_iio_rails_and_sums_without_an_input_rail(tmp_path) -> None:
+    iio = tmp_path / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+    iio.mkdir(parents=True)
+    for channel, (name, milliwatts) in enumerate((("GPU", 1500), ("CPU", 700))):
+        (iio / f"rail_name_{channel}").write_text(f"{name}\n")
+        (iio / f"in_power{channel}_input").write_text(f"{milliwatts}\n")
+    sensor = JetsonRailSensor(tmp_path, period_s=0.002)
+    try:
+        assert sensor.rails == ("GPU", "CPU") and sensor.power_w() == pytest.approx(2.2)
+        start = sensor.read_mj()
+        time.sleep(0.3)
+        assert (sensor.read_mj() - start) == pytest.approx(2.2 * 300, rel=0.2)  # 2.2 W x 0.3 s
+    finally:
+        sensor.close()
+    assert find_board_sensor(tmp_path / "empty") is None
+
+
+def test_autoprune_board_serves_through_the_tracker_until_ctrl_c(tmp_path: Path) -> None:
+    from tvm.rpc.tracker import Tracker
+
+    _orin_rails(tmp_path / "sys", millivolts=5000, milliamps=1500)
+    tracker = Tracker(host="127.0.0.1", port=9800, port_end=9900, silent=True)
+    command = [sys.executable, "-m", "autoprune.cli", "board", "--host", "127.0.0.1"]
+    command += ["--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", "cli-board"]
+    env = {**os.environ, SYSFS_ENV: str(tmp_path / "sys")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "power rails VDD_IN: 7.50 W now" in process.stdout.readline()
+        assert "serving as 'cli-board'" in process.stdout.readline()
+        endpoint = RpcEndpoint(host="127.0.0.1", port=tracker.port, key="cli-board")
+        measurement = measure_rpc_latency(
+            tiny(), (1, 16, 16), "host", endpoint, protocol=PROTOCOL, timeout_s=180
+        )
+        assert measurement.ok and measurement.energy is not None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+    finally:
+        process.kill()
+        tracker.terminate()
