@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -133,6 +134,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--rpc-tracker", metavar="HOST:PORT", help="TVM RPC tracker of the board")
     profile.add_argument("--rpc-key", metavar="KEY", help="key the board registered under")
+    profile.add_argument(
+        "--tuning-trials",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --measure on this host: MetaSchedule trials per new fused kernel before "
+        "timing (default 4; 0 times untuned code, naive loops)",
+    )
+    profile.add_argument(
+        "--tuning-dir",
+        type=Path,
+        metavar="DIR",
+        help="tuning database, shared between calls (default ~/.cache/autoprune/tuning/TARGET)",
+    )
 
     board = sub.add_parser(
         "board",
@@ -363,10 +378,12 @@ def _measure(
     """Latency measurements of ``model`` for ``profile --measure``."""
     from autoprune.hwprofiles import (
         RpcEndpoint,
+        TuningError,
         is_local_target,
         measure_pytorch_latency,
         measure_rpc_latency,
         measure_tvm_latency,
+        tune_model,
     )
 
     if args.rpc_tracker or args.rpc_key:
@@ -377,7 +394,33 @@ def _measure(
             f"target {device.name} does not run on this machine: measure it on the "
             f"board with --rpc-tracker HOST:PORT --rpc-key KEY, or drop --measure"
         )
-    return [measure_tvm_latency(model, shape, device), measure_pytorch_latency(model, shape)]
+    torch_run = measure_pytorch_latency(model, shape)  # before TVM's threads exist
+    database = None
+    if args.tuning_trials < 0:
+        raise ConfigError(f"--tuning-trials must be >= 0, but got {args.tuning_trials}")
+    if args.tuning_trials > 0:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        database = args.tuning_dir or cache / "autoprune" / "tuning" / device.name
+        try:
+            report = tune_model(
+                model,
+                shape,
+                device,
+                database_dir=database,
+                max_trials=args.tuning_trials * 1000,
+                trials_per_task=args.tuning_trials,
+                timeout_s=3600.0,
+            )
+        except TuningError as exc:  # time what there is; the record says untuned kernels stay
+            print(f"autoprune: {exc}", file=sys.stderr)
+            report = None
+        if report is not None:
+            print(
+                f"autoprune: tuned {report.new_tasks} of {report.tasks} kernels "
+                f"({report.trials} trials, {report.seconds:.0f} s) into {database}",
+                file=sys.stderr,
+            )
+    return [measure_tvm_latency(model, shape, device, database_dir=database), torch_run]
 
 
 def _profile(args: argparse.Namespace) -> int:

@@ -275,7 +275,7 @@ def test_targets_and_profile(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_profile_measures_tvm_and_pytorch_beside_the_estimate(capsys) -> None:
+def test_profile_measures_tvm_and_pytorch_beside_the_estimate(tmp_path: Path, capsys) -> None:
     args = [
         "profile",
         "--target",
@@ -287,6 +287,10 @@ def test_profile_measures_tvm_and_pytorch_beside_the_estimate(capsys) -> None:
         "--num-classes",
         "10",
         "--measure",
+        "--tuning-trials",
+        "1",
+        "--tuning-dir",
+        str(tmp_path / "tuning"),
         "--format",
         "json",
     ]
@@ -295,6 +299,7 @@ def test_profile_measures_tvm_and_pytorch_beside_the_estimate(capsys) -> None:
     assert record["latency_source"] == "estimated"
     tvm_run, torch_run = record["measured"]
     assert (tvm_run["backend"], torch_run["backend"]) == ("tvm", "pytorch")
+    assert tvm_run["tuned"] and (tmp_path / "tuning" / "database_tuning_record.json").exists()
     for run in (tvm_run, torch_run):
         assert run["error"] is None and run["latency_ms"] > 0 and run["source"] == "measured"
         assert run["protocol"]["repeat"] == len(run["runs_ms"])
