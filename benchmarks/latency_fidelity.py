@@ -244,6 +244,18 @@ def main() -> None:
         name: fidelity([rows[i][name] for i in ok], measured)
         for name in ("estimated_per_layer_ms", "estimated_per_kernel_ms")
     }
+    # Context for the figures above: how well two measurements of the same models agree.
+    summary["pytorch_vs_tvm"] = fidelity([rows[i]["pytorch_ms"] for i in ok], measured)
+    candidates = [i for i in ok if rows[i]["model"].startswith("candidate")]
+    summary["candidates_only"] = {
+        "per_kernel_vs_tvm": fidelity(
+            [rows[i]["estimated_per_kernel_ms"] for i in candidates],
+            [rows[i]["tvm_ms"] for i in candidates],
+        ),
+        "pytorch_vs_tvm": fidelity(
+            [rows[i]["pytorch_ms"] for i in candidates], [rows[i]["tvm_ms"] for i in candidates]
+        ),
+    }
     if args.fit:
         kernels = [all_kernels[i] for i in ok]
         values = fit_factors(profile, kernels, measured)
