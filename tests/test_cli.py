@@ -254,7 +254,9 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
     assert len(complete) == 4
     assert {t.number: t.datetime_complete for t in complete if t.number in finished} == finished
     retried = [t for t in complete if t.user_attrs.get("retry_of") == running[0].number]
-    assert len(retried) == 1 and retried[0].params == running[0].params
+    # The retry has the interrupted trial's parameters (all of them, unless the signal came
+    # while the sampler was still suggesting them: then the rest are sampled anew).
+    assert len(retried) == 1 and retried[0].params.items() >= running[0].params.items()
 
 
 def test_targets_and_profile(capsys) -> None:
