@@ -92,8 +92,9 @@ class TuningReport:
 
     Attributes:
         tasks: tuning tasks (fused TIR workloads) extracted from the model.
-        new_tasks: tasks that had no record in the database before this call (tuned now; a new
-            task may stay untuned when ``max_trials`` runs out before it gets a round).
+        new_tasks: tasks tuned by this call: those without a record in the database, and,
+            with ``trials_per_task``, those with fewer records than that (a task may stay
+            untuned when ``max_trials`` runs out before it gets a round).
         trials: measured candidates added to the database by this call (0 when every task was
             reused).
         seconds: wall time of the tuning worker, seconds (interpreter start, TVM import,
@@ -271,11 +272,12 @@ def trials_per_round(max_trials: int, new_tasks: int) -> int:
     return max(1, min(8, max_trials // max(1, new_tasks)))
 
 
-def _has_record(database: Any, mod: Any) -> bool:
+def _records(database: Any, mod: Any, at_most: int) -> int:
+    """Tuning records of a workload in the database, counting up to ``at_most``."""
     # has_workload first: commit_workload (needed by get_top_k) would write the workload.
-    return bool(database.has_workload(mod)) and bool(
-        database.get_top_k(database.commit_workload(mod), 1)
-    )
+    if not database.has_workload(mod):
+        return 0
+    return len(database.get_top_k(database.commit_workload(mod), at_most))
 
 
 def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,7 +296,13 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
     with database_lock(work_dir, exclusive=True):
         database = ms.database.JSONDatabase(work_dir=work_dir)
         before = len(database)
-        new = [task for task in tasks if not _has_record(database, task.dispatched[0])]
+        # Trials each task still lacks: a task without records is new; with trials_per_task,
+        # one tuned with fewer trials (a run resumed with a larger budget) is tuned further.
+        cap = payload["trials_per_task"]
+        wanted = 1 if cap is None else int(cap)
+        missing = [wanted - _records(database, task.dispatched[0], wanted) for task in tasks]
+        new = [task for task, lack in zip(tasks, missing, strict=True) if lack > 0]
+        lacking = [lack for lack in missing if lack > 0]
         if new and payload["max_trials"] > 0:
             _import_cpu_tensor_intrinsics_only()
             # MetaSchedule's console handler takes this level (per-task tables at INFO on
@@ -307,14 +315,14 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
                 new, work_dir, strategy=strategy, num_threads=threads, seed=payload["seed"]
             )
             budget = int(payload["max_trials"])
-            if payload["trials_per_task"] is not None:  # no more than every task can use
-                budget = min(budget, int(payload["trials_per_task"]) * len(new))
+            if cap is not None:  # no more than the tasks lack
+                budget = min(budget, sum(lacking))
             ms.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
                 work_dir=work_dir,
                 max_trials_global=budget,
-                max_trials_per_task=payload["trials_per_task"],
+                max_trials_per_task=None if cap is None else max(lacking),
                 num_trials_per_iter=trials_per_round(budget, len(new)),
                 builder=ms.builder.LocalBuilder(f_build=_make_f_build(), max_workers=threads),
                 runner=ms.runner.LocalRunner(),
@@ -372,8 +380,10 @@ def tune_model(
         database_dir: the run's tuning database folder (created if absent), e.g.
             ``<run_dir>/tuning/<profile>``.
         max_trials: measured candidates for all new tasks together (0 tunes nothing).
-        trials_per_task: cap per task; default ``max_trials``. With a cap, the budget is at
-            most ``trials_per_task`` x new tasks. Trials go in rounds of ``min(8, budget //
+        trials_per_task: records each task should have; a task with fewer (a run resumed
+            with a larger budget) is tuned further, by the difference (MetaSchedule's per-task
+            cap is the largest difference). Default: tune only tasks without a record, up to
+            ``max_trials``. Trials go in rounds of ``min(8, budget //
             new tasks)`` (at least 1) per task; MetaSchedule's gradient task scheduler gives
             each task a first round before it favours the slow ones.
         threads: CPU threads for builder, runner and tuned code; default the profile's

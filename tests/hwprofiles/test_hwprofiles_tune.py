@@ -157,3 +157,28 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
 def test_a_worker_that_runs_out_of_time_raises_tuning_error(tmp_path: Path) -> None:
     with pytest.raises(TuningError, match="timeout"):
         tune_model(_two_conv(), SHAPE, "host", database_dir=tmp_path, max_trials=8, timeout_s=0.5)
+
+
+@pytest.mark.slow  # two small tuning runs: about 40 s on 2 cores
+def test_a_larger_trials_per_task_tunes_tuned_kernels_further(tmp_path: Path) -> None:
+    first = tune_model(
+        _two_conv(),
+        SHAPE,
+        "host",
+        database_dir=tmp_path,
+        max_trials=100,
+        trials_per_task=1,
+        threads=1,
+    )
+    assert (first.new_tasks, first.trials) == (2, 2)  # one trial for each of the two tasks
+    more = tune_model(
+        _two_conv(),
+        SHAPE,
+        "host",
+        database_dir=tmp_path,
+        max_trials=100,
+        trials_per_task=3,
+        threads=1,
+    )
+    assert more.new_tasks == 2 and 0 < more.trials <= 4  # at most the 2 + 2 they lack
+    assert record_count(tmp_path) == first.trials + more.trials
