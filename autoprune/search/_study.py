@@ -55,7 +55,15 @@ __all__ = [
 _logger = logging.getLogger("autoprune.search")
 STUDY_NAME = "autoprune"
 # Keys that may change between invocations on one run directory without making it another run.
-_RESUMABLE_KEYS = {("search", "trials"), ("search", "timeout_s")}
+#: Settings a run may continue under with another value: how long it goes on, and how much
+#: tuning and waiting a measurement gets (a larger tuning budget tunes the shared kernels
+#: further; latencies measured before keep the budget they had, recorded with them).
+_RESUMABLE_KEYS = {
+    ("search", "trials"),
+    ("search", "timeout_s"),
+    ("hardware", "tuning_trials_per_task"),
+    ("hardware", "measure_timeout_s"),
+}
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,7 @@ def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
                 f"run directory {str(run_dir)!r} uses storage {meta['storage']!r}, "
                 f"not {storage!r}; drop --storage to continue it"
             )
+        config_path.write_text(config.to_yaml())  # settings that may change take the new value
         return str(meta["storage"])
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
@@ -203,9 +212,13 @@ def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
 
 
 def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The first setting that differs; a key the old run lacks (added to autoprune since) is
+    compared at its default."""
+    defaults = Config().to_dict()
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section), new.get(section)
         if isinstance(a, dict) and isinstance(b, dict):
+            a = {**defaults.get(section, {}), **a}
             for key in sorted(set(a) | set(b)):
                 if (section, key) in _RESUMABLE_KEYS:
                     continue

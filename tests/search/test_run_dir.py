@@ -1,0 +1,36 @@
+"""Continuing a run: which config changes a run directory accepts, and which it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoprune.config import load_config
+from autoprune.errors import RunDirError
+from autoprune.search._study import prepare_run_dir
+
+
+def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path) -> None:
+    config = load_config()
+    url = prepare_run_dir(tmp_path, config, None)
+    old = config.to_dict()
+    del old["hardware"]["tuning_trials_per_task"]  # as written before the key existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert prepare_run_dir(tmp_path, config, None) == url
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override", ["search.trials=50", "hardware.tuning_trials_per_task=16", "search.timeout_s=60"]
+)
+def test_budgets_may_grow_on_a_continued_run(tmp_path: Path, override: str) -> None:
+    prepare_run_dir(tmp_path, load_config(), None)
+    prepare_run_dir(tmp_path, load_config(overrides=[override]), None)
+
+
+def test_another_training_fidelity_is_refused_with_the_setting_named(tmp_path: Path) -> None:
+    prepare_run_dir(tmp_path, load_config(), None)
+    with pytest.raises(RunDirError, match=r"training\.epochs: 2 there, 3 now.*--run-dir"):
+        prepare_run_dir(tmp_path, load_config(overrides=["training.epochs=3"]), None)
