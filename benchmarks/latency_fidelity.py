@@ -134,13 +134,20 @@ def cross_validated(
     return predicted
 
 
-def tuning_log(work: Path) -> dict[str, dict]:
-    """Tuning reports already written by an earlier (interrupted) run, by model label."""
+def tuning_log(work: Path, trials_per_task: int) -> dict[str, dict]:
+    """Tuning reports of an earlier (interrupted) run at this budget or more, by model label.
+
+    A model logged at a smaller budget is tuned again: its kernels get the trials they lack.
+    """
     path = work / "tuning.jsonl"
     if not path.exists():
         return {}
     entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {entry["model"]: entry for entry in entries}
+    return {
+        entry["model"]: entry
+        for entry in entries
+        if entry.get("trials_per_task", 0) >= trials_per_task
+    }
 
 
 def main() -> None:
@@ -172,7 +179,7 @@ def main() -> None:
 
     tuning: dict[str, dict] = {}
     if database is not None:  # phase 1: tune everything into the shared database
-        tuning = tuning_log(args.work)
+        tuning = tuning_log(args.work, args.trials_per_task)
         for label, model, shape in models:
             if label in tuning:
                 continue
@@ -186,7 +193,11 @@ def main() -> None:
                 threads=args.threads,
                 timeout_s=args.tune_timeout_s,
             )
-            tuning[label] = {"model": label, **report.to_dict()}
+            tuning[label] = {
+                "model": label,
+                "trials_per_task": args.trials_per_task,
+                **report.to_dict(),
+            }
             with open(args.work / "tuning.jsonl", "a") as log:
                 log.write(json.dumps(tuning[label]) + "\n")
             print(
