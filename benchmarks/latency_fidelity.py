@@ -45,6 +45,7 @@ from autoprune.hwprofiles import (
     DeviceProfile,
     KernelCost,
     MeasureProtocol,
+    TuningError,
     estimate_from_kernels,
     estimate_hardware,
     fused_kernels,
@@ -194,16 +195,23 @@ def main() -> None:
             if logged is not None:
                 tuning[label] = logged
                 continue
-            report = tune_model(
-                model,
-                shape,
-                profile,
-                database_dir=database,
-                max_trials=budgets[label] * 1000,
-                trials_per_task=budgets[label],
-                threads=args.threads,
-                timeout_s=args.tune_timeout_s,
-            )
+            for attempt in (1, 2):  # a crash in TVM's thread pool has happened once in hours
+                try:
+                    report = tune_model(
+                        model,
+                        shape,
+                        profile,
+                        database_dir=database,
+                        max_trials=budgets[label] * 1000,
+                        trials_per_task=budgets[label],
+                        threads=args.threads,
+                        timeout_s=args.tune_timeout_s,
+                    )
+                    break
+                except TuningError as error:
+                    print(f"tuning {label} failed (attempt {attempt}): {error}", flush=True)
+                    if attempt == 2:
+                        raise
             tuning[label] = {
                 "model": label,
                 "trials_per_task": budgets[label],
