@@ -33,7 +33,19 @@ _BUDGET_HELP = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _controller_help(listed: bool) -> str:
+    """Help of ``--controller``: with ``listed``, every controller and what it is (importing the
+    search package costs seconds, so only ``search --help`` asks for it)."""
+    if not listed:
+        return "search controller (`autoprune search --help` lists them; default nsga2)"
+    from autoprune.search import describe_controller, list_controllers
+
+    return "search controller (default nsga2): " + "; ".join(
+        f"{name}: {describe_controller(name).rstrip('.')}" for name in list_controllers()
+    )
+
+
+def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
     from autoprune import __version__
 
     parser = argparse.ArgumentParser(
@@ -63,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--budget", action="append", default=None, metavar="SPEC", help=_BUDGET_HELP
     )
-    search.add_argument("--controller", help="search controller (nsga2, random)")
+    search.add_argument("--controller", help=_controller_help(list_controllers))
     search.add_argument(
         "--trials", type=int, help="total trials of the study (resume counts finished ones)"
     )
@@ -210,7 +222,7 @@ def _search(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_config
     from autoprune.report import format_front_table, write_report_files
-    from autoprune.search import load_records, pareto_front, run_search
+    from autoprune.search import load_hypervolume, load_records, pareto_front, run_search
 
     overrides = list(args.overrides)
     if args.target is not None:
@@ -255,17 +267,23 @@ def _search(args: argparse.Namespace) -> int:
             for r in records
         )
         if records:
-            write_report_files(run_dir, pareto_front(records), records, title=title)
+            hypervolume = load_hypervolume(run_dir, records)
+            write_report_files(
+                run_dir, pareto_front(records), records, title=title, hypervolume=hypervolume
+            )
         print(
             f"autoprune: interrupted; {done} finished trials are kept in {run_dir}. "
             f"Continue with: {command}",
             file=sys.stderr,
         )
         return 130
-    write_report_files(run_dir, list(result.front), list(result.records), title=title)
-    print(format_front_table(result.front, result.records))
+    hypervolume = load_hypervolume(run_dir, list(result.records))
+    write_report_files(
+        run_dir, list(result.front), list(result.records), title=title, hypervolume=hypervolume
+    )
+    print(format_front_table(result.front, result.records, hypervolume))
     print(
-        f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png); "
+        f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png, hypervolume.png); "
         f"continue or extend with: autoprune "
         f"{' '.join(shlex.quote(a) for a in _without_trials(args.argv))} --trials N"
     )
@@ -291,15 +309,24 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from autoprune.report import format_front_table, front_records, summary
-    from autoprune.search import load_records, pareto_front
+    from autoprune.report import (
+        format_front_table,
+        front_records,
+        hypervolume_payload,
+        summary,
+    )
+    from autoprune.search import load_hypervolume, load_records, pareto_front
 
     records = load_records(args.run_dir)
     front = pareto_front(records)
+    hypervolume = load_hypervolume(args.run_dir, records)
     if args.format == "json":
-        print(json.dumps({"summary": summary(records), "pareto": front_records(front)}, indent=2))
+        payload: dict[str, Any] = {"summary": summary(records), "pareto": front_records(front)}
+        if hypervolume is not None:
+            payload["hypervolume"] = hypervolume_payload(hypervolume)
+        print(json.dumps(payload, indent=2))
     else:
-        print(format_front_table(front, records))
+        print(format_front_table(front, records, hypervolume))
     return 0
 
 
@@ -490,7 +517,8 @@ def _attach_dash_values(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autoprune`` console script; returns the exit status."""
     argv = _attach_dash_values(list(sys.argv[1:] if argv is None else argv))
-    args = _parser().parse_args(argv)
+    search_help = bool(argv) and argv[0] == "search" and ("-h" in argv or "--help" in argv)
+    args = _parser(list_controllers=search_help).parse_args(argv)
     args.argv = argv
     _configure_logging(getattr(args, "quiet", False))
     try:

@@ -14,10 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoprune.search import TrialRecord
+from autoprune.search import HypervolumeReference, TrialRecord
+
+#: A run's hypervolume: its reference and ``(trial number, hypervolume)`` after each trial.
+Hypervolume = tuple[HypervolumeReference, list[tuple[int, float]]]
 
 __all__ = [
     "format_front_table",
+    "format_hypervolume",
+    "hypervolume_payload",
     "front_records",
     "summary",
     "write_report_files",
@@ -67,9 +72,13 @@ def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
 
 
 def summary(records: Sequence[TrialRecord]) -> dict[str, int]:
-    """Counts of trials by outcome."""
+    """Counts of trials by outcome; ``proposals``/``feasible``: candidates proposed and costed,
+    and those within every budget."""
+    costed = [r for r in records if r.feasible is not None]
     return {
         "trials": len(records),
+        "proposals": len(costed),
+        "feasible": sum(bool(r.feasible) for r in costed),
         "trained": sum(r.trained and r.cached_from is None for r in records),
         "cached": sum(r.cached_from is not None for r in records),
         "infeasible": sum(r.state == "complete" and r.feasible is False for r in records),
@@ -81,8 +90,37 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
 
 
-def format_front_table(front: Sequence[TrialRecord], records: Sequence[TrialRecord]) -> str:
-    """The Pareto front as an aligned text table, with a line of trial counts under it."""
+def hypervolume_payload(hypervolume: Hypervolume) -> dict[str, Any]:
+    """JSON-ready hypervolume: reference, final value and the value after each trial."""
+    reference, history = hypervolume
+    return {
+        "reference": reference.to_dict(),
+        "final": history[-1][1] if history else 0.0,
+        "history": [{"trial": number, "hypervolume": value} for number, value in history],
+    }
+
+
+def format_hypervolume(hypervolume: Hypervolume) -> str:
+    """One line: the final hypervolume, after how many trials, and what it is measured against."""
+    reference, history = hypervolume
+    names = ", ".join(
+        f"{'1 - ' if d == 'maximize' else ''}{n}{'' if s == 1.0 else f' / {s:.4g}'}"
+        for (n, d), s in zip(reference.objectives, reference.scales, strict=True)
+    )
+    point = ", ".join(f"{p:g}" for p in reference.point)
+    final = history[-1][1] if history else 0.0
+    return (
+        f"hypervolume: {final:.4f} after {len(history)} trials "
+        f"(minimised: {names}; reference point ({point}))"
+    )
+
+
+def format_front_table(
+    front: Sequence[TrialRecord],
+    records: Sequence[TrialRecord],
+    hypervolume: Hypervolume | None = None,
+) -> str:
+    """The Pareto front as an aligned text table, with trial counts and the hypervolume under it."""
     header = (
         "trial",
         "val acc",
@@ -129,6 +167,13 @@ def format_front_table(front: Sequence[TrialRecord], records: Sequence[TrialReco
         f"{counts['infeasible']} over budget and not trained, {counts['failed']} failed). "
         f"val acc: validation split at the search fidelity; test acc: test split, same weights."
     )
+    if counts["proposals"]:
+        lines.append(
+            f"feasible proposals: {counts['feasible']} of {counts['proposals']} "
+            f"({100 * counts['feasible'] / counts['proposals']:.0f} %)"
+        )
+    if hypervolume is not None:
+        lines.append(format_hypervolume(hypervolume))
     return "\n".join(lines)
 
 
@@ -201,18 +246,45 @@ def _plot(
     plt.close(fig)
 
 
+def _plot_hypervolume(path: Path, hypervolume: Hypervolume, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, history = hypervolume
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.step(range(1, len(history) + 1), [v for _, v in history], where="post", c="tab:red")
+    ax.set_xlabel("finished trials")
+    ax.set_ylabel("hypervolume of the feasible front")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(format_hypervolume(hypervolume).split(" (")[0], fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report_files(
     run_dir: Path,
     front: Sequence[TrialRecord],
     records: Sequence[TrialRecord],
     *,
     title: str = "",
+    hypervolume: Hypervolume | None = None,
 ) -> list[Path]:
-    """Write ``pareto.json``, ``pareto.csv`` and ``pareto.png`` into the run directory."""
+    """Write ``pareto.json``, ``pareto.csv``, ``pareto.png`` and, with a ``hypervolume``,
+    ``hypervolume.png`` into the run directory."""
     rows = front_records(front)
-    payload = {"summary": summary(records), "pareto": rows}
+    payload: dict[str, Any] = {"summary": summary(records), "pareto": rows}
+    if hypervolume is not None:
+        payload["hypervolume"] = hypervolume_payload(hypervolume)
     paths = [run_dir / "pareto.json", run_dir / "pareto.csv", run_dir / "pareto.png"]
     paths[0].write_text(json.dumps(payload, indent=2) + "\n")
     paths[1].write_text(_csv_text(rows))
-    _plot(paths[2], front, records, title or f"autoprune run {run_dir.name}")
+    title = title or f"autoprune run {run_dir.name}"
+    _plot(paths[2], front, records, title)
+    if hypervolume is not None:
+        paths.append(run_dir / "hypervolume.png")
+        _plot_hypervolume(paths[3], hypervolume, title)
     return paths

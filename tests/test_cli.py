@@ -32,7 +32,15 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys) -> None:
-    for name in ("config.yaml", "run.json", "study.db", "pareto.json", "pareto.csv", "pareto.png"):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "study.db",
+        "pareto.json",
+        "pareto.csv",
+        "pareto.png",
+        "hypervolume.png",
+    ):
         assert (finished_run / name).is_file(), name
     records = load_records(finished_run)
     assert len(records) == 4
@@ -60,10 +68,19 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
     assert member["latency_source"] == "estimated"
     assert "samples" in member["fidelity"]
     assert json.loads((finished_run / "pareto.json").read_text())["pareto"] == payload["pareto"]
+    # The hypervolume after every trial, against the reference stored at the study's creation.
+    hypervolume = payload["hypervolume"]
+    assert [h["trial"] for h in hypervolume["history"]] == [r.number for r in records]
+    volumes = [h["hypervolume"] for h in hypervolume["history"]]
+    assert volumes == sorted(volumes) and 0 < volumes[-1] == hypervolume["final"] < 1.1**2
+    assert hypervolume["reference"]["point"] == [1.0, 1.1, 1.1]
+    assert payload["summary"]["proposals"] == 4 and payload["summary"]["feasible"] == 4
 
     assert main(["report", str(finished_run)]) == 0
     table = capsys.readouterr().out
     assert "(estimated)" in table and "val acc" in table and "fidelity" in table
+    assert f"hypervolume: {volumes[-1]:.4f} after 4 trials" in table
+    assert "feasible proposals: 4 of 4 (100 %)" in table
 
 
 def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, capsys) -> None:

@@ -5,7 +5,18 @@ Optuna (and, later, Ray) are imported only inside this subpackage.
 
 from __future__ import annotations
 
-from autoprune.search._controllers import create_sampler, list_controllers, register_controller
+from autoprune.search._controllers import (
+    create_sampler,
+    describe_controller,
+    list_controllers,
+    register_controller,
+)
+from autoprune.search._hypervolume import (
+    HypervolumeReference,
+    first_reaching,
+    hypervolume,
+    hypervolume_history,
+)
 from autoprune.search._objective import (
     CandidateObjective,
     candidate_costs,
@@ -20,6 +31,7 @@ from autoprune.search._study import (
     build_space,
     check_budgets,
     evaluate_on_test,
+    load_hypervolume,
     load_records,
     prepare_run_dir,
     run_search,
@@ -28,6 +40,7 @@ from autoprune.search._study import (
 __all__ = [
     "OBJECTIVES",
     "CandidateObjective",
+    "HypervolumeReference",
     "SearchResult",
     "TrialRecord",
     "build_coster",
@@ -35,9 +48,14 @@ __all__ = [
     "candidate_costs",
     "check_budgets",
     "create_sampler",
+    "describe_controller",
     "dominates",
     "evaluate_on_test",
+    "first_reaching",
+    "hypervolume",
+    "hypervolume_history",
     "list_controllers",
+    "load_hypervolume",
     "load_records",
     "model_costs",
     "pareto_front",

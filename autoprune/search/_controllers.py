@@ -8,7 +8,7 @@ a trial is feasible when every value is ``<= 0``), never as weights in the objec
 Example:
     >>> sampler = create_sampler("nsga2", seed=0, population_size=8)
     >>> list_controllers()
-    ['nsga2', 'random']
+    ['gp', 'nsga2', 'nsga3', 'random', 'tpe']
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import optuna
 
 from autoprune.errors import UnknownNameError
 
-__all__ = ["create_sampler", "list_controllers", "register_controller"]
+__all__ = ["create_sampler", "describe_controller", "list_controllers", "register_controller"]
 
 _SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 _CONTROLLERS: dict[str, _SamplerFactory] = {}
@@ -41,6 +41,13 @@ def list_controllers() -> list[str]:
     return sorted(_CONTROLLERS)
 
 
+def describe_controller(name: str) -> str:
+    """First line of the controller's docstring (for ``autoprune search --help``)."""
+    if name not in _CONTROLLERS:
+        raise UnknownNameError("controller", name, list_controllers())
+    return (_CONTROLLERS[name].__doc__ or name).strip().splitlines()[0]
+
+
 def create_sampler(
     name: str,
     *,
@@ -57,6 +64,28 @@ def create_sampler(
 def _nsga2(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
     """NSGA-II (Deb et al. 2002) with constrained domination for the budgets."""
     return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
+
+
+@register_controller("nsga3")
+def _nsga3(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
+    """NSGA-III (Deb & Jain 2014): reference-point niching, for three or more objectives."""
+    return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed)
+
+
+@register_controller("tpe")
+def _tpe(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
+    """Multivariate TPE (Bergstra et al. 2011; Ozaki et al. 2020 for several objectives)."""
+    # population_size random trials first, as the evolutionary controllers' first generation;
+    # constant liar keeps parallel workers from proposing the same candidate.
+    return optuna.samplers.TPESampler(
+        n_startup_trials=population_size, multivariate=True, constant_liar=True, seed=seed
+    )
+
+
+@register_controller("gp")
+def _gp(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
+    """Gaussian-process Bayesian optimisation (Optuna's GPSampler, log EHVI for fronts)."""
+    return optuna.samplers.GPSampler(n_startup_trials=population_size, seed=seed)
 
 
 @register_controller("random")

@@ -36,6 +36,7 @@ from autoprune.errors import ConfigError, RunDirError
 from autoprune.evaluators import evaluate_accuracy, load_dataset
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, RpcEndpoint, load_profile
 from autoprune.search._controllers import create_sampler
+from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
 from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
 from autoprune.search._pareto import OBJECTIVES, pareto_front
 from autoprune.search._records import TrialRecord
@@ -47,6 +48,7 @@ __all__ = [
     "build_space",
     "check_budgets",
     "evaluate_on_test",
+    "load_hypervolume",
     "load_records",
     "prepare_run_dir",
     "run_search",
@@ -54,6 +56,8 @@ __all__ = [
 
 _logger = logging.getLogger("autoprune.search")
 STUDY_NAME = "autoprune"
+#: Study user attribute holding the run's :class:`HypervolumeReference` (set once, at creation).
+HYPERVOLUME_KEY = "hypervolume_reference"
 # Keys that may change between invocations on one run directory without making it another run.
 #: Settings a run may continue under with another value: how long it goes on, and how much
 #: tuning and waiting a measurement gets (a larger tuning budget tunes the shared kernels
@@ -255,6 +259,25 @@ def _open_study(url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     )
 
 
+def _hypervolume_reference(
+    study: optuna.Study, space: SearchSpace, profile: DeviceProfile
+) -> HypervolumeReference:
+    """The run's hypervolume reference: stored in the study when it is created, then reused.
+
+    Costs are normalised by the unpruned base model's *estimated* latency and energy on the
+    target (known before anything runs, and the same whether the run measures or estimates).
+    """
+    stored = study.user_attrs.get(HYPERVOLUME_KEY)
+    if stored is not None:
+        return HypervolumeReference.from_dict(stored)
+    base = candidate_costs(space.largest(), profile)
+    reference = HypervolumeReference.for_base(
+        latency_ms=base["latency_ms"], energy_mj=base["energy_mj"]
+    )
+    study.set_user_attr(HYPERVOLUME_KEY, reference.to_dict())
+    return reference
+
+
 def _recover_interrupted(study: optuna.Study) -> int:
     """Fail trials a killed process left running and queue their candidates again.
 
@@ -353,6 +376,7 @@ def run_search(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([name for name, _ in OBJECTIVES])
+        reference = _hypervolume_reference(study, space, profile)
         if config.search.include_base and not study.get_trials(deepcopy=False):
             base = {d.name: max(d.choices) for d in space.decisions}
             study.enqueue_trial(base, user_attrs={"reference": "unpruned base model"})
@@ -379,12 +403,16 @@ def run_search(
 
             def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                 bar.update(1)
-                feasible = [
-                    t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
-                ]
+                trials = study.get_trials(deepcopy=False)
+                feasible = [t for t in trials if t.user_attrs.get("trained")]
                 if feasible:
                     best = max(t.user_attrs["accuracy"] for t in feasible)
-                    bar.set_postfix(best_acc=f"{100 * best:.1f}%", trained=len(feasible))
+                    history = hypervolume_history([_record(t, run_dir) for t in trials], reference)
+                    bar.set_postfix(
+                        best_acc=f"{100 * best:.1f}%",
+                        trained=len(feasible),
+                        hv=f"{history[-1][1]:.3f}",
+                    )
 
             try:
                 study.optimize(
@@ -493,8 +521,8 @@ def _record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
     )
 
 
-def load_records(run_dir: Path) -> list[TrialRecord]:
-    """Every trial of the run in ``run_dir``, in trial order."""
+def _load_study(run_dir: Path) -> optuna.Study | None:
+    """The study of the run in ``run_dir``; ``None`` when the storage holds none yet."""
     meta_path = run_dir / "run.json"
     if not meta_path.exists():
         raise RunDirError(
@@ -504,7 +532,29 @@ def load_records(run_dir: Path) -> list[TrialRecord]:
     meta = json.loads(meta_path.read_text())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
+        return optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
     except KeyError:
-        return []
-    return [_record(t, run_dir) for t in study.get_trials(deepcopy=False)]
+        return None
+
+
+def load_records(run_dir: Path) -> list[TrialRecord]:
+    """Every trial of the run in ``run_dir``, in trial order."""
+    study = _load_study(run_dir)
+    return [] if study is None else [_record(t, run_dir) for t in study.get_trials(deepcopy=False)]
+
+
+def load_hypervolume(
+    run_dir: Path, records: list[TrialRecord] | None = None
+) -> tuple[HypervolumeReference, list[tuple[int, float]]] | None:
+    """The run's hypervolume reference and ``(trial number, hypervolume)`` after each trial.
+
+    ``records`` (from :func:`load_records`) saves reading them again. ``None`` for a run
+    created before autoprune tracked the hypervolume (no reference stored).
+    """
+    study = _load_study(run_dir)
+    stored = None if study is None else study.user_attrs.get(HYPERVOLUME_KEY)
+    if stored is None:
+        return None
+    reference = HypervolumeReference.from_dict(stored)
+    records = load_records(run_dir) if records is None else records
+    return reference, hypervolume_history(records, reference)

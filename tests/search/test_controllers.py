@@ -1,0 +1,83 @@
+"""Every registered controller: same storage, resume, budgets as constraints, a rough history."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autoprune.errors import UnknownNameError
+from autoprune.search import create_sampler, describe_controller, list_controllers
+
+CHOICES = (0.25, 0.5, 0.75, 1.0)
+DECISIONS = ("stage1", "stage2", "stage3", "resolution")
+
+
+def _objective(trial: optuna.Trial) -> tuple[float, float, float]:
+    """A small compression-like problem: accuracy grows with width, costs with its square.
+
+    Every seventh trial fails, is pruned, or returns NaN, in turn; one budget holds when the
+    mean width is at most 0.7.
+    """
+    widths = [trial.suggest_categorical(name, CHOICES) for name in DECISIONS]
+    mean = sum(widths) / len(widths)
+    trial.set_constraint("macs<=0.7", mean - 0.7)
+    kind = trial.number % 7
+    if kind == 3:
+        raise RuntimeError("TVM build failed")
+    if kind == 5:
+        raise optuna.TrialPruned()
+    if kind == 6:
+        return math.nan, math.nan, math.nan
+    cost = sum(w * w for w in widths)
+    return 1 - 0.5 * (1 - mean) ** 2, cost, 0.5 * cost + widths[-1]
+
+
+def _study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
+    return optuna.create_study(
+        study_name="controllers",
+        storage=storage,
+        sampler=create_sampler(name, seed=0, population_size=4),
+        directions=["maximize", "minimize", "minimize"],
+        load_if_exists=True,
+    )
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_controller_resumes_from_storage_and_survives_a_rough_history(
+    name: str, tmp_path: Path
+) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path = str(tmp_path / "journal.log")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental samplers and independent sampling
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        _study(storage, name).optimize(_objective, n_trials=14, catch=(RuntimeError,))
+        # A new process: a new storage handle and a new sampler read the same history.
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+        resumed = _study(storage, name)
+        resumed.optimize(_objective, n_trials=7, catch=(RuntimeError,))
+
+    trials = resumed.get_trials(deepcopy=False)
+    assert len(trials) == 21
+    states = {t.state for t in trials}
+    assert {
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+        optuna.trial.TrialState.PRUNED,
+    } <= states
+    for trial in trials:
+        assert set(trial.params) == set(DECISIONS)
+        assert all(value in CHOICES for value in trial.params.values())
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all("macs<=0.7" in t.constraints for t in complete)
+    assert all(math.isfinite(v) for t in complete for v in t.values)
+
+
+def test_unknown_controller_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownNameError, match="nsga2"):
+        create_sampler("bayes", seed=0, population_size=4)
+    assert all(describe_controller(name) for name in list_controllers())
