@@ -14,6 +14,7 @@ from autoprune.search._objective import (
 )
 from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
+from autoprune.search._rl import PolicyGradientSampler, mnas_reward
 from autoprune.search._study import (
     SearchResult,
     build_coster,
@@ -28,6 +29,7 @@ from autoprune.search._study import (
 __all__ = [
     "OBJECTIVES",
     "CandidateObjective",
+    "PolicyGradientSampler",
     "SearchResult",
     "TrialRecord",
     "build_coster",
@@ -39,6 +41,7 @@ __all__ = [
     "evaluate_on_test",
     "list_controllers",
     "load_records",
+    "mnas_reward",
     "model_costs",
     "pareto_front",
     "prepare_run_dir",
