@@ -24,10 +24,11 @@ history. The reference only shifts the reward by ``-omega . log(ref)``, a linear
 weights, which the linear baseline below absorbs; it keeps rewards near zero and readable.
 A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
 (an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
-non-finite value all get the fixed reward ``infeasible_reward`` (default ``-5.0``, below
-``log(0.01)`` plus any likely latency term): the policy learns from them, which is what steers
-it toward feasible candidates. Pruned trials carry no final values and are skipped, as are
-trials the policy did not propose (no weights recorded) and running or waiting trials.
+non-finite value all get the fixed reward ``infeasible_reward`` (default ``-5.0``, below the
+``log(0.01) = -4.6`` of a feasible candidate at 1 % accuracy and reference costs): the policy
+learns from them, which is what steers it toward feasible candidates. Pruned trials carry no
+final values and are skipped, as are trials the policy did not propose (no weights recorded);
+running and waiting trials wait until they finish.
 
 Update, one REINFORCE step per finished trial, in trial-number order: the baseline is linear in
 the weights, ``B(omega) = c . [1, phi]``, updated by least mean squares with step
@@ -294,6 +295,8 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         with self._lock:
             state = self.load_state(study)
             if self._learn(study, state):
+                # Optuna 5 has no public setter of study system attributes; this storage call is
+                # the one Optuna's own ``copy_study`` makes.
                 study._storage.set_study_system_attr(study._study_id, RL_STATE_KEY, state.to_json())
             self._cache = (_study_key(study), state)
         weights = self._draw_weights(trial.number, state.n_weights)
