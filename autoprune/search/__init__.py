@@ -25,6 +25,7 @@ from autoprune.search._objective import (
 )
 from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
+from autoprune.search._rl import PolicyGradientSampler, mnas_reward
 from autoprune.search._study import (
     SearchResult,
     build_coster,
@@ -41,6 +42,7 @@ __all__ = [
     "OBJECTIVES",
     "CandidateObjective",
     "HypervolumeReference",
+    "PolicyGradientSampler",
     "SearchResult",
     "TrialRecord",
     "build_coster",
@@ -57,6 +59,7 @@ __all__ = [
     "list_controllers",
     "load_hypervolume",
     "load_records",
+    "mnas_reward",
     "model_costs",
     "pareto_front",
     "prepare_run_dir",

@@ -8,7 +8,7 @@ a trial is feasible when every value is ``<= 0``), never as weights in the objec
 Example:
     >>> sampler = create_sampler("nsga2", seed=0, population_size=8)
     >>> list_controllers()
-    ['gp', 'nsga2', 'nsga3', 'random', 'tpe']
+    ['gp', 'nsga2', 'nsga3', 'random', 'rl', 'tpe']
 """
 
 from __future__ import annotations
