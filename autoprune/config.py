@@ -252,6 +252,8 @@ class SearchConfig:
     the same run directory only runs the ones still missing; ``timeout_s`` bounds one invocation.
     ``include_base`` makes the unpruned base model the first trial: the reference every
     compressed candidate is compared with (over budget, it is recorded infeasible, untrained).
+    ``repair`` shrinks a proposal over a MACs, params or size budget until it fits, before
+    training (see ``autoprune.search._repair``); off, such a proposal is recorded infeasible.
     """
 
     controller: str = "nsga2"
@@ -260,6 +262,7 @@ class SearchConfig:
     seed: int = 0
     population_size: int = 8
     include_base: bool = True
+    repair: bool = True
 
     def __post_init__(self) -> None:
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")

@@ -72,13 +72,15 @@ def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
 
 
 def summary(records: Sequence[TrialRecord]) -> dict[str, int]:
-    """Counts of trials by outcome; ``proposals``/``feasible``: candidates proposed and costed,
-    and those within every budget."""
+    """Counts of trials by outcome. ``proposals``: candidates proposed and costed;
+    ``feasible``: those within every budget as trained; ``repaired``: those of them that were
+    shrunk to fit (``feasible - repaired`` were feasible as proposed)."""
     costed = [r for r in records if r.feasible is not None]
     return {
         "trials": len(records),
         "proposals": len(costed),
         "feasible": sum(bool(r.feasible) for r in costed),
+        "repaired": sum(bool(r.feasible) and bool(r.repair_steps) for r in costed),
         "trained": sum(r.trained and r.cached_from is None for r in records),
         "cached": sum(r.cached_from is not None for r in records),
         "infeasible": sum(r.state == "complete" and r.feasible is False for r in records),
@@ -168,9 +170,11 @@ def format_front_table(
         f"val acc: validation split at the search fidelity; test acc: test split, same weights."
     )
     if counts["proposals"]:
+        as_proposed = counts["feasible"] - counts["repaired"]
         lines.append(
             f"feasible proposals: {counts['feasible']} of {counts['proposals']} "
-            f"({100 * counts['feasible'] / counts['proposals']:.0f} %)"
+            f"({100 * counts['feasible'] / counts['proposals']:.0f} %); "
+            f"{as_proposed} as proposed, {counts['repaired']} shrunk to fit the budgets"
         )
     if hypervolume is not None:
         lines.append(format_hypervolume(hypervolume))

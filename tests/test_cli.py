@@ -80,7 +80,7 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
     table = capsys.readouterr().out
     assert "(estimated)" in table and "val acc" in table and "fidelity" in table
     assert f"hypervolume: {volumes[-1]:.4f} after 4 trials" in table
-    assert "feasible proposals: 4 of 4 (100 %)" in table
+    assert "feasible proposals: 4 of 4 (100 %); 4 as proposed, 0 shrunk" in table
 
 
 def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, capsys) -> None:
@@ -155,6 +155,11 @@ def test_binding_budget_gates_training(tmp_path: Path, capsys) -> None:
     infeasible = [r for r in records if r.feasible is False]
     feasible = [r for r in records if r.feasible]
     assert infeasible and feasible, "the tiny space straddles 5 MFLOPs"
+    # Proposals over the MACs budget are shrunk to fit (search.repair); the enqueued base model
+    # is the reference and stays as it is.
+    assert [r.number for r in infeasible] == [0] and records[0].repair_steps is None
+    assert all(r.macs <= 5e6 for r in feasible)
+    assert any(r.repair_steps for r in feasible), "some proposal needed shrinking"
     for r in infeasible:
         assert r.macs > 5e6 and not r.trained and r.accuracy is None
         assert not (run_dir / "trials" / f"{r.number:04d}" / "model.pt").exists()

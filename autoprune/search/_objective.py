@@ -22,6 +22,7 @@ import torch
 from autoprune.config import Budget, Config
 from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_from_scratch
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
+from autoprune.search._repair import repair
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
 __all__ = [
@@ -150,6 +151,13 @@ class CandidateObjective:
         params = {
             d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions
         }
+        if self.config.search.repair and "reference" not in trial.user_attrs:
+            params, steps = repair(self.space, params, self.config.budgets)
+            trial.set_user_attr("repair_steps", steps)
+            if steps:
+                _logger.info(
+                    "trial %d: proposal over budget; shrunk in %d steps", trial.number, steps
+                )
         candidate = self.space.candidate(params)
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("candidate_hash", candidate.hash)

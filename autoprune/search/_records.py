@@ -45,6 +45,7 @@ class TrialRecord:
     train_seconds: float | None = None
     cached_from: int | None = None
     error: str | None = None
+    repair_steps: int | None = None  # shrink steps that fitted the proposal to the budgets
 
     @property
     def resolution(self) -> str | None:

@@ -518,6 +518,7 @@ def _record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
         train_seconds=evaluation.get("train_seconds"),
         cached_from=attrs.get("cached_from"),
         error=error,
+        repair_steps=attrs.get("repair_steps"),
     )
 
 
