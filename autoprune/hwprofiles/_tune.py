@@ -100,6 +100,8 @@ class TuningReport:
         seconds: wall time of the tuning worker, seconds (interpreter start, TVM import,
             extraction and tuning).
         database_dir: the database folder, absolute.
+        failed_tasks: tasks whose tuning crashed MetaSchedule (kept at the records they had;
+            the others were tuned one at a time around them).
 
     Example:
         >>> r = TuningReport(tasks=2, new_tasks=2, trials=8, seconds=17.5,
@@ -113,6 +115,7 @@ class TuningReport:
     trials: int
     seconds: float
     database_dir: str
+    failed_tasks: tuple[str, ...] = ()
 
     @property
     def reused_tasks(self) -> int:
@@ -127,6 +130,7 @@ class TuningReport:
             "trials": self.trials,
             "seconds": self.seconds,
             "database_dir": self.database_dir,
+            "failed_tasks": list(self.failed_tasks),
         }
 
     @classmethod
@@ -144,6 +148,7 @@ class TuningReport:
             trials=int(data["trials"]),
             seconds=float(data["seconds"]),
             database_dir=str(data["database_dir"]),
+            failed_tasks=tuple(data.get("failed_tasks", ())),
         )
 
 
@@ -177,6 +182,84 @@ def record_count(database_dir: str | os.PathLike[str]) -> int:
             return sum(1 for line in handle if line.strip())
     except FileNotFoundError:
         return 0
+
+
+def _database_loads(work_dir: str | os.PathLike[str]) -> bool:
+    """Whether MetaSchedule can load the JSON database in ``work_dir``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        ms.database.JSONDatabase(work_dir=str(work_dir))
+    except Exception:  # noqa: BLE001 - any parse or replay error makes it unloadable
+        return False
+    return True
+
+
+def _loads(scratch: Path, lines: list[str]) -> bool:
+    """Whether ``lines`` (records) load beside the database's workloads, in ``scratch``."""
+    (scratch / RECORDS_NAME).write_text("".join(lines))
+    return _database_loads(scratch)
+
+
+def set_aside_unloadable(work_dir: str | os.PathLike[str], *, first: int = 0) -> int:
+    """Move the record lines from ``first`` on that TVM cannot load out of the database.
+
+    TVM 0.27 writes some records that it then fails to parse (seen: a ``mean`` reduction's
+    trace with ``RFactor`` tuned here; loading stops with "parallel_for_dynamic error"), and
+    one such line makes the whole database unloadable: every later tuning and tuned build of
+    the run would fail. Records parse independently, so the lines from ``first`` on are loaded
+    alone (beside the workloads) in a scratch folder, and a bad line is found by bisection.
+    Bad lines go to ``database_tuning_record.rejected.json``. Returns how many were set aside.
+    Hold the database's exclusive lock (:func:`database_lock`) when calling this.
+    """
+    folder = Path(work_dir)
+    records = folder / RECORDS_NAME
+    if not records.exists():
+        return 0
+    scratch = folder / "autoprune-scratch"
+    scratch.mkdir(exist_ok=True)
+    rejected: list[str] = []
+    try:
+        (scratch / WORKLOADS_NAME).write_bytes((folder / WORKLOADS_NAME).read_bytes())
+        lines = records.read_text().splitlines(keepends=True)
+        while first < len(lines) and not _loads(scratch, lines[first:]):
+            good, bad = first, len(lines)  # lines[first:good] load, lines[first:bad] do not
+            while bad - good > 1:
+                middle = (good + bad) // 2
+                good, bad = (
+                    (middle, bad) if _loads(scratch, lines[first:middle]) else (good, middle)
+                )
+            rejected.append(lines.pop(bad - 1))
+            first = bad - 1  # the lines before it load
+        if rejected:
+            temporary = records.with_suffix(".tmp")
+            temporary.write_text("".join(lines))
+            os.replace(temporary, records)
+            with open(folder / "database_tuning_record.rejected.json", "a") as handle:
+                handle.writelines(r if r.endswith("\n") else r + "\n" for r in rejected)
+            _logger.warning(
+                "%d tuning record(s) of %s cannot be loaded by TVM; set aside in %s",
+                len(rejected),
+                records,
+                "database_tuning_record.rejected.json",
+            )
+    finally:
+        for child in scratch.iterdir():
+            child.unlink()
+        scratch.rmdir()
+    return len(rejected)
+
+
+def load_database(work_dir: str | os.PathLike[str]) -> Any:
+    """MetaSchedule's JSON database in ``work_dir``; records TVM cannot load are set aside
+    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(work_dir=str(work_dir))
+    except Exception:  # noqa: BLE001 - a record TVM cannot parse
+        set_aside_unloadable(work_dir)
+        return ms.database.JSONDatabase(work_dir=str(work_dir))
 
 
 def prepare_for_tuning(mod: tvm.IRModule) -> tvm.IRModule:
@@ -285,7 +368,6 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    threads = int(payload["threads"])
     work_dir = str(payload["database_dir"])
     target = tvm.target.Target(resolve_target(payload["target"]))
     model = model_from_payload(payload["model"])
@@ -294,8 +376,9 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
         fused = tvm.transform.Sequential(_fusion_passes(target))(mod)
     tasks = ms.relax_integration.extract_tasks(fused, target)
     with database_lock(work_dir, exclusive=True):
-        database = ms.database.JSONDatabase(work_dir=work_dir)
+        database = load_database(work_dir)
         before = len(database)
+        lines_before = _record_lines(work_dir)
         # Trials each task still lacks: a task without records is new; with trials_per_task,
         # one tuned with fewer trials (a run resumed with a larger budget) is tuned further.
         cap = payload["trials_per_task"]
@@ -303,38 +386,79 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
         missing = [wanted - _records(database, task.dispatched[0], wanted) for task in tasks]
         new = [task for task, lack in zip(tasks, missing, strict=True) if lack > 0]
         lacking = [lack for lack in missing if lack > 0]
+        failed: list[str] = []
         if new and payload["max_trials"] > 0:
             _import_cpu_tensor_intrinsics_only()
             # MetaSchedule's console handler takes this level (per-task tables at INFO on
             # stdout); its log files under <database_dir>/logs keep everything.
             logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-            strategy = ms.search_strategy.EvolutionarySearch(
-                population_size=_POPULATION, genetic_num_iters=_GENETIC_ITERS
-            )
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                new, work_dir, strategy=strategy, num_threads=threads, seed=payload["seed"]
-            )
             budget = int(payload["max_trials"])
             if cap is not None:  # no more than the tasks lack
                 budget = min(budget, sum(lacking))
-            ms.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=work_dir,
-                max_trials_global=budget,
-                max_trials_per_task=None if cap is None else max(lacking),
-                num_trials_per_iter=trials_per_round(budget, len(new)),
-                builder=ms.builder.LocalBuilder(f_build=_make_f_build(), max_workers=threads),
-                runner=ms.runner.LocalRunner(),
-                database=database,
-                cost_model="random",
-            )
+            try:
+                _tune_tasks(new, lacking, budget, database, payload)
+            except Exception as error:  # noqa: BLE001 - isolate the kernel that breaks
+                # A task whose search crashes MetaSchedule (seen: "parallel_for_dynamic error"
+                # replaying one workload's records) must not cost the others their tuning:
+                # tune one task at a time and keep going past the ones that fail.
+                _logger.warning("tuning the tasks together failed (%s); one at a time", error)
+                for task in new:
+                    lack = wanted - _records(database, task.dispatched[0], wanted)
+                    if lack <= 0:  # tuned before the crash
+                        continue
+                    try:
+                        _tune_tasks([task], [lack], lack, database, payload)
+                    except Exception as task_error:  # noqa: BLE001
+                        _logger.warning("task %s not tuned: %s", task.task_name, task_error)
+                        failed.append(task.task_name)
+                if len(failed) == len(new):
+                    raise
         trials = len(database) - before
+        if trials:  # what this call wrote must load in the next process too
+            set_aside_unloadable(work_dir, first=lines_before)
     return {
         "tasks": len(tasks),
         "new_tasks": len(new),
         "trials": trials,
+        "failed_tasks": failed,
     }
+
+
+def _record_lines(work_dir: str | os.PathLike[str]) -> int:
+    """Lines in the database's record file (0 when it does not exist yet)."""
+    path = Path(work_dir) / RECORDS_NAME
+    if not path.exists():
+        return 0
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _tune_tasks(
+    tasks: list[Any], lacking: list[int], budget: int, database: Any, payload: Mapping[str, Any]
+) -> None:
+    """``tune_tasks`` on ``tasks`` (each lacking ``lacking[i]`` records), ``budget`` trials."""
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = str(payload["database_dir"])
+    threads = int(payload["threads"])
+    strategy = ms.search_strategy.EvolutionarySearch(
+        population_size=_POPULATION, genetic_num_iters=_GENETIC_ITERS
+    )
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir, strategy=strategy, num_threads=threads, seed=payload["seed"]
+    )
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=work_dir,
+        max_trials_global=budget,
+        max_trials_per_task=None if payload["trials_per_task"] is None else max(lacking),
+        num_trials_per_iter=trials_per_round(budget, len(tasks)),
+        builder=ms.builder.LocalBuilder(f_build=_make_f_build(), max_workers=threads),
+        runner=ms.runner.LocalRunner(),
+        database=database,
+        cost_model="random",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,7 +566,14 @@ def tune_model(
         trials=value["trials"],
         seconds=time.monotonic() - started,
         database_dir=str(folder),
+        failed_tasks=tuple(value.get("failed_tasks", ())),
     )
+    if report.failed_tasks:
+        _logger.warning(
+            "%d kernel(s) could not be tuned (MetaSchedule crashed on them): %s",
+            len(report.failed_tasks),
+            ", ".join(report.failed_tasks),
+        )
     _logger.info(
         "tuned %d of %d tasks (%d reused) with %d trials in %.1f s",
         report.new_tasks,
@@ -489,5 +620,11 @@ def build_tuned(
 
     target = tvm.target.Target(resolve_target(target_spec))
     with database_lock(folder, exclusive=False):
-        database = ms.database.JSONDatabase(work_dir=str(folder))
+        try:
+            database = ms.database.JSONDatabase(work_dir=str(folder))
+        except Exception:  # noqa: BLE001 - a record TVM cannot parse: set it aside, below
+            database = None
+    if database is None:
+        with database_lock(folder, exclusive=True):
+            database = load_database(folder)
     return ms.relax_integration.compile_relax(database, prepare_for_tuning(mod), target, None)

@@ -21,6 +21,8 @@ from autoprune.hwprofiles import (
     TuningReport,
     build_tuned,
     check_outputs_match,
+    import_to_relax,
+    load_profile,
     measure_tvm_latency,
     tune_model,
 )
@@ -182,3 +184,29 @@ def test_a_larger_trials_per_task_tunes_tuned_kernels_further(tmp_path: Path) ->
     )
     assert more.new_tasks == 2 and 0 < more.trials <= 4  # at most the 2 + 2 they lack
     assert record_count(tmp_path) == first.trials + more.trials
+
+
+@pytest.mark.slow  # loads the database a few times (seconds each)
+def test_a_record_tvm_cannot_load_is_set_aside_and_the_build_goes_on(
+    tuned_db: tuple[Path, TuningReport], tmp_path: Path
+) -> None:
+    # TVM 0.27 has written records it then cannot parse, which made the whole database
+    # unloadable; here one record's trace names an instruction TVM does not know.
+    source, _ = tuned_db
+    database = tmp_path / "db"
+    database.mkdir()
+    for name in (WORKLOADS_NAME, RECORDS_NAME):
+        (database / name).write_bytes((source / name).read_bytes())
+    lines = (database / RECORDS_NAME).read_text().splitlines(keepends=True)
+    broken = lines[1].replace('"GetSBlock"', '"NoSuchScheduleInstruction"', 1)
+    assert broken != lines[1]
+    (database / RECORDS_NAME).write_text("".join([lines[0], broken, *lines[1:]]))
+
+    net = _two_conv()
+    target = load_profile("host").tvm_target_spec()
+    executable = build_tuned(import_to_relax(net, SHAPE), target, database)  # repairs, builds
+    assert executable is not None
+    kept = (database / RECORDS_NAME).read_text().splitlines(keepends=True)
+    assert kept == lines
+    assert (database / "database_tuning_record.rejected.json").read_text() == broken
+    assert not (database / "autoprune-scratch").exists()
