@@ -24,6 +24,7 @@ from autoprune.evaluators._datasets import (
     read_idx,
     register_dataset,
 )
+from autoprune.evaluators._proxies import log_synflow, naswot
 from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import TrainingDiverged, evaluate_accuracy, train_from_scratch
 
@@ -37,6 +38,8 @@ __all__ = [
     "evaluate_accuracy",
     "list_datasets",
     "load_dataset",
+    "log_synflow",
+    "naswot",
     "read_idx",
     "register_dataset",
     "train_from_scratch",
