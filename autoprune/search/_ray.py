@@ -36,6 +36,7 @@ A trial whose retries ran out is told ``FAIL`` with an ``error`` and counts towa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -45,7 +46,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,18 @@ class StudySearch(OptunaSearch):
         )
 
 
+@contextlib.contextmanager
+def _environment(**defaults: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the duration of the block."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def _trial_dirname(trial: Any) -> str:
     return f"trial-{json.loads(trial.config[TASK_KEY])['number']:04d}-{trial.trial_id}"
 
@@ -332,7 +345,8 @@ def optimize_with_ray(
                 verbose=0,
             ),
         )
-        tuner.fit()
+        with _environment(RAY_AIR_NEW_OUTPUT="0"):  # verbose=0 silences only the old output
+            tuner.fit()
         if searcher.interrupted:
             raise KeyboardInterrupt(f"{searcher.interrupted} Ray trials stopped before the end")
     finally:

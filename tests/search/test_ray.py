@@ -213,3 +213,17 @@ def test_search_on_a_cluster_survives_a_killed_worker(
     assert main(["report", str(run_dir), "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["summary"]["proposals"] == 4
+
+
+def test_bad_ray_settings_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    for flags, message in (
+        (["--ray-address", "head-without-port"], "search.ray_address must be auto or HOST:PORT"),
+        (["--workers", "0"], "search.workers must be an int >= 1"),
+        (["--cpus-per-trial", "0"], "search.cpus_per_trial must be a positive number"),
+        (["--gpus-per-trial", "-1"], "search.gpus_per_trial must be a number of GPUs >= 0"),
+    ):
+        argv = ["search", "--config", str(config), "--run-dir", str(tmp_path / "run"), *flags]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
