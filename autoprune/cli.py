@@ -106,6 +106,25 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
         help="TVM RPC tracker of the target board: latency is measured there",
     )
     search.add_argument("--rpc-key", metavar="KEY", help="key the board registered under")
+    search.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT",
+        help="run the trials on this Ray cluster (its head's HOST:PORT, or auto); the run "
+        "directory must be on a file system every node shares",
+    )
+    search.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="at most N trials at once, as Ray Tune trials (N > 1 without --ray-address starts "
+        "a local Ray instance; default 1: the plain loop)",
+    )
+    search.add_argument(
+        "--cpus-per-trial", type=float, metavar="N", help="CPUs each Ray trial reserves (1)"
+    )
+    search.add_argument(
+        "--gpus-per-trial", type=float, metavar="N", help="GPUs each Ray trial reserves (0)"
+    )
     search.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
 
     report = sub.add_parser("report", help="print the Pareto front of a run")
@@ -236,6 +255,10 @@ def _search(args: argparse.Namespace) -> int:
         ("trials", "search.trials"),
         ("timeout", "search.timeout_s"),
         ("seed", "search.seed"),
+        ("ray_address", "search.ray_address"),
+        ("workers", "search.workers"),
+        ("cpus_per_trial", "search.cpus_per_trial"),
+        ("gpus_per_trial", "search.gpus_per_trial"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -66,6 +66,8 @@ BUDGET_UNITS: dict[str, tuple[str, float]] = {
     "kparams": ("params", 1e3),
 }
 
+#: ``auto`` or ``HOST:PORT`` (a host name, IPv4 address or bracketed IPv6 address).
+_RAY_ADDRESS_RE = re.compile(r"^(auto|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5})$")
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]+)\s*$")
 
 
@@ -254,6 +256,12 @@ class SearchConfig:
     compressed candidate is compared with (over budget, it is recorded infeasible, untrained).
     ``repair`` shrinks a proposal over a MACs, params or size budget until it fits, before
     training (see ``autoprune.search._repair``); off, such a proposal is recorded infeasible.
+
+    Parallel trials run as Ray Tune trials (``autoprune.search._ray``): ``ray_address`` is a
+    running cluster (``HOST:PORT`` of its head, or ``auto``); ``workers > 1`` without it starts a
+    local Ray instance. ``workers`` is the most trials that run at once; each reserves
+    ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs; a trial whose worker died is re-run
+    with the same params up to ``max_failures`` times before it is recorded as failed.
     """
 
     controller: str = "nsga2"
@@ -263,9 +271,45 @@ class SearchConfig:
     population_size: int = 8
     include_base: bool = True
     repair: bool = True
+    workers: int = 1
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
 
     def __post_init__(self) -> None:
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")
+        _require(
+            self.workers >= 1,
+            "search.workers",
+            self.workers,
+            "an int >= 1 (the most trials that run at once)",
+        )
+        _require(
+            self.ray_address is None or _RAY_ADDRESS_RE.match(self.ray_address) is not None,
+            "search.ray_address",
+            self.ray_address,
+            "auto or HOST:PORT of a running Ray cluster's head (`ray start --head` prints it), "
+            "or null to run locally",
+        )
+        _require(
+            self.cpus_per_trial > 0,
+            "search.cpus_per_trial",
+            self.cpus_per_trial,
+            "a positive number of CPUs (fractions share a CPU)",
+        )
+        _require(
+            self.gpus_per_trial >= 0,
+            "search.gpus_per_trial",
+            self.gpus_per_trial,
+            "a number of GPUs >= 0 (fractions share a GPU)",
+        )
+        _require(
+            self.max_failures >= 0,
+            "search.max_failures",
+            self.max_failures,
+            "an int >= 0 (re-runs of a trial whose Ray worker died)",
+        )
         _require(
             self.timeout_s is None or self.timeout_s > 0,
             "search.timeout_s",

@@ -7,14 +7,20 @@ recorded infeasible, never trained) -> training from scratch at the configured f
 
 Everything a trial establishes is written to the trial's user attributes, so the study storage
 alone is the record of a run; the trained weights go to ``trials/NNNN/model.pt``.
+
+The objective runs on an ``optuna.Trial`` (the local loop) or on a :class:`RecordedTrial`: the same
+calls, recorded in a process that does not hold the study's trial (a Ray worker), and applied to
+the study's trial afterwards by :func:`apply_recording`. Both paths share one evaluation.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import torch
@@ -27,6 +33,9 @@ from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, co
 
 __all__ = [
     "CandidateObjective",
+    "ObjectiveTrial",
+    "RecordedTrial",
+    "apply_recording",
     "candidate_costs",
     "candidate_seed",
     "model_costs",
@@ -34,6 +43,130 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("autoprune.search")
+
+
+class ObjectiveTrial(Protocol):
+    """The part of ``optuna.Trial`` that :class:`CandidateObjective` uses."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+    @property
+    def study(self) -> optuna.Study: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+    def set_user_attr(self, key: str, value: Any) -> None: ...
+
+    def set_constraint(self, key: str, value: float) -> None: ...
+
+
+class RecordedTrial:
+    """A trial evaluated away from its study: given params, recorded attributes and constraints.
+
+    ``params`` and ``user_attrs`` are those of the study's trial (the sampler's proposal, and
+    attributes set when it was queued, such as ``reference``); what the objective sets is
+    recorded in :attr:`recorded_attrs` and :attr:`constraints`. ``study`` is a read-only view of
+    the study (loaded from ``storage`` on first use), where the objective looks for an
+    architecture trained before.
+
+    Example:
+        >>> trial = RecordedTrial(number=3, params={"width/layer1": 0.5}, storage=url,
+        ...                       study_name="autoprune")
+        >>> values = objective(trial)  # (0.874, 0.41, 2.3): accuracy, latency_ms, energy_mj
+        >>> recording = trial.recording(values)  # JSON-ready; apply_recording() on the driver
+    """
+
+    def __init__(
+        self,
+        *,
+        number: int,
+        params: dict[str, Any],
+        user_attrs: dict[str, Any] | None = None,
+        storage: str | None = None,
+        study_name: str | None = None,
+        study: optuna.Study | None = None,
+    ) -> None:
+        assert study is not None or (storage is not None and study_name is not None)
+        self._number = number
+        self.params = dict(params)
+        self._given_attrs = dict(user_attrs or {})
+        self.recorded_attrs: dict[str, Any] = {}
+        self.constraints: dict[str, float] = {}
+        self._storage = storage
+        self._study_name = study_name
+        self._study = study
+
+    @property
+    def number(self) -> int:
+        """The study trial's number (``trials/NNNN`` folder)."""
+        return self._number
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        """The study trial's attributes with the recorded ones on top."""
+        return {**self._given_attrs, **self.recorded_attrs}
+
+    @property
+    def study(self) -> optuna.Study:
+        """The study, loaded from its storage on first use (read only: nothing is written)."""
+        if self._study is None:
+            self._study = optuna.load_study(study_name=self._study_name, storage=self._storage)
+        return self._study
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        """The given param ``name``; it must be one of ``choices``."""
+        if name not in self.params:
+            raise KeyError(
+                f"trial {self.number} has no param {name!r}; it has {sorted(self.params)}"
+            )
+        value = self.params[name]
+        if value not in choices:
+            raise ValueError(
+                f"trial {self.number}: param {name}={value!r} is not one of {list(choices)}"
+            )
+        return value
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.recorded_attrs[key] = value
+
+    def set_constraint(self, key: str, value: float) -> None:
+        value = float(value)
+        if math.isnan(value):
+            raise ValueError(f"constraint {key!r} of trial {self.number} is NaN")
+        self.constraints.setdefault(key, value)  # as Optuna: the first value set stays
+
+    def recording(self, values: Sequence[float] | None) -> dict[str, Any]:
+        """What the evaluation established, JSON-ready: ``values`` ``None`` means it failed."""
+        return {
+            "number": self.number,
+            "params": self.params,
+            "user_attrs": self.recorded_attrs,
+            "constraints": self.constraints,
+            "values": None if values is None else [float(v) for v in values],
+        }
+
+
+def apply_recording(trial: optuna.Trial, recording: dict[str, Any]) -> list[float] | None:
+    """Set a :meth:`RecordedTrial.recording` on the study's trial; returns its objective values.
+
+    Call it before ``study.tell(trial, values)`` so that the sampler sees the constraints.
+    ``None`` means the evaluation failed (tell ``FAIL``).
+    """
+    if recording["number"] != trial.number or recording["params"] != trial.params:
+        raise ValueError(
+            f"recording of trial {recording['number']} with params {recording['params']} "
+            f"does not belong to trial {trial.number} with params {trial.params}"
+        )
+    for key, value in recording["user_attrs"].items():
+        trial.set_user_attr(key, value)
+    for key, value in recording["constraints"].items():
+        trial.set_constraint(key, value)
+    values = recording["values"]
+    return None if values is None else [float(v) for v in values]
 
 
 def trial_dir(run_dir: Path, number: int) -> Path:
@@ -137,7 +270,7 @@ class CandidateObjective:
         budgets: tuple[Budget, ...] = self.config.budgets
         return {b.spec: b.violation(float(values[b.metric])) for b in budgets}
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+    def __call__(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
         try:
             return self._evaluate(trial)
         except KeyboardInterrupt:
@@ -147,7 +280,7 @@ class CandidateObjective:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
 
-    def _evaluate(self, trial: optuna.Trial) -> tuple[float, float, float]:
+    def _evaluate(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
         params = {
             d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions
         }
@@ -228,7 +361,7 @@ class CandidateObjective:
 
     @staticmethod
     def _trained_before(
-        trial: optuna.Trial, candidate_hash: str
+        trial: ObjectiveTrial, candidate_hash: str
     ) -> optuna.trial.FrozenTrial | None:
         for other in trial.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)

@@ -10,6 +10,10 @@ Run directory layout::
 ``trials`` in the config counts the study's finished trials in total: running the same command
 again on the same run directory runs only the missing ones, and first re-runs the candidate a
 killed process left unfinished. No finished trial is lost or re-run.
+
+With ``search.ray_address`` or ``search.workers > 1`` the same study and objective run as Ray
+Tune trials (``_ray.py``; Ray is imported only then), with ``ray/`` (Tune's experiment folder)
+in the run directory and each trial's attempts in ``trials/NNNN/attempts.jsonl``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from autoprune.spaces import Candidate, SearchSpace, build_model
 __all__ = [
     "SearchResult",
     "build_coster",
+    "build_objective",
     "build_space",
     "check_budgets",
     "evaluate_on_test",
@@ -59,12 +64,18 @@ STUDY_NAME = "autoprune"
 #: Study user attribute holding the run's :class:`HypervolumeReference` (set once, at creation).
 HYPERVOLUME_KEY = "hypervolume_reference"
 # Keys that may change between invocations on one run directory without making it another run.
-#: Settings a run may continue under with another value: how long it goes on, and how much
-#: tuning and waiting a measurement gets (a larger tuning budget tunes the shared kernels
-#: further; latencies measured before keep the budget they had, recorded with them).
+#: Settings a run may continue under with another value: how long it goes on, where and how
+#: many at once its trials run, and how much tuning and waiting a measurement gets (a larger
+#: tuning budget tunes the shared kernels further; latencies measured before keep the budget
+#: they had, recorded with them).
 _RESUMABLE_KEYS = {
     ("search", "trials"),
     ("search", "timeout_s"),
+    ("search", "workers"),
+    ("search", "ray_address"),
+    ("search", "cpus_per_trial"),
+    ("search", "gpus_per_trial"),
+    ("search", "max_failures"),
     ("hardware", "tuning_trials_per_task"),
     ("hardware", "measure_timeout_s"),
 }
@@ -353,17 +364,17 @@ def run_search(
     for note in notes:
         _logger.warning(note)
 
+    ray = config.search.ray_address is not None or config.search.workers > 1
+    if ray and coster.measures and coster.endpoint is None and config.search.workers > 1:
+        _logger.warning(
+            "latency is measured on this host while up to %d trials train at once: the "
+            "measurements are disturbed; pass --workers 1, or --set hardware.latency=estimated",
+            config.search.workers,
+        )
     url = prepare_run_dir(run_dir, config, storage)
-    coster.cache_dir = run_dir / "hw-cache"
-    coster.tuning_dir = run_dir / "tuning" / profile.name
     with _exclusive(run_dir):
-        objective = CandidateObjective(
-            config=config,
-            space=space,
-            profile=profile,
-            run_dir=run_dir,
-            coster=coster,
-            progress=progress,
+        objective = build_objective(
+            config, run_dir=run_dir, profile=profile, space=space, coster=coster, progress=progress
         )
         objective._data = data
         sampler = create_sampler(
@@ -415,13 +426,26 @@ def run_search(
                     )
 
             try:
-                study.optimize(
-                    objective,
-                    n_trials=remaining,
-                    timeout=config.search.timeout_s,
-                    catch=(Exception,),
-                    callbacks=[tick],
-                )
+                if ray:
+                    from autoprune.search import _ray  # Ray loads only for runs that use it
+
+                    _ray.optimize_with_ray(
+                        config,
+                        study=study,
+                        sampler=sampler,
+                        space=space,
+                        run_dir=run_dir,
+                        n_trials=remaining,
+                        callbacks=[tick],
+                    )
+                else:
+                    study.optimize(
+                        objective,
+                        n_trials=remaining,
+                        timeout=config.search.timeout_s,
+                        catch=(Exception,),
+                        callbacks=[tick],
+                    )
             finally:
                 bar.close()
         records = load_records(run_dir)
@@ -436,6 +460,35 @@ def run_search(
             trials_before=before,
             notes=tuple(notes),
         )
+
+
+def build_objective(
+    config: Config,
+    *,
+    run_dir: Path,
+    profile: DeviceProfile | None = None,
+    space: SearchSpace | None = None,
+    coster: HardwareCoster | None = None,
+    progress: bool = False,
+) -> CandidateObjective:
+    """The trial objective of a run in ``run_dir`` (in the search process or a Ray worker).
+
+    The hardware caches and the tuning database live in the run directory, shared by every
+    process that evaluates the run's trials.
+    """
+    profile = profile or load_profile(config.target)
+    space = space or build_space(config, profile)
+    coster = coster or build_coster(config, profile)
+    coster.cache_dir = run_dir / "hw-cache"
+    coster.tuning_dir = run_dir / "tuning" / profile.name
+    return CandidateObjective(
+        config=config,
+        space=space,
+        profile=profile,
+        run_dir=run_dir,
+        coster=coster,
+        progress=progress,
+    )
 
 
 def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) -> None:

@@ -23,7 +23,17 @@ def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    "override", ["search.trials=50", "hardware.tuning_trials_per_task=16", "search.timeout_s=60"]
+    "override",
+    [
+        "search.trials=50",
+        "hardware.tuning_trials_per_task=16",
+        "search.timeout_s=60",
+        "search.workers=4",
+        "search.ray_address=auto",
+        "search.cpus_per_trial=2",
+        "search.gpus_per_trial=0.5",
+        "search.max_failures=5",
+    ],
 )
 def test_budgets_may_grow_on_a_continued_run(tmp_path: Path, override: str) -> None:
     prepare_run_dir(tmp_path, load_config(), None)

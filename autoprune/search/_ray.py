@@ -1,0 +1,356 @@
+"""Parallel trials on Ray Tune: the same objective, study and budget as the local loop.
+
+``run_search`` imports this module (and with it Ray) only when a run sets ``search.ray_address``
+or ``search.workers > 1``. The pieces, in the order a trial passes through them:
+
+1. **Proposal (driver).** :class:`StudySearch`, an ``OptunaSearch`` subclass, asks the run's
+   own study (the run directory's storage and study name from ``run.json``, opened by
+   ``run_search`` with the objectives' directions and metric names, hypervolume reference,
+   queued base model and re-queued interrupted trials) with the controller's sampler. Queued
+   trials come first, as in the local loop. The Tune config of the trial carries the Optuna
+   trial number, its params and its user attributes as one JSON string (decision names hold
+   ``/``, which Tune would read as nesting).
+2. **Evaluation (worker).** :func:`evaluate_trial` runs :class:`CandidateObjective` on a
+   :class:`RecordedTrial` (the same code as the local loop), which records what the objective
+   sets; the worker reads the study only to reuse an architecture trained before. It reports
+   the objective values and the JSON recording as the Tune result. The trained weights go to
+   ``trials/NNNN/model.pt`` in the run directory, which therefore has to be on a file system
+   every node shares (as the SQLite storage).
+3. **Record (driver).** ``StudySearch.on_trial_complete`` applies the recorded user attributes
+   and constraints to the study's trial (:func:`apply_recording`) and tells the study, so that
+   the sampler sees the constraints. The driver is the only writer of the study.
+
+Retries: a trial whose worker died (killed, out of memory, node lost) is restarted by Tune with
+the same config, hence the same Optuna trial and params, up to ``search.max_failures`` times
+(``FailureConfig``). The study hears of a trial once, when Tune completes it, so a retried
+evaluation is never counted twice; every attempt is listed in ``trials/NNNN/attempts.jsonl``.
+A trial whose retries ran out is told ``FAIL`` with an ``error`` and counts toward
+``search.trials`` like any failed trial. A trial Tune stops before it reported (Ctrl-C) is
+``FAIL`` with ``interrupted=True``; the next invocation re-runs it, as in the local loop.
+
+``search.timeout_s`` stops proposing new trials after that many seconds; running ones finish.
+``search.workers`` caps the trials running at once; each reserves ``cpus_per_trial`` CPUs and
+``gpus_per_trial`` GPUs. Without ``ray_address`` a local Ray instance is started for the run
+(no dashboard, session files in a temporary folder removed afterwards) and shut down after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import pickle
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from autoprune.config import Config, SearchConfig, config_from_dict
+from autoprune.errors import ConfigError
+from autoprune.search._objective import (
+    CandidateObjective,
+    RecordedTrial,
+    apply_recording,
+    trial_dir,
+)
+from autoprune.search._pareto import OBJECTIVES
+from autoprune.spaces import SearchSpace
+
+__all__ = ["StudySearch", "evaluate_trial", "optimize_with_ray"]
+
+_logger = logging.getLogger("autoprune.search")
+
+#: Tune config key holding the trial to evaluate (JSON: number, params, user_attrs).
+TASK_KEY = "autoprune_trial"
+#: Tune result key holding the evaluation's recording (JSON, see RecordedTrial.recording).
+RECORDING_KEY = "autoprune_recording"
+_METRICS = [name for name, _ in OBJECTIVES]
+_MODES = ["max" if direction == "maximize" else "min" for _, direction in OBJECTIVES]
+
+_Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs besides the trial: the run's config, directory and study."""
+
+    config: dict[str, Any]
+    run_dir: str
+    storage: str
+    study_name: str
+
+
+_objectives: dict[str, CandidateObjective] = {}  # per worker process, by job
+
+
+def _objective_for(job: _Job) -> CandidateObjective:
+    from autoprune.search._study import build_objective  # _study imports this module lazily
+
+    key = json.dumps([job.run_dir, job.config], sort_keys=True)
+    if key not in _objectives:
+        config = config_from_dict(job.config)
+        _objectives[key] = build_objective(config, run_dir=Path(job.run_dir))
+    return _objectives[key]
+
+
+def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
+    """Tune function trainable: evaluate one study trial and report its recording.
+
+    An exception of the objective is a result (the trial failed, ``error`` recorded), not a
+    Tune failure: Tune re-runs only trials whose worker died.
+    """
+    task = json.loads(config[TASK_KEY])
+    number = int(task["number"])
+    folder = trial_dir(Path(job.run_dir), number)
+    folder.mkdir(parents=True, exist_ok=True)
+    attempts = folder / "attempts.jsonl"
+    attempt = 1 + (len(attempts.read_text().splitlines()) if attempts.exists() else 0)
+    worker = {"attempt": attempt, "pid": os.getpid(), "host": socket.gethostname()}
+    with open(attempts, "a") as handle:
+        handle.write(json.dumps({**worker, "started": time.time()}) + "\n")
+
+    trial = RecordedTrial(
+        number=number,
+        params=task["params"],
+        user_attrs=task["user_attrs"],
+        storage=job.storage,
+        study_name=job.study_name,
+    )
+    trial.set_user_attr("ray", worker)
+    values: Sequence[float] | None
+    try:
+        values = _objective_for(job)(trial)
+    except Exception:  # recorded as the trial's `error` by the objective
+        _logger.warning("trial %d failed: %s", number, trial.user_attrs.get("error"))
+        values = None
+    metrics = (
+        dict.fromkeys(_METRICS, math.nan)
+        if values is None
+        else dict(zip(_METRICS, values, strict=True))
+    )
+    tune.report({**metrics, RECORDING_KEY: json.dumps(trial.recording(values))})
+
+
+class StudySearch(OptunaSearch):
+    """``OptunaSearch`` on the run's study that hands trials to :func:`evaluate_trial`.
+
+    ``storage`` and ``study_name`` name the study ``run_search`` opened; ``callbacks`` are called
+    as ``callback(study, frozen_trial)`` after each tell, as in ``Study.optimize``; no trial is
+    proposed after ``deadline`` (``time.monotonic()`` seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        space: dict[str, optuna.distributions.BaseDistribution],
+        sampler: optuna.samplers.BaseSampler,
+        storage: optuna.storages.BaseStorage,
+        study_name: str,
+        max_failures: int,
+        callbacks: Sequence[_Callback] = (),
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(
+            space=space,
+            metric=list(_METRICS),
+            mode=list(_MODES),
+            sampler=sampler,
+            storage=storage,
+            study_name=study_name,
+        )
+        self._callbacks = list(callbacks)
+        self._deadline = deadline
+        self._max_failures = max_failures
+        self.interrupted = 0  # trials stopped before they reported
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return Searcher.FINISHED
+        if trial_id not in self._ot_trials:
+            self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
+        trial = self._ot_trials[trial_id]
+        task = {"number": trial.number, "params": trial.params, "user_attrs": trial.user_attrs}
+        return {TASK_KEY: json.dumps(task)}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        pass  # one result per trial, handled on completion
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        trial = self._ot_trials[trial_id]
+        recording = (result or {}).get(RECORDING_KEY)
+        values = None
+        if recording is not None:
+            values = apply_recording(trial, json.loads(recording))
+        elif error:
+            trial.set_user_attr(
+                "error",
+                f"Ray worker died on each of {self._max_failures + 1} attempts "
+                f"(search.max_failures={self._max_failures}); see "
+                f"trials/{trial.number:04d}/attempts.jsonl",
+            )
+        else:  # stopped before it reported: re-run by the next invocation
+            trial.set_user_attr("interrupted", True)
+            self.interrupted += 1
+        state = optuna.trial.TrialState.COMPLETE
+        if values is None:
+            state = optuna.trial.TrialState.FAIL
+        frozen = self._ot_study.tell(trial, values, state=state)
+        self._completed_trials.add(trial_id)
+        for callback in self._callbacks:
+            callback(self._ot_study, frozen)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's searcher checkpoint: only the map of Tune trials to study trials (the study
+        storage is the state of a run; a run continues by running ``search`` again)."""
+        numbers = {tid: t.number for tid, t in self._ot_trials.items()}
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"optuna_trial_numbers": numbers}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError(
+            "autoprune runs are continued by running `autoprune search` again on the run "
+            "directory, not by restoring the Tune experiment"
+        )
+
+
+@contextlib.contextmanager
+def _environment(**defaults: str) -> Iterator[None]:
+    """Set environment variables the user has not set, for the duration of the block."""
+    added = {k: v for k, v in defaults.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial-{json.loads(trial.config[TASK_KEY])['number']:04d}-{trial.trial_id}"
+
+
+def _connect(search: SearchConfig) -> str | None:
+    """Start or join Ray; returns the temporary folder of a local instance started here."""
+    if search.ray_address is None:
+        temp_dir = tempfile.mkdtemp(prefix="autoprune-ray-")  # short: Ray's socket paths
+        ray.init(
+            address="local",
+            num_cpus=max(1, math.ceil(search.workers * search.cpus_per_trial)),
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            logging_level=logging.WARNING,
+        )
+        _logger.info("started a local Ray instance for %d workers", search.workers)
+        return temp_dir
+    host = search.ray_address.rpartition(":")[0]
+    loopback = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
+    try:
+        ray.init(address=search.ray_address, logging_level=logging.WARNING, **loopback)
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at search.ray_address={search.ray_address!r} "
+            f"({exc}); start it with `ray start --head`, or drop --ray-address to run locally"
+        ) from None
+    _logger.info("connected to the Ray cluster at %s", search.ray_address)
+    return None
+
+
+def _check_resources(search: SearchConfig) -> None:
+    """A trial that asks for more than the cluster has would wait forever: refuse it."""
+    resources = ray.cluster_resources()
+    for key, wanted, flag in (
+        ("CPU", search.cpus_per_trial, "--cpus-per-trial"),
+        ("GPU", search.gpus_per_trial, "--gpus-per-trial"),
+    ):
+        have = resources.get(key, 0.0)
+        if wanted > have:
+            raise ConfigError(
+                f"search.{key.lower()}s_per_trial={wanted:g} but the Ray cluster has {have:g} "
+                f"{key}s in all; lower {flag} or add nodes"
+            )
+
+
+def optimize_with_ray(
+    config: Config,
+    *,
+    study: optuna.Study,
+    sampler: optuna.samplers.BaseSampler,
+    space: SearchSpace,
+    run_dir: Path,
+    n_trials: int,
+    callbacks: Sequence[_Callback] = (),
+) -> None:
+    """Run ``n_trials`` more trials of ``study`` as Ray Tune trials (see the module docstring).
+
+    Raises:
+        ConfigError: the cluster cannot be reached or cannot fit one trial.
+        KeyboardInterrupt: the run was interrupted (Ctrl-C) before every trial finished.
+    """
+    search = config.search
+    meta = json.loads((run_dir / "run.json").read_text())
+    distributions = {
+        d.name: optuna.distributions.CategoricalDistribution(d.choices) for d in space.decisions
+    }
+    joined = ray.is_initialized()  # a caller's Ray session is used as it is, and kept
+    temp_dir = None if joined else _connect(search)
+    try:
+        _check_resources(search)
+        searcher = StudySearch(
+            space=distributions,
+            sampler=sampler,
+            storage=study._storage,
+            study_name=study.study_name,
+            max_failures=search.max_failures,
+            callbacks=callbacks,
+            deadline=None if search.timeout_s is None else time.monotonic() + search.timeout_s,
+        )
+        job = _Job(
+            config=config.to_dict(),
+            run_dir=str(run_dir.resolve()),
+            storage=str(meta["storage"]),
+            study_name=study.study_name,
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(evaluate_trial, job=job),
+            {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                num_samples=n_trials,
+                max_concurrent_trials=search.workers,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str((run_dir / "ray").resolve()),
+                failure_config=tune.FailureConfig(max_failures=search.max_failures),
+                verbose=0,
+            ),
+        )
+        with _environment(RAY_AIR_NEW_OUTPUT="0"):  # verbose=0 silences only the old output
+            tuner.fit()
+        if searcher.interrupted:
+            raise KeyboardInterrupt(f"{searcher.interrupted} Ray trials stopped before the end")
+    finally:
+        if not joined:
+            ray.shutdown()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)

@@ -1,0 +1,229 @@
+"""Trials on Ray: the recording path gives the local records; a real two-node cluster on
+loopback survives a worker killed mid-trial without losing or double counting a trial."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autoprune.cli import main
+from autoprune.config import load_config
+from autoprune.search import OBJECTIVES, load_records
+from autoprune.search._objective import RecordedTrial, apply_recording
+from autoprune.search._study import _record, build_objective
+from tests.conftest import write_config
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _study(folder: Path) -> optuna.Study:
+    folder.mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(
+        storage=f"sqlite:///{folder / 'study.db'}",
+        study_name="autoprune",
+        directions=[direction for _, direction in OBJECTIVES],
+    )
+
+
+def _without_timing(trial: optuna.trial.FrozenTrial, run_dir: Path) -> dict:
+    record = dataclasses.replace(_record(trial, run_dir), train_seconds=None).to_dict()
+    constraints = {k: v for k, v in trial.system_attrs.items() if k.startswith("constraints")}
+    return {"record": record, "constraints": constraints, "values": trial.values}
+
+
+def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: Path) -> None:
+    # A MACs budget the largest candidate breaks, no repair: one trained, one infeasible, and
+    # the trained architecture again (reused from the study, not trained twice).
+    config = load_config(
+        write_config(
+            tmp_path,
+            training={"samples": 64},
+            search={"repair": False},
+            budgets=["0.01gflops"],
+        )
+    )
+    local_dir, remote_dir = tmp_path / "local", tmp_path / "remote"
+    local, remote = _study(local_dir), _study(remote_dir)
+    local_objective = build_objective(config, run_dir=local_dir)
+    remote_objective = build_objective(config, run_dir=remote_dir)
+    space = local_objective.space
+    smallest = {d.name: min(d.choices) for d in space.decisions}
+    largest = {d.name: max(d.choices) for d in space.decisions}
+    distributions = {
+        d.name: optuna.distributions.CategoricalDistribution(d.choices) for d in space.decisions
+    }
+    for params in (smallest, largest, smallest):
+        local.enqueue_trial(params)
+        local.optimize(local_objective, n_trials=1)
+
+        remote.enqueue_trial(params)
+        trial = remote.ask(distributions)
+        recorded = RecordedTrial(
+            number=trial.number,
+            params=trial.params,
+            user_attrs=trial.user_attrs,
+            storage=f"sqlite:///{remote_dir}/study.db",
+            study_name="autoprune",
+        )
+        values = remote_objective(recorded)
+        recording = json.loads(json.dumps(recorded.recording(values)))  # as through Tune
+        remote.tell(trial, apply_recording(trial, recording))
+
+    local_trials, remote_trials = local.get_trials(), remote.get_trials()
+    assert [t.user_attrs.get("trained") for t in remote_trials] == [True, False, True]
+    assert remote_trials[2].user_attrs["cached_from"] == 0
+    assert remote_trials[1].system_attrs  # the budget's constraint reached the study
+    for a, b in zip(local_trials, remote_trials, strict=True):
+        assert _without_timing(a, local_dir) == _without_timing(b, remote_dir)
+    assert (remote_dir / "trials" / "0000" / "model.pt").is_file()
+
+
+def test_apply_recording_refuses_another_trials_recording(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    trial = study.ask({"w": optuna.distributions.CategoricalDistribution((1, 2))})
+    recording = RecordedTrial(number=trial.number + 1, params=trial.params, study=study).recording(
+        None
+    )
+    with pytest.raises(ValueError, match="does not belong to trial 0"):
+        apply_recording(trial, recording)
+
+
+# -- a real cluster ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """A head and a second node, one CPU each, on loopback; stopped at teardown."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    temp_dir = Path(f"/tmp/ap-ray-{os.getpid()}")  # short: Ray's socket paths are limited
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.getcwd()}
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    address = f"127.0.0.1:{port}"
+    try:
+        subprocess.run(
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--include-dashboard=false",
+                f"--temp-dir={temp_dir}",
+                *common,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                str(RAY),
+                "start",
+                f"--address={address}",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={temp_dir}",
+                *common,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        yield address
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+
+
+def _kill_first_attempt(run_dir: Path, killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the Ray worker of the first trial that starts (its attempts.jsonl names it)."""
+    while not stop.is_set():
+        for path in sorted(run_dir.glob("trials/*/attempts.jsonl")):
+            lines = path.read_text().splitlines()
+            if lines:
+                pid = json.loads(lines[0])["pid"]
+                time.sleep(1.0)  # well inside the trial: data, build, training
+                if not (path.parent / "model.pt").exists():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(int(path.parent.name))
+                return
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_search_on_a_cluster_survives_a_killed_worker(
+    ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, training={"samples": 1024})
+    run_dir = tmp_path / "run"
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_attempt, args=(run_dir, killed, stop))
+    killer.start()
+    try:
+        status = main(
+            [
+                "search",
+                "--config",
+                str(config),
+                "--ray-address",
+                ray_cluster,
+                "--workers",
+                "2",
+                "--trials",
+                "4",
+                "--run-dir",
+                str(run_dir),
+                "--quiet",
+            ]
+        )
+    finally:
+        stop.set()
+        killer.join()
+    assert status == 0
+    assert killed, "no worker was killed mid-trial"
+
+    records = load_records(run_dir)
+    assert [r.number for r in records] == [0, 1, 2, 3]
+    assert all(r.state == "complete" and r.trained for r in records)
+    attempts = (run_dir / "trials" / f"{killed[0]:04d}" / "attempts.jsonl").read_text()
+    assert len(attempts.splitlines()) == 2  # killed once, re-run once, counted once
+    assert (run_dir / "trials" / f"{killed[0]:04d}" / "model.pt").is_file()
+
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["summary"]["proposals"] == 4
+
+
+def test_bad_ray_settings_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    for flags, message in (
+        (["--ray-address", "head-without-port"], "search.ray_address must be auto or HOST:PORT"),
+        (["--workers", "0"], "search.workers must be an int >= 1"),
+        (["--cpus-per-trial", "0"], "search.cpus_per_trial must be a positive number"),
+        (["--gpus-per-trial", "-1"], "search.gpus_per_trial must be a number of GPUs >= 0"),
+    ):
+        argv = ["search", "--config", str(config), "--run-dir", str(tmp_path / "run"), *flags]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
