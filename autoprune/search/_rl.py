@@ -505,7 +505,7 @@ def _study_key(study: Study) -> tuple[int, int]:
 
 
 def _rl(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
-    """REINFORCE with a weight-conditioned policy and a MnasNet reward (see :mod:`._rl`)."""
+    """REINFORCE (Williams 1992) over the decisions, weight-conditioned, MnasNet-style reward."""
     del population_size  # one policy-gradient step per finished trial; no population
     return PolicyGradientSampler(seed=seed)
 
