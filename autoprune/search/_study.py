@@ -38,7 +38,13 @@ from tqdm.auto import tqdm
 from autoprune.config import Config
 from autoprune.errors import ConfigError, RunDirError
 from autoprune.evaluators import evaluate_accuracy, load_dataset
-from autoprune.hwprofiles import DeviceProfile, HardwareCoster, RpcEndpoint, load_profile
+from autoprune.hwprofiles import (
+    DeviceProfile,
+    HardwareCoster,
+    RpcEndpoint,
+    estimate_with_tvm,
+    load_profile,
+)
 from autoprune.search._controllers import create_sampler
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
 from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
@@ -271,19 +277,21 @@ def _open_study(url: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
 
 
 def _hypervolume_reference(
-    study: optuna.Study, space: SearchSpace, profile: DeviceProfile
+    study: optuna.Study, space: SearchSpace, profile: DeviceProfile, cache_dir: Path | None
 ) -> HypervolumeReference:
     """The run's hypervolume reference: stored in the study when it is created, then reused.
 
     Costs are normalised by the unpruned base model's *estimated* latency and energy on the
     target (known before anything runs, and the same whether the run measures or estimates).
+    The base's kernel list goes to the run's ``cache_dir``, where its own trial finds it.
     """
     stored = study.user_attrs.get(HYPERVOLUME_KEY)
     if stored is not None:
         return HypervolumeReference.from_dict(stored)
-    base = candidate_costs(space.largest(), profile)
+    base = space.largest()
+    estimate = estimate_with_tvm(base, base.input_shape, profile, cache_dir=cache_dir)
     reference = HypervolumeReference.for_base(
-        latency_ms=base["latency_ms"], energy_mj=base["energy_mj"]
+        latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj
     )
     study.set_user_attr(HYPERVOLUME_KEY, reference.to_dict())
     return reference
@@ -387,7 +395,7 @@ def run_search(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([name for name, _ in OBJECTIVES])
-        reference = _hypervolume_reference(study, space, profile)
+        reference = _hypervolume_reference(study, space, profile, coster.cache_dir)
         if config.search.include_base and not study.get_trials(deepcopy=False):
             base = {d.name: max(d.choices) for d in space.decisions}
             study.enqueue_trial(base, user_attrs={"reference": "unpruned base model"})
