@@ -33,17 +33,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import platform
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import torch
 
 from autoprune.config import load_config, parse_budget
 from autoprune.evaluators import log_synflow
@@ -203,22 +207,49 @@ def history(run: Run, normalise: Callable[[tuple[float, ...]], tuple[float, ...]
     return volumes
 
 
-def benchmark(problem: Problem, args: argparse.Namespace) -> dict[str, Any]:
-    """Every controller on ``problem``; hypervolume fractions of the reference front."""
+_PROBLEM: Problem | None = None  # one per worker process (its evaluation cache with it)
+
+
+def _run_in_worker(
+    make: Callable[[], Problem], controller: str, seed: int, trials: int, population: int
+) -> Run:
+    global _PROBLEM
+    if _PROBLEM is None:
+        torch.set_num_threads(1)  # one core per worker
+        _PROBLEM = make()
+    return run_controller(_PROBLEM, controller, seed, trials, population)
+
+
+def benchmark(make: Callable[[], Problem], args: argparse.Namespace) -> dict[str, Any]:
+    """Every controller on the problem ``make`` builds; hypervolume fractions of the reference
+    front. With ``args.jobs > 1`` the runs go to that many worker processes (one thread each)."""
+    problem = make()
+    jobs = [
+        (c, s, args.trials, args.population) for c in args.controllers for s in range(args.seeds)
+    ]
+    jobs.append(("nsga2", 1000, args.reference_trials, 50))  # the reference run, last
     runs: list[Run] = []
-    for controller in args.controllers:
-        for seed in range(args.seeds):
-            run = run_controller(problem, controller, seed, args.trials, args.population)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = [pool.submit(_run_in_worker, make, *job) for job in jobs]
+            for future in futures:
+                run = future.result()
+                runs.append(run)
+                print(
+                    f"{problem.name:12s} {run.controller:7s} seed {run.seed}: {run.seconds:6.1f} s",
+                    flush=True,
+                )
+    else:
+        for job in jobs:
+            run = run_controller(problem, *job)
             runs.append(run)
             print(
-                f"{problem.name:12s} {controller:7s} seed {seed}: {run.seconds:6.1f} s", flush=True
+                f"{problem.name:12s} {run.controller:7s} seed {run.seed}: {run.seconds:6.1f} s",
+                flush=True,
             )
-    reference_run = run_controller(problem, "nsga2", 1000, args.reference_trials, 50)
-    print(
-        f"{problem.name:12s} reference nsga2 x {args.reference_trials}: "
-        f"{reference_run.seconds:.1f} s",
-        flush=True,
-    )
+    reference_run = runs.pop()
     normalise = _normaliser([*runs, reference_run])
     everything = [normalise(p) for r in [*runs, reference_run] for p in r.points if p is not None]
     reference_volume = hypervolume(everything, (REFERENCE_POINT,) * 3)
@@ -286,20 +317,22 @@ def main() -> None:
     parser.add_argument("--dtlz-variables", type=int, default=12)
     parser.add_argument("--dtlz-levels", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-    problems: dict[str, Callable[[], Problem]] = {
-        "compression": lambda: Compression(args.budget_fraction),
-        "dtlz2": lambda: Dtlz2(args.dtlz_variables, args.dtlz_levels),
+    problems: dict[str, Callable[[], Problem]] = {  # picklable: built again in each worker
+        "compression": partial(Compression, args.budget_fraction),
+        "dtlz2": partial(Dtlz2, args.dtlz_variables, args.dtlz_levels),
     }
     started = time.perf_counter()
-    results = [benchmark(problems[name](), args) for name in args.problems]
+    results = [benchmark(problems[name], args) for name in args.problems]
     payload = {
         "benchmark": "controllers",
         "trials": args.trials,
         "seeds": args.seeds,
         "population_size": args.population,
+        "jobs": args.jobs,
         "machine": platform.processor() or platform.machine(),
         "seconds": time.perf_counter() - started,
         "results": results,
