@@ -216,6 +216,7 @@ def _run_in_worker(
     global _PROBLEM
     if _PROBLEM is None:
         torch.set_num_threads(1)  # one core per worker
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         _PROBLEM = make()
     return run_controller(_PROBLEM, controller, seed, trials, population)
 
