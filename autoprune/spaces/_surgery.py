@@ -12,6 +12,9 @@ before the model has its final size:
 4. every parameter is then allocated and initialised from scratch with the model's own scheme
    (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
 5. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`).
+
+:func:`~autoprune.spaces.inherit_weights` (:mod:`._inherit`) shares steps 2, 3 and 5 but starts
+from trained weights and keeps the channels with the largest L1 norm instead.
 """
 
 from __future__ import annotations
@@ -154,11 +157,12 @@ def _unknown(kind: str, names: list[str], valid: tuple[str, ...]) -> ConfigError
 KeepFn = Callable[[tp.Group, int], list[int]]
 
 
-def _first_channels(group: tp.Group, kept: int) -> list[int]:
+def first_channels(group: tp.Group, kept: int) -> list[int]:
+    """The first ``kept`` channels (:func:`build_model` re-initialises them, so any are as good)."""
     return list(range(kept))
 
 
-def _shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: KeepFn) -> set[str]:
+def shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: KeepFn) -> set[str]:
     """Depth and width surgery on ``model`` (a base model) in place; returns the dropped blocks.
 
     Raises:
@@ -209,7 +213,7 @@ def _shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: Ke
     return dropped
 
 
-def _quantize(
+def quantize_layers(
     model: nn.Module, candidate: Candidate, base: BaseAnalysis, dropped: set[str]
 ) -> None:
     """Wrap every kept layer with bit-widths below 32 in fake quantization, in place.
@@ -268,7 +272,7 @@ def build_model(
         model = create_model(
             candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
         )
-    dropped = _shrink(model, candidate, base, _first_channels)
+    dropped = shrink(model, candidate, base, first_channels)
 
     # Fresh init, with the model's own scheme.
     if torch.device(device).type != "meta":
@@ -282,7 +286,7 @@ def build_model(
                     reset()  # PyTorch defaults for any layer the model's own init does not touch
             init_weights(model, candidate.model)
 
-    _quantize(model, candidate, base, dropped)
+    quantize_layers(model, candidate, base, dropped)
     model.train()
     if torch.device(device).type not in ("cpu", "meta"):
         model.to(device)
