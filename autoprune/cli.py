@@ -77,6 +77,13 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
     )
     search.add_argument("--controller", help=_controller_help(list_controllers))
     search.add_argument(
+        "--evaluator",
+        help="how candidates are trained (default scratch-e): scratch-e (from scratch, the "
+        "training epochs), scratch-b (from scratch, the base model's compute), finetune (the "
+        "trained base's L1-largest channels, fine-tuned), distill (from scratch, the trained "
+        "base as teacher), proxy (a zero-cost score at initialisation, no training)",
+    )
+    search.add_argument(
         "--trials", type=int, help="total trials of the study (resume counts finished ones)"
     )
     search.add_argument(
@@ -252,6 +259,7 @@ def _search(args: argparse.Namespace) -> int:
         ("rpc_tracker", "hardware.rpc_tracker"),
         ("rpc_key", "hardware.rpc_key"),
         ("controller", "search.controller"),
+        ("evaluator", "evaluator.name"),
         ("trials", "search.trials"),
         ("timeout", "search.timeout_s"),
         ("seed", "search.seed"),
@@ -270,6 +278,18 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown controller {config.search.controller!r}; valid controllers: "
             f"{', '.join(list_controllers())}"
+        )
+    from autoprune.evaluators import EVALUATORS, PROXIES
+
+    if config.evaluator.name not in EVALUATORS:
+        raise ConfigError(
+            f"unknown evaluator {config.evaluator.name!r}; valid evaluators: "
+            f"{', '.join(EVALUATORS)}"
+        )
+    if config.evaluator.proxy not in PROXIES:
+        raise ConfigError(
+            f"unknown evaluator.proxy {config.evaluator.proxy!r}; valid proxies: "
+            f"{', '.join(PROXIES)}"
         )
     run_dir = args.run_dir or _default_run_dir(args, config)
     command = "autoprune " + " ".join(shlex.quote(a) for a in args.argv)

@@ -1,9 +1,9 @@
 """Run configuration: YAML and CLI overrides -> frozen dataclasses, validated at the boundary.
 
-A config has six sections (``model``, ``data``, ``space``, ``training``, ``search``,
-``hardware``) plus the ``target`` device and the ``budgets``. Every key is type-checked; an
-unknown key, a wrong type or an out-of-range value raises :class:`~autoprune.errors.ConfigError`
-naming the dotted key, the bad value and what is allowed. Budget strings (``"2gflops"``,
+A config has seven sections (``model``, ``data``, ``space``, ``training``, ``evaluator``,
+``search``, ``hardware``) plus the ``target`` device and the ``budgets``. Every key is
+type-checked; an unknown key, a wrong type or an out-of-range value raises
+:class:`~autoprune.errors.ConfigError` naming the dotted key, the bad value and what is allowed. Budget strings (``"2gflops"``,
 ``"15ms"``) are parsed here, once, into :class:`Budget` records with SI units in their metric names.
 
 Example:
@@ -36,6 +36,7 @@ __all__ = [
     "Budget",
     "Config",
     "DataConfig",
+    "EvaluatorConfig",
     "HardwareConfig",
     "LATENCY_MODES",
     "ModelConfig",
@@ -247,6 +248,54 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluatorConfig:
+    """How a candidate's accuracy is obtained (``autoprune.evaluators``; Liu et al., ICLR 2019).
+
+    ``name``: ``scratch-e`` (from scratch, the training epochs), ``scratch-b`` (from scratch, the
+    base model's compute: epochs times base/candidate MACs, at most ``scratch_b_cap`` times),
+    ``finetune`` (the trained base's L1-largest channels, fine-tuned ``finetune_epochs`` at peak
+    learning rate ``finetune_lr``), ``distill`` (from scratch with the trained base as teacher,
+    softened at ``distill_temperature``, soft-target share ``distill_weight``) or ``proxy`` (a
+    zero-cost score of the untrained network, ``proxy``: ``log_synflow`` or ``naswot``). In YAML,
+    ``evaluator: distill`` is short for ``evaluator: {name: distill}``.
+    """
+
+    name: str = "scratch-e"
+    scratch_b_cap: float = 2.0
+    finetune_epochs: int | None = None
+    finetune_lr: float = 0.01
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
+    proxy: str = "log_synflow"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.scratch_b_cap >= 1, "evaluator.scratch_b_cap", self.scratch_b_cap, "a number >= 1"
+        )
+        _require(
+            self.finetune_epochs is None or self.finetune_epochs >= 1,
+            "evaluator.finetune_epochs",
+            self.finetune_epochs,
+            "an int >= 1, or null for training.epochs",
+        )
+        _require(
+            self.finetune_lr > 0, "evaluator.finetune_lr", self.finetune_lr, "a positive number"
+        )
+        _require(
+            self.distill_temperature > 0,
+            "evaluator.distill_temperature",
+            self.distill_temperature,
+            "a positive number",
+        )
+        _require(
+            0 <= self.distill_weight <= 1,
+            "evaluator.distill_weight",
+            self.distill_weight,
+            "a number in [0, 1]",
+        )
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The controller and the trial budget.
 
@@ -377,6 +426,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     target: str = "jetson"
@@ -412,6 +462,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "space": SpaceConfig,
     "training": TrainingConfig,
+    "evaluator": EvaluatorConfig,
     "search": SearchConfig,
     "hardware": HardwareConfig,
 }
@@ -500,6 +551,8 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]}; valid top-level keys: {', '.join(valid)}")
+    if isinstance(data.get("evaluator"), str):  # `evaluator: distill` is short for {name: ...}
+        data = {**data, "evaluator": {"name": data["evaluator"]}}
     sections = {
         name: _section_from_mapping(cls, data.get(name), name) for name, cls in _SECTIONS.items()
     }
@@ -537,6 +590,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
+        if parts == ["evaluator"]:  # --set evaluator=distill
+            sub = out.get("evaluator")
+            out["evaluator"] = {**(sub if isinstance(sub, Mapping) else {}), "name": value}
+            continue
         if len(parts) == 1:
             if parts[0] not in ("target", "budgets"):
                 raise ConfigError(

@@ -2,8 +2,10 @@
 
 params -> :class:`~autoprune.spaces.Candidate` -> compact ``nn.Module`` (fresh init) -> exact
 costs at the deploy shape -> latency and energy on the target -> budget gate (over budget:
-recorded infeasible, never trained) -> training from scratch at the configured fidelity ->
-(validation accuracy, latency_ms, energy_mj).
+recorded infeasible, never trained) -> the run's evaluator (training from scratch at the
+configured fidelity by default; see :mod:`autoprune.evaluators`) -> (validation accuracy,
+latency_ms, energy_mj). The reference trial (the unpruned base) is the run's trained base model,
+which the fine-tune and distillation evaluators start from.
 
 Everything a trial establishes is written to the trial's user attributes, so the study storage
 alone is the record of a run; the trained weights go to ``trials/NNNN/model.pt``.
@@ -26,7 +28,12 @@ import optuna
 import torch
 
 from autoprune.config import Budget, Config
-from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_from_scratch
+from autoprune.evaluators import (
+    DatasetSplits,
+    TrainedBase,
+    create_evaluator,
+    load_dataset,
+)
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
 from autoprune.search._repair import repair
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
@@ -245,13 +252,23 @@ class CandidateObjective:
         self.profile = profile
         self.run_dir = run_dir
         self.progress = progress
-        self.fidelity = Fidelity(
-            samples=config.training.samples,
-            epochs=config.training.epochs,
-            resolution_scale=config.training.resolution_scale,
-            batch_size=config.training.batch_size,
-        )
         self._data: DatasetSplits | None = None
+        base = space.largest()
+        self.base = TrainedBase(
+            base,
+            data=lambda: self.data,
+            training=config.training,
+            seed=candidate_seed(base, config.search.seed),
+            folder=run_dir / "base",
+            progress=progress,
+        )
+        self.evaluator = create_evaluator(
+            config.evaluator,
+            data=lambda: self.data,
+            training=config.training,
+            base=self.base,
+            progress=progress,
+        )
 
     @property
     def data(self) -> DatasetSplits:
@@ -328,33 +345,24 @@ class CandidateObjective:
             trial.set_user_attr("cached_from", cached.number)
             return float(cached.user_attrs["accuracy"]), latency, energy
 
-        seed = candidate_seed(candidate, self.config.search.seed)
-        model = build_model(candidate, seed=seed)
         started = time.perf_counter()
-        result = train_from_scratch(
-            model,
-            self.data,
-            fidelity=self.fidelity,
-            input_shape=candidate.input_shape,
-            seed=seed,
-            lr=self.config.training.lr,
-            momentum=self.config.training.momentum,
-            weight_decay=self.config.training.weight_decay,
-            progress=self.progress,
-        )
+        if self.evaluator.name != "proxy" and self.base.is_base(candidate):
+            model, result = self.base.get()
+        else:
+            seed = candidate_seed(candidate, self.config.search.seed)
+            model, result = self.evaluator.evaluate(candidate, seed=seed)
         folder = trial_dir(self.run_dir, trial.number)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), folder / "model.pt")
         trial.set_user_attr("trained", True)
         trial.set_user_attr("eval", result.to_dict())
         trial.set_user_attr("accuracy", result.accuracy)
-        trial.set_user_attr("fidelity", self.fidelity.describe(candidate.input_shape[1:]))
+        trial.set_user_attr("fidelity", result.fidelity.describe(candidate.input_shape[1:]))
         _logger.info(
-            "trial %d: candidate %s reached %.2f %% %s accuracy in %.0f s",
+            "trial %d: candidate %s: %s in %.0f s",
             trial.number,
             candidate.hash,
-            100 * result.accuracy,
-            result.split,
+            result.label,
             time.perf_counter() - started,
         )
         return float(result.accuracy), latency, energy
