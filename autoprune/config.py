@@ -4,7 +4,8 @@ A config has seven sections (``model``, ``data``, ``space``, ``training``, ``eva
 ``search``, ``hardware``) plus the ``target`` device and the ``budgets``. Every key is
 type-checked; an unknown key, a wrong type or an out-of-range value raises
 :class:`~autoprune.errors.ConfigError` naming the dotted key, the bad value and what is
-allowed. Budget strings (``"2gflops"``, ``"15ms"``) are parsed here, once, into :class:`Budget` records with SI units in their metric names.
+allowed. Budget strings (``"2gflops"``, ``"15ms"``) are parsed here, once, into
+:class:`Budget` records with SI units in their metric names.
 
 Example:
     >>> cfg = load_config("configs/default.yaml", overrides=["search.trials=4"])
