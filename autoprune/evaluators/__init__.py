@@ -16,12 +16,16 @@ Example:
 from __future__ import annotations
 
 from autoprune.evaluators._datasets import (
+    LOADER_OPTIONS,
     DatasetSplits,
     RawDataset,
     Split,
+    cache_home,
+    data_home,
     list_datasets,
     load_dataset,
     read_idx,
+    read_pickle,
     register_dataset,
 )
 from autoprune.evaluators._proxies import log_synflow, naswot
@@ -29,18 +33,22 @@ from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import TrainingDiverged, evaluate_accuracy, train_from_scratch
 
 __all__ = [
+    "LOADER_OPTIONS",
     "DatasetSplits",
     "EvalResult",
     "Fidelity",
     "RawDataset",
     "Split",
     "TrainingDiverged",
+    "cache_home",
+    "data_home",
     "evaluate_accuracy",
     "list_datasets",
     "load_dataset",
     "log_synflow",
     "naswot",
     "read_idx",
+    "read_pickle",
     "register_dataset",
     "train_from_scratch",
 ]

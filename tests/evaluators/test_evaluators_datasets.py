@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import struct
 from pathlib import Path
 
@@ -16,10 +18,12 @@ from autoprune.evaluators import (
     list_datasets,
     load_dataset,
     read_idx,
+    read_pickle,
     register_dataset,
 )
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+ALL_DATASETS = ("fashion-mnist", "synthetic")
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -177,9 +181,50 @@ def test_val_samples_out_of_range_is_a_config_error(tmp_path: Path, val_samples:
 
 
 def test_unknown_dataset_lists_the_valid_names() -> None:
-    with pytest.raises(UnknownNameError, match="unknown dataset 'mnist'; valid datasets: ") as info:
-        load_dataset("mnist", val_samples=10, seed=0)
-    assert "fashion-mnist" in str(info.value) and "synthetic" in str(info.value)
+    with pytest.raises(UnknownNameError, match="unknown dataset 'svhn'; valid datasets: ") as info:
+        load_dataset("svhn", val_samples=10, seed=0)
+    for name in ALL_DATASETS:
+        assert name in str(info.value)
+
+
+def test_list_datasets_shows_every_built_in_data_set() -> None:
+    assert set(ALL_DATASETS) <= set(list_datasets())
+    assert list_datasets() == sorted(list_datasets())
+
+
+def test_loader_options_reach_only_the_loaders_that_declare_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_datasets, "_REGISTRY", dict(_datasets._REGISTRY))
+    seen: list[dict[str, object]] = []
+    split = Split(images=torch.zeros(6, 1, 2, 2, dtype=torch.uint8), labels=torch.arange(6) % 2)
+
+    @register_dataset("tiny-options")
+    def _tiny(root: Path | None, *, download: bool, input_shape: object) -> RawDataset:
+        seen.append({"download": download, "input_shape": input_shape})
+        return RawDataset(train=split, test=split, num_classes=2)
+
+    @register_dataset("tiny-plain")
+    def _plain(root: Path | None) -> RawDataset:
+        return RawDataset(train=split, test=split, num_classes=2)
+
+    load_dataset("tiny-options", val_samples=1, download=True, input_shape=(1, 2, 2), num_workers=3)
+    assert seen == [{"download": True, "input_shape": (1, 2, 2)}]
+    load_dataset("tiny-plain", val_samples=1, input_shape=(3, 9, 9), num_workers=3)
+    with pytest.raises(ConfigError, match="'tiny-plain' cannot be downloaded") as info:
+        load_dataset("tiny-plain", val_samples=1, download=True)
+    assert "set data.download: false" in str(info.value)
+    assert "(data sets that download: tiny-options)" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "synthetic"])
+def test_download_is_a_config_error_where_a_data_set_cannot_download(
+    tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"data set '{name}' cannot be downloaded") as info:
+        load_dataset(name, root=tmp_path, val_samples=1, download=True)
+    assert "data sets that download: none" in str(info.value)
+    assert not any(tmp_path.iterdir())  # nothing was fetched or written
 
 
 def test_register_dataset_adds_a_loader(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,3 +284,43 @@ def test_real_fashion_mnist_loads() -> None:
     # published statistics of the training set: mean 0.2860, std 0.3530
     assert data.mean[0] == pytest.approx(0.2860, abs=2e-3)
     assert data.std[0] == pytest.approx(0.3530, abs=2e-3)
+
+
+# --- pickles ---------------------------------------------------------------------------------
+
+
+class _Mkdir:
+    """Unpickling this would create a folder: a stand-in for a pickle that runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_read_pickle_loads_arrays_of_every_protocol(tmp_path: Path, protocol: int) -> None:
+    payload = {"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "labels": [1, 2, 3], "n": 3}
+    path = tmp_path / "p.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(payload, protocol=protocol)))
+    got = read_pickle(path)
+    np.testing.assert_array_equal(got["data"], payload["data"])
+    assert got["labels"] == [1, 2, 3] and got["n"] == 3
+
+
+def test_read_pickle_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "was-run"
+    path = tmp_path / "evil"
+    path.write_bytes(pickle.dumps({"data": _Mkdir(marker)}, protocol=2))
+    with pytest.raises(DataError, match="refused to load global posix.mkdir") as info:
+        read_pickle(path)
+    assert not marker.exists()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_read_pickle_reports_truncated_files(tmp_path: Path) -> None:
+    path = tmp_path / "cut"
+    path.write_bytes(pickle.dumps({"data": np.zeros(100, np.uint8)}, protocol=2)[:-20])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        read_pickle(path)
