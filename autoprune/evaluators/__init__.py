@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+# Imported for its registration: mnist.
+from autoprune.evaluators import _mnist  # noqa: F401
 from autoprune.evaluators._datasets import (
     LOADER_OPTIONS,
     DatasetSplits,

