@@ -15,8 +15,8 @@ Example:
 
 from __future__ import annotations
 
-# Imported for its registration: mnist.
-from autoprune.evaluators import _mnist  # noqa: F401
+# Imported for their registrations: cifar10 and cifar100, mnist.
+from autoprune.evaluators import _cifar, _mnist  # noqa: F401
 from autoprune.evaluators._datasets import (
     LOADER_OPTIONS,
     DatasetSplits,

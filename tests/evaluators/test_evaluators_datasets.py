@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.metadata
+import logging
 import os
 import pickle
+import shutil
 import struct
 import sys
+import tarfile
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,7 @@ from autoprune.evaluators import (
     Split,
     _datasets,
     _mnist,
+    data_home,
     list_datasets,
     load_dataset,
     read_idx,
@@ -26,7 +32,7 @@ from autoprune.evaluators import (
 )
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-ALL_DATASETS = ("fashion-mnist", "mnist", "synthetic")
+ALL_DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "synthetic")
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -217,7 +223,7 @@ def test_loader_options_reach_only_the_loaders_that_declare_them(
     with pytest.raises(ConfigError, match="'tiny-plain' cannot be downloaded") as info:
         load_dataset("tiny-plain", val_samples=1, download=True)
     assert "set data.download: false" in str(info.value)
-    assert "(data sets that download: tiny-options)" in str(info.value)
+    assert "cifar10, cifar100, tiny-options" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "synthetic"])
@@ -226,7 +232,7 @@ def test_download_is_a_config_error_where_a_data_set_cannot_download(
 ) -> None:
     with pytest.raises(ConfigError, match=f"data set '{name}' cannot be downloaded") as info:
         load_dataset(name, root=tmp_path, val_samples=1, download=True)
-    assert "data sets that download: none" in str(info.value)
+    assert "data sets that download: cifar10, cifar100" in str(info.value)
     assert not any(tmp_path.iterdir())  # nothing was fetched or written
 
 
@@ -412,3 +418,219 @@ def test_real_mnist_loads_from_the_wheel() -> None:
     # the published statistics of the training set: mean 0.1307, std 0.3081
     assert data.mean[0] == pytest.approx(0.1307, abs=2e-3)
     assert data.std[0] == pytest.approx(0.3081, abs=2e-3)
+
+
+# --- CIFAR -------------------------------------------------------------------------------------
+
+# torchvision's on-disk names (torchvision.datasets.CIFAR10 / CIFAR100), written out here so a
+# change on either side shows.
+CIFAR_LAYOUT = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"],
+        "test_batch",
+        ("batches.meta", "label_names"),
+        "cifar-10-python.tar.gz",
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        "test",
+        ("meta", "fine_label_names"),
+        "cifar-100-python.tar.gz",
+    ),
+}
+
+
+def cifar_image(i: int) -> np.ndarray:
+    """Row ``i`` of a batch: red plane i, green plane 100 + i, blue plane (32 y + x) % 256."""
+    return np.concatenate(
+        [
+            np.full(1024, i % 256, np.uint8),
+            np.full(1024, (100 + i) % 256, np.uint8),
+            (np.arange(1024) % 256).astype(np.uint8),
+        ]
+    )
+
+
+def write_fake_cifar(root: Path, name: str, *, train: int = 20, test: int = 6) -> Path:
+    """torchvision's format: a latin-1 pickle (protocol 2, as Python 2 wrote them) per batch."""
+    folder_name, train_files, test_file, (meta_file, meta_key), _ = CIFAR_LAYOUT[name]
+    folder = root / folder_name
+    folder.mkdir(parents=True)
+    classes = 10 if name == "cifar10" else 100
+
+    def batch(ids: range) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "batch_label": "fake",
+            "data": np.stack([cifar_image(i) for i in ids]),
+            "filenames": [f"img_{i}.png" for i in ids],
+        }
+        if name == "cifar10":
+            entry["labels"] = [i % classes for i in ids]
+        else:
+            entry["fine_labels"] = [i % classes for i in ids]
+            entry["coarse_labels"] = [i % 20 for i in ids]
+        return entry
+
+    per = train // len(train_files)
+    for k, file in enumerate(train_files):
+        (folder / file).write_bytes(pickle.dumps(batch(range(k * per, (k + 1) * per)), 2))
+    (folder / test_file).write_bytes(pickle.dumps(batch(range(200, 200 + test)), 2))
+    meta = {meta_key: [f"class{c}" for c in range(classes)]}
+    (folder / meta_file).write_bytes(pickle.dumps(meta, 2))
+    return folder
+
+
+def tar_fake_cifar(tmp_path: Path, name: str) -> Path:
+    """The fake folder packed like the published archive: the folder at the archive's root."""
+    source = tmp_path / "source"
+    folder = write_fake_cifar(source, name)
+    archive = tmp_path / CIFAR_LAYOUT[name][4]
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reads_torchvision_folders(
+    tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_fake_cifar(tmp_path, name)
+    with caplog.at_level(logging.WARNING, logger="autoprune"):
+        data = load_dataset(name, root=tmp_path, val_samples=5, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (15, 5, 6)
+    assert data.input_shape == (3, 32, 32)
+    assert data.num_classes == (10 if name == "cifar10" else 100)
+    assert len(data.class_names) == data.num_classes and data.class_names[1] == "class1"
+    ids = data.train.images[:, 0, 0, 0].tolist() + data.val.images[:, 0, 0, 0].tolist()
+    assert sorted(ids) == list(range(20))
+    # labels travel with their images; CIFAR-100's are the fine labels, not the coarse ones
+    assert data.train.labels.tolist() == [i % data.num_classes for i in ids[:15]]
+    # R, G, B planes, each 32x32 row-major: the stored rows are already C x H x W
+    test = data.test.images
+    assert test[:, 0, 31, 31].tolist() == list(range(200, 206))
+    assert test[:, 1, 0, 0].tolist() == [(100 + i) % 256 for i in range(200, 206)]
+    assert torch.equal(test[0, 2], (torch.arange(1024) % 256).to(torch.uint8).view(32, 32))
+    assert "differ from the published files (md5); loaded as found" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_missing_names_the_folder_and_both_fixes(tmp_path: Path, name: str) -> None:
+    folder_name, _, _, _, archive = CIFAR_LAYOUT[name]
+    with pytest.raises(DataError) as info:
+        load_dataset(name, root=tmp_path, val_samples=5, seed=0)
+    message = str(info.value)
+    assert str(tmp_path / folder_name) in message and "data.download is false" in message
+    assert "set data.download: true with a network" in message
+    assert f"put the python-version archive {archive}" in message and "\n" not in message
+    assert not any(tmp_path.iterdir())  # nothing downloaded
+
+
+def test_cifar_names_the_first_missing_file(tmp_path: Path) -> None:
+    folder = write_fake_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"\(data_batch_3 is missing\)"):
+        load_dataset("cifar10", root=tmp_path, val_samples=5, seed=0)
+
+
+def test_cifar_default_root_is_the_data_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data_home() == tmp_path / "autoprune" / "data"
+    write_fake_cifar(data_home(), "cifar10")
+    data = load_dataset("cifar10", val_samples=5, seed=0)
+    assert len(data.test) == 6
+
+
+def test_cifar_archive_in_root_is_extracted_only_if_it_is_the_published_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets
+
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = tar_fake_cifar(tmp_path, "cifar10").rename(root / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match="is not the published CIFAR-10 archive") as info:
+        load_dataset("cifar10", root=root, val_samples=5, seed=0)
+    assert "delete it" in str(info.value) and "\n" not in str(info.value)
+    assert not (root / "cifar-10-batches-py").exists()
+    # the same archive, were it the published one: swap the published md5 for the fake's
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", md5)
+    data = load_dataset("cifar10", root=root, val_samples=5, seed=0)
+    assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    assert data.test.images[:, 0, 0, 0].tolist() == list(range(200, 206))
+
+
+def test_cifar_downloads_only_when_asked_and_only_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets
+    import torchvision.datasets.utils
+
+    archive = tar_fake_cifar(tmp_path, "cifar100")
+    calls: list[tuple[str, str, str | None]] = []
+
+    def fake_network(url: str, root: str, filename: str, md5: str | None = None) -> None:
+        # the network: torchvision's download_url fetches `url` to root/filename, md5-checked
+        calls.append((url, filename, md5))
+        Path(root).mkdir(parents=True, exist_ok=True)
+        shutil.copy(archive, Path(root) / filename)
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_network)
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match="data.download is false"):
+        load_dataset("cifar100", root=root, val_samples=5, seed=0)
+    assert calls == []
+    data = load_dataset("cifar100", root=root, val_samples=5, seed=0, download=True)
+    tv = torchvision.datasets.CIFAR100
+    assert calls == [(tv.url, "cifar-100-python.tar.gz", tv.tgz_md5)]
+    assert data.num_classes == 100 and len(data.test) == 6
+    load_dataset("cifar100", root=root, val_samples=5, seed=0, download=True)
+    assert len(calls) == 1  # the files are there: no second download
+
+
+def test_cifar_download_failure_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets.utils
+
+    def no_network(url: str, root: str, filename: str, md5: str | None = None) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", no_network)
+    with pytest.raises(DataError, match="downloading CIFAR-10 from https://") as info:
+        load_dataset("cifar10", root=tmp_path, val_samples=5, seed=0, download=True)
+    message = str(info.value)
+    assert "Temporary failure in name resolution" in message and "check the network" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"data": np.zeros((4, 3072), np.uint8)}, "expected a dict with 'data' and 'labels'"),
+        ({"data": np.zeros((4, 3072)), "labels": [0] * 4}, "'data' is float64 .4, 3072."),
+        ({"data": np.zeros((4, 1024), np.uint8), "labels": [0] * 4}, "expected uint8 N x 3072"),
+        ({"data": np.zeros((4, 3072), np.uint8), "labels": [0] * 3}, r"\(3,\) for 4 images"),
+        ({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 10]}, r"labels 0..10"),
+        ([1, 2], "got list"),
+    ],
+)
+def test_cifar_malformed_batch_is_a_data_error_naming_the_file(
+    tmp_path: Path, entry: object, fragment: str
+) -> None:
+    folder = write_fake_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_2").write_bytes(pickle.dumps(entry, 2))
+    with pytest.raises(DataError, match=fragment) as info:
+        load_dataset("cifar10", root=tmp_path, val_samples=5, seed=0)
+    assert str(folder / "data_batch_2") in str(info.value)
+
+
+def test_cifar_meta_must_list_the_class_names(tmp_path: Path) -> None:
+    folder = write_fake_cifar(tmp_path, "cifar10")
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}, 2))
+    with pytest.raises(DataError, match="lists 10 class names"):
+        load_dataset("cifar10", root=tmp_path, val_samples=5, seed=0)
