@@ -45,6 +45,19 @@ def _controller_help(listed: bool) -> str:
     )
 
 
+def _set_help(listed: bool) -> str:
+    """Help of ``--set``: with ``listed`` (``search --help``), the registered data set names."""
+    text = "override a config value, e.g. --set training.epochs=3 (repeatable)"
+    if not listed:
+        return text
+    from autoprune.evaluators import list_datasets
+
+    return (
+        f"{text}; data sets for --set data.dataset=NAME: {', '.join(list_datasets())} "
+        "(data.root: where the files are; data.download=true lets cifar10/cifar100 fetch them)"
+    )
+
+
 def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
     from autoprune import __version__
 
@@ -105,7 +118,7 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         dest="overrides",
-        help="override a config value, e.g. --set training.epochs=3 (repeatable)",
+        help=_set_help(list_controllers),
     )
     search.add_argument(
         "--rpc-tracker",

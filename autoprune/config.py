@@ -158,15 +158,31 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data come from and the deploy input shape (C, H, W) costs are computed at."""
+    """Where the data come from and the deploy input shape (C, H, W) costs are computed at.
+
+    ``dataset`` is a name from ``autoprune.evaluators.list_datasets()``: ``fashion-mnist``,
+    ``mnist``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``. ``root`` (``null``:
+    the data set's default) is where its files are. ``download`` lets ``cifar10`` / ``cifar100``
+    fetch missing files from the network; nothing is downloaded without it. ``imagefolder``
+    decodes its images to ``input_shape`` with ``num_workers`` processes (``null``:
+    ``min(4, CPUs)``).
+    """
 
     dataset: str = "fashion-mnist"
     root: str | None = None
     val_samples: int = 5000
     input_shape: tuple[int, int, int] = (1, 28, 28)
+    download: bool = False
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.val_samples >= 1, "data.val_samples", self.val_samples, "an int >= 1")
+        _require(
+            self.num_workers is None or self.num_workers >= 0,
+            "data.num_workers",
+            self.num_workers,
+            "an int >= 0 (0 decodes in the main process) or null for min(4, CPUs)",
+        )
         _require(
             all(d >= 1 for d in self.input_shape),
             "data.input_shape",

