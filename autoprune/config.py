@@ -312,6 +312,10 @@ class EvaluatorConfig:
         )
 
 
+#: Early-stopping rules of ``search.early_stopping``.
+EARLY_STOPPING = ("none", "dominated")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The controller and the trial budget.
@@ -328,6 +332,11 @@ class SearchConfig:
     local Ray instance. ``workers`` is the most trials that run at once; each reserves
     ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs; a trial whose worker died is re-run
     with the same params up to ``max_failures`` times before it is recorded as failed.
+
+    ``early_stopping: dominated`` stops a candidate's training after an epoch at which a trial
+    at least as cheap on latency and energy was ``early_stopping_margin`` more accurate, once
+    ``early_stopping_min_trials`` trials reached that epoch (``autoprune.search._early_stopping``);
+    the trial is recorded as pruned with its last accuracy.
     """
 
     controller: str = "nsga2"
@@ -342,8 +351,30 @@ class SearchConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    early_stopping: str = "none"
+    early_stopping_margin: float = 0.02
+    early_stopping_min_trials: int = 3
 
     def __post_init__(self) -> None:
+        _require(
+            self.early_stopping in EARLY_STOPPING,
+            "search.early_stopping",
+            self.early_stopping,
+            "none, or dominated (stop a candidate that a cheaper trial beat by "
+            "early_stopping_margin at the same epoch)",
+        )
+        _require(
+            0 <= self.early_stopping_margin <= 1,
+            "search.early_stopping_margin",
+            self.early_stopping_margin,
+            "an accuracy difference in [0, 1], e.g. 0.02",
+        )
+        _require(
+            self.early_stopping_min_trials >= 1,
+            "search.early_stopping_min_trials",
+            self.early_stopping_min_trials,
+            "an int >= 1",
+        )
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")
         _require(
             self.workers >= 1,

@@ -55,9 +55,10 @@ class TrainingDiverged(Exception):
         )
 
 
-#: Called after every epoch but the last with the epoch (1-based) and the validation accuracy
-#: (a fraction) reached so far; it may raise to stop the training (early stopping).
-EpochHook = Callable[[int, float], None]
+#: Called after every epoch but the last as ``hook(epoch, epochs, accuracy)``: the epoch just
+#: finished (1-based), the epochs planned, and the validation accuracy (a fraction) reached so
+#: far. It may raise to stop the training (early stopping); the exception propagates.
+EpochHook = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,9 @@ def train_model(
         momentum: SGD momentum (Nesterov); constant, not cycled.
         weight_decay: L2 penalty applied by SGD to every parameter.
         distillation: Learn from a teacher's softened outputs as well as the labels.
-        on_epoch: Called after every epoch but the last with the epoch (1-based) and the
-            validation accuracy so far (which costs one pass over the validation split); an
-            exception it raises stops the training and propagates.
+        on_epoch: Called after every epoch but the last with the epoch (1-based), the epochs
+            planned and the validation accuracy so far (which costs one pass over the
+            validation split); an exception it raises stops the training and propagates.
         evaluator: Name recorded on the result (see :class:`EvalResult`).
         progress: Show a tqdm bar over the training batches (removed when done).
         device: Where to train; ``None`` picks CUDA when available, else the CPU.
@@ -353,7 +354,7 @@ def train_model(
                     )
                     intermediate.append(accuracy)
                     model.train()
-                    on_epoch(epoch + 1, accuracy)
+                    on_epoch(epoch + 1, fidelity.epochs, accuracy)
                     start = time.perf_counter()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)

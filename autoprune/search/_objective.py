@@ -30,11 +30,18 @@ import torch
 from autoprune.config import Budget, Config
 from autoprune.evaluators import (
     DatasetSplits,
+    EpochHook,
     TrainedBase,
     create_evaluator,
     load_dataset,
 )
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
+from autoprune.search._early_stopping import (
+    CURVE_KEY,
+    DominanceStopper,
+    EarlyStopped,
+    peers_at,
+)
 from autoprune.search._repair import repair
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
@@ -262,6 +269,14 @@ class CandidateObjective:
             folder=run_dir / "base",
             progress=progress,
         )
+        search = config.search
+        self.stopper = (
+            DominanceStopper(
+                margin=search.early_stopping_margin, min_trials=search.early_stopping_min_trials
+            )
+            if search.early_stopping == "dominated"
+            else None
+        )
         self.evaluator = create_evaluator(
             config.evaluator,
             data=lambda: self.data,
@@ -293,6 +308,8 @@ class CandidateObjective:
     def __call__(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
         try:
             return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -353,13 +370,28 @@ class CandidateObjective:
             model, result = self.base.get()
         else:
             seed = candidate_seed(candidate, self.config.search.seed)
-            model, result = self.evaluator.evaluate(candidate, seed=seed)
+            try:
+                model, result = self.evaluator.evaluate(
+                    candidate, seed=seed, on_epoch=self._epoch_hook(trial, values)
+                )
+            except EarlyStopped as stop:
+                trial.set_user_attr("trained", False)
+                trial.set_user_attr("accuracy", stop.accuracy)
+                trial.set_user_attr(
+                    "stopped_early", {"epoch": stop.epoch, "epochs": stop.epochs, "by": stop.by}
+                )
+                _logger.info("trial %d: candidate %s %s", trial.number, candidate.hash, stop)
+                raise optuna.TrialPruned(str(stop)) from None
         folder = trial_dir(self.run_dir, trial.number)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), folder / "model.pt")
         trial.set_user_attr("trained", True)
         trial.set_user_attr("eval", result.to_dict())
         trial.set_user_attr("accuracy", result.accuracy)
+        if result.intermediate:
+            trial.set_user_attr(
+                CURVE_KEY, {"epochs": result.epochs, "accuracy": list(result.intermediate)}
+            )
         trial.set_user_attr("fidelity", result.fidelity.describe(candidate.input_shape[1:]))
         _logger.info(
             "trial %d: candidate %s: %s in %.0f s",
@@ -369,6 +401,23 @@ class CandidateObjective:
             time.perf_counter() - started,
         )
         return float(result.accuracy), latency, energy
+
+    def _epoch_hook(self, trial: ObjectiveTrial, costs: dict[str, Any]) -> EpochHook | None:
+        """The early-stopping check after each epoch, or ``None`` when the run has none."""
+        stopper = self.stopper
+        if stopper is None:
+            return None
+        curve: list[float] = []
+
+        def after_epoch(epoch: int, epochs: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            trial.set_user_attr(CURVE_KEY, {"epochs": epochs, "accuracy": list(curve)})
+            peers = peers_at(trial.study, epoch=epoch, epochs=epochs, exclude=trial.number)
+            by = stopper.dominating(peers, accuracy=accuracy, costs=costs)
+            if by is not None:
+                raise EarlyStopped(epoch=epoch, epochs=epochs, accuracy=accuracy, by=by)
+
+        return after_epoch
 
     @staticmethod
     def _trained_before(

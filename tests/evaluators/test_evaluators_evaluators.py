@@ -192,17 +192,17 @@ def test_the_epoch_hook_sees_intermediate_accuracy_and_can_stop_training(
 ) -> None:
     training = dataclasses.replace(TRAINING, epochs=3)
     scratch = make("scratch-e", space, data, base_folder, training=training)
-    seen: list[tuple[int, float]] = []
+    seen: list[tuple[int, int, float]] = []
     _, result = scratch.evaluate(
-        narrow(space, 0.25), seed=0, on_epoch=lambda e, a: seen.append((e, a))
+        narrow(space, 0.25), seed=0, on_epoch=lambda e, of, a: seen.append((e, of, a))
     )
-    assert [e for e, _ in seen] == [1, 2]
-    assert result.intermediate == tuple(a for _, a in seen)
+    assert [(e, of) for e, of, _ in seen] == [(1, 3), (2, 3)]
+    assert result.intermediate == tuple(a for _, _, a in seen)
 
     class Stop(Exception):
         pass
 
-    def stop(epoch: int, accuracy: float) -> None:
+    def stop(epoch: int, epochs: int, accuracy: float) -> None:
         raise Stop
 
     with pytest.raises(Stop):
