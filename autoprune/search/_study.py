@@ -429,7 +429,10 @@ def run_search(
                 bar.update(1)
                 trials = study.get_trials(deepcopy=False)
                 feasible = [t for t in trials if t.user_attrs.get("trained")]
-                if feasible:
+                if feasible and config.evaluator.name == "proxy":
+                    best = max(t.user_attrs["accuracy"] for t in feasible)
+                    bar.set_postfix(best_score=f"{best:.4g}", scored=len(feasible))
+                elif feasible:
                     best = max(t.user_attrs["accuracy"] for t in feasible)
                     history = hypervolume_history([_record(t, run_dir) for t in trials], reference)
                     bar.set_postfix(
@@ -510,7 +513,9 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
     The weights are the ones trained during the search, at the search fidelity, and the figure
     is labelled with that fidelity.
     """
-    pending = [r for r in members if r.trained and r.test_accuracy is None]
+    pending = [
+        r for r in members if r.trained and r.metric == "accuracy" and r.test_accuracy is None
+    ]
     if not pending:
         return
     data = load_dataset(
@@ -588,6 +593,9 @@ def _record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
         cached_from=attrs.get("cached_from"),
         error=error,
         repair_steps=attrs.get("repair_steps"),
+        evaluator=evaluation.get("evaluator"),
+        metric=evaluation.get("metric", "accuracy"),
+        stopped_early=attrs.get("stopped_early"),
     )
 
 
@@ -619,7 +627,8 @@ def load_hypervolume(
     """The run's hypervolume reference and ``(trial number, hypervolume)`` after each trial.
 
     ``records`` (from :func:`load_records`) saves reading them again. ``None`` for a run
-    created before autoprune tracked the hypervolume (no reference stored).
+    created before autoprune tracked the hypervolume (no reference stored), and for a run of the
+    ``proxy`` evaluator (its scores are not accuracies: the hypervolume's error axis is undefined).
     """
     study = _load_study(run_dir)
     stored = None if study is None else study.user_attrs.get(HYPERVOLUME_KEY)
@@ -627,4 +636,6 @@ def load_hypervolume(
         return None
     reference = HypervolumeReference.from_dict(stored)
     records = load_records(run_dir) if records is None else records
+    if any(r.metric != "accuracy" for r in records if r.accuracy is not None):
+        return None
     return reference, hypervolume_history(records, reference)
