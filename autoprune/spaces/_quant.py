@@ -4,10 +4,12 @@ Every quantizer is straight-through (Bengio et al. 2013): the forward pass sees 
 value, the backward pass (mostly) the identity. The quantized value is written as
 ``q + (x - x.detach())`` (or rounded in the integer domain as ``r.detach() + (v - v.detach())``),
 whose forward value is *exactly* ``q``: a tensor quantized at ``b`` bits holds at most its
-``2**b`` grid values, bit for bit. Only plain torch ops are used and no Python branch depends
-on tensor values (only on the bit-widths, ``self.training`` and the number of calibration
-batches seen, all fixed while a model is exported), so a model holding these layers exports
-with ``torch.onnx.export``, ``torch.jit.trace`` and ``torch.export``.
+``2**b`` grid values, bit for bit. Evaluation uses only plain torch ops, and no Python branch
+depends on tensor values (only on the bit-widths, ``self.training`` and host-side copies of
+the calibration count and sign, set by calibration and by ``load_state_dict``, all fixed while
+a model is exported), so a model holding these layers exports with ``torch.onnx.export``,
+``torch.jit.trace``, ``torch.jit.script`` (inference) and ``torch.export``. Training uses an
+``autograd.Function`` with the same values and gradients and a cheaper backward.
 
 * **Activations**, quantized at the layer *input*: LSQ, *Learned Step Size Quantization*
   (Esser et al., ICLR 2020). The step size ``s`` (parameter ``act_step``, in input units per
@@ -18,8 +20,8 @@ with ``torch.onnx.export``, ``torch.jit.trace`` and ``torch.export``.
   ``calibration_batches`` training batches (default 4, their mean): the step that minimises
   the mean squared quantization error of each batch, searched over clips from the batch's
   ``max|x|`` down to ``max|x| / 1024`` (a geometric grid, then a fine one around the best),
-  as LSQ+ does (Bhalgat et al. 2020; the range setting of Nagel et al., *A White Paper on
-  Neural Network Quantization*, 2021, Sec. 3.4). The raw ``max|x|`` is what one outlier ruins
+  as LSQ+ does (Bhalgat et al., CVPR-W 2020; MSE range setting in Nagel et al., *A White
+  Paper on Neural Network Quantization*, 2021). The raw ``max|x|`` is what one outlier ruins
   at 4 bits: with a value at 30x the typical magnitude, the step is 2-4x that magnitude and
   the bulk of the values rounds to level 0 or 1.
   The levels are unsigned ``[0, 2**b - 1]`` when every calibration input was ``>= 0``
@@ -30,12 +32,12 @@ with ``torch.onnx.export``, ``torch.jit.trace`` and ``torch.export``.
   (at most ``2**b - 1`` levels per channel). The scale of each channel (buffer
   ``weight_scale``, weight units per level) is the MSE-optimal clip, searched like the
   activation step at the first training step, then searched again at *every training step*
-  within 10 % of the previous one: weights trained from scratch move far from their
-  initialisation, so a clip calibrated once goes stale, while tracking it costs 13
-  elementwise passes over the weights (small next to the convolution over a batch).
+  within a factor 1.1 of the previous one (or back at max-abs): weights trained from scratch
+  move far from their initialisation, so a clip calibrated once goes stale, while tracking it
+  costs 13 elementwise passes over the weights (small next to the convolution over a batch).
   Clipping matters most at 2-3 bits: the max-abs scale turns a Gaussian channel of
   ``3 * 3 * 64`` weights into ternary levels with threshold ``max/2 ~ 1.6 sigma``, zeroing
-  ~90 % of them, while the MSE-optimal ternary (the TWN threshold, Li & Liu 2016) keeps about
+  ~90 % of them, while the MSE-optimal ternary (the TWN threshold, Li et al. 2016) keeps about
   half. Evaluation uses the scale of the last training step (frozen, like batch-norm
   statistics); a never-trained layer uses ``max|w_c| / (2**(b-1) - 1)``.
 

@@ -162,6 +162,26 @@ def test_learned_step_moves_to_a_lower_error_than_the_raw_max() -> None:
     assert end < 1.5 * float(mse(mse_activation_step(x, 4, signed=True)))  # ~ MSE-optimal
 
 
+def test_weight_scales_track_the_weights_in_training() -> None:
+    torch.manual_seed(0)
+    q = QuantLinear(64, 4, weight_bits=4, activation_bits=32)
+    with torch.no_grad():
+        q.weight[0].zero_()
+    x = torch.randn(2, 64)
+    q(x)
+    assert float(q.weight_scale[0]) <= 1e-12  # an all-zero channel
+    with torch.no_grad():
+        q.weight.mul_(2.0)  # beyond the 1.1x window of one step
+        q.weight[0].normal_()  # the zero channel comes alive
+    for _ in range(10):
+        q(x)
+
+    def mse(scale: torch.Tensor) -> torch.Tensor:
+        return (fake_quantize_weight(q.weight, 4, scale) - q.weight).square().mean(dim=1)
+
+    assert (mse(q.weight_scale) <= 1.02 * mse(mse_weight_scale(q.weight, 4))).all()
+
+
 def test_quant_conv_forward_is_conv_of_quantized_input_and_weight() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 8, 3, padding=1)
