@@ -136,6 +136,9 @@ def fake_quantize_weight(
 ) -> torch.Tensor:
     """Symmetric per-output-channel (dim 0) fake quantization with a straight-through gradient.
 
+    The gradient is the identity, for clipped weights too: the clip is re-searched every
+    training step, so a weight beyond it stays trainable and may come back inside.
+
     Args:
         weight: Weights, output channels first.
         bits: Bit-width; levels ``-(2**(b-1) - 1) .. 2**(b-1) - 1``; 32 returns ``weight``.
