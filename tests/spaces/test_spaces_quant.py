@@ -15,7 +15,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from autoprune.errors import ConfigError
-from autoprune.evaluators import Fidelity, load_dataset, train_from_scratch
+from autoprune.evaluators import Fidelity, load_dataset, train_model
 from autoprune.spaces import QuantConv2d, QuantLinear
 from autoprune.spaces._quant import (
     _LsqTraining,
@@ -411,7 +411,7 @@ def test_a_trained_mixed_precision_model_computes_at_its_bit_widths() -> None:
     )
     data = load_dataset("synthetic", val_samples=500, seed=0)
     with captured_inputs(model) as calls:
-        result = train_from_scratch(
+        result = train_model(
             model,
             data,
             fidelity=Fidelity(samples=384, epochs=1, batch_size=32),  # 12 steps
