@@ -210,7 +210,8 @@ def train_model(
         seed: Seed of the subset, the shuffling and the model's own randomness.
         lr: Peak learning rate of the one-cycle schedule.
         momentum: SGD momentum (Nesterov); constant, not cycled.
-        weight_decay: L2 penalty applied by SGD to every parameter.
+        weight_decay: L2 penalty applied by SGD to every parameter but the learned step sizes
+            of fake quantization (``act_step``).
         distillation: Learn from a teacher's softened outputs as well as the labels.
         on_epoch: Called after every epoch but the last with the epoch (1-based), the epochs
             planned and the validation accuracy so far (which costs one pass over the
@@ -272,8 +273,12 @@ def train_model(
         ]
         total_steps = sum(len(plan) for plan in epoch_plans)
         model.to(dev)
+        # Learned quantizer step sizes (LSQ's ``act_step``) are ranges, not weights: no decay.
+        steps = [p for n, p in model.named_parameters() if n.endswith("act_step")]
+        weights = [p for n, p in model.named_parameters() if not n.endswith("act_step")]
+        groups = [{"params": weights}] + ([{"params": steps, "weight_decay": 0.0}] if steps else [])
         optimizer = torch.optim.SGD(
-            model.parameters(),
+            groups,
             lr=lr,
             momentum=momentum,
             nesterov=True,

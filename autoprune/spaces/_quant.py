@@ -43,8 +43,9 @@ a model is exported), so a model holding these layers exports with ``torch.onnx.
 
 A bit-width of 32 means float: no fake quantization and no quantizer state for that tensor.
 Quantizer state is in the ``state_dict`` (``act_step``, ``act_signed``, ``weight_scale``,
-``calibrated_batches``); ``act_step`` is an ``nn.Parameter``, so the optimizer (and its weight
-decay) sees it and :func:`count_costs` counts it as one float32 parameter per layer.
+``calibrated_batches``); ``act_step`` is an ``nn.Parameter``, so the optimizer learns it (the
+trainer exempts it from weight decay) and :func:`count_costs` counts it as one float32 parameter
+per layer.
 
 Example:
     >>> import torch
