@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from scipy.stats import kendalltau
 
-from autoprune.config import EvaluatorConfig, TrainingConfig, parse_budget
+from autoprune.config import EvaluatorConfig, TrainingConfig, load_config, parse_budget
 from autoprune.evaluators import (
     DatasetSplits,
     TrainedBase,
@@ -54,6 +54,8 @@ from autoprune.evaluators import (
     load_dataset,
 )
 from autoprune.evaluators._evaluators import macs_of
+from autoprune.hwprofiles import load_profile
+from autoprune.search import build_space
 from autoprune.search._repair import repair
 from autoprune.spaces import Candidate, SearchSpace
 
@@ -63,19 +65,16 @@ METHODS = ("finetune", "scratch-e", "scratch-b", "distill")
 SHAPE = (1, 28, 28)
 
 
-def build_space(model: str) -> SearchSpace:
-    """The default space's widths and depth, at full resolution and in float."""
-    return SearchSpace(
-        model=model,
-        num_classes=10,
-        in_channels=1,
-        input_shape=SHAPE,
-        width_ratios=(0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
-        depth=True,
-        resolution_scales=(1.0,),
-        weight_bits=(32,),
-        activation_bits=(32,),
-    )
+def default_space(model: str) -> SearchSpace:
+    """The embedded default's space on its target (jetson), at full resolution and in float."""
+    overrides = [
+        f"model.name={model}",
+        "space.resolution_scales=[1.0]",
+        "space.weight_bits=[32]",
+        "space.activation_bits=[32]",
+    ]
+    config = load_config(overrides=overrides)
+    return build_space(config, load_profile(config.target))
 
 
 def uniform(space: SearchSpace, macs_limit: float) -> Candidate:
@@ -180,7 +179,7 @@ def main() -> None:
     started = time.perf_counter()
 
     data = load_dataset("fashion-mnist", val_samples=5000, seed=0)
-    space = build_space(args.model)
+    space = default_space(args.model)
     training = TrainingConfig(samples=args.samples, epochs=args.epochs)
     search_training = TrainingConfig(samples=args.search_samples, epochs=args.search_epochs)
     tag = f"{args.model}-{args.samples}x{args.epochs}"
