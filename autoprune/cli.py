@@ -45,6 +45,19 @@ def _controller_help(listed: bool) -> str:
     )
 
 
+def _set_help(listed: bool) -> str:
+    """Help of ``--set``: with ``listed`` (``search --help``), the registered data set names."""
+    text = "override a config value, e.g. --set training.epochs=3 (repeatable)"
+    if not listed:
+        return text
+    from autoprune.evaluators import list_datasets
+
+    return (
+        f"{text}; data sets for --set data.dataset=NAME: {', '.join(list_datasets())} "
+        "(data.root: where the files are; data.download=true lets cifar10/cifar100 fetch them)"
+    )
+
+
 def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
     from autoprune import __version__
 
@@ -77,6 +90,13 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
     )
     search.add_argument("--controller", help=_controller_help(list_controllers))
     search.add_argument(
+        "--evaluator",
+        help="how candidates are trained (default scratch-e): scratch-e (from scratch, the "
+        "training epochs), scratch-b (from scratch, the base model's compute), finetune (the "
+        "trained base's L1-largest channels, fine-tuned), distill (from scratch, the trained "
+        "base as teacher), proxy (a zero-cost score at initialisation, no training)",
+    )
+    search.add_argument(
         "--trials", type=int, help="total trials of the study (resume counts finished ones)"
     )
     search.add_argument(
@@ -98,7 +118,7 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         dest="overrides",
-        help="override a config value, e.g. --set training.epochs=3 (repeatable)",
+        help=_set_help(list_controllers),
     )
     search.add_argument(
         "--rpc-tracker",
@@ -252,6 +272,7 @@ def _search(args: argparse.Namespace) -> int:
         ("rpc_tracker", "hardware.rpc_tracker"),
         ("rpc_key", "hardware.rpc_key"),
         ("controller", "search.controller"),
+        ("evaluator", "evaluator.name"),
         ("trials", "search.trials"),
         ("timeout", "search.timeout_s"),
         ("seed", "search.seed"),
@@ -270,6 +291,18 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown controller {config.search.controller!r}; valid controllers: "
             f"{', '.join(list_controllers())}"
+        )
+    from autoprune.evaluators import EVALUATORS, PROXIES
+
+    if config.evaluator.name not in EVALUATORS:
+        raise ConfigError(
+            f"unknown evaluator {config.evaluator.name!r}; valid evaluators: "
+            f"{', '.join(EVALUATORS)}"
+        )
+    if config.evaluator.proxy not in PROXIES:
+        raise ConfigError(
+            f"unknown evaluator.proxy {config.evaluator.proxy!r}; valid proxies: "
+            f"{', '.join(PROXIES)}"
         )
     run_dir = args.run_dir or _default_run_dir(args, config)
     command = "autoprune " + " ".join(shlex.quote(a) for a in args.argv)

@@ -1,10 +1,11 @@
 """Run configuration: YAML and CLI overrides -> frozen dataclasses, validated at the boundary.
 
-A config has six sections (``model``, ``data``, ``space``, ``training``, ``search``,
-``hardware``) plus the ``target`` device and the ``budgets``. Every key is type-checked; an
-unknown key, a wrong type or an out-of-range value raises :class:`~autoprune.errors.ConfigError`
-naming the dotted key, the bad value and what is allowed. Budget strings (``"2gflops"``,
-``"15ms"``) are parsed here, once, into :class:`Budget` records with SI units in their metric names.
+A config has seven sections (``model``, ``data``, ``space``, ``training``, ``evaluator``,
+``search``, ``hardware``) plus the ``target`` device and the ``budgets``. Every key is
+type-checked; an unknown key, a wrong type or an out-of-range value raises
+:class:`~autoprune.errors.ConfigError` naming the dotted key, the bad value and what is
+allowed. Budget strings (``"2gflops"``, ``"15ms"``) are parsed here, once, into
+:class:`Budget` records with SI units in their metric names.
 
 Example:
     >>> cfg = load_config("configs/default.yaml", overrides=["search.trials=4"])
@@ -36,6 +37,7 @@ __all__ = [
     "Budget",
     "Config",
     "DataConfig",
+    "EvaluatorConfig",
     "HardwareConfig",
     "LATENCY_MODES",
     "ModelConfig",
@@ -156,15 +158,31 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data come from and the deploy input shape (C, H, W) costs are computed at."""
+    """Where the data come from and the deploy input shape (C, H, W) costs are computed at.
+
+    ``dataset`` is a name from ``autoprune.evaluators.list_datasets()``: ``fashion-mnist``,
+    ``mnist``, ``cifar10``, ``cifar100``, ``imagefolder`` or ``synthetic``. ``root`` (``null``:
+    the data set's default) is where its files are. ``download`` lets ``cifar10`` / ``cifar100``
+    fetch missing files from the network; nothing is downloaded without it. ``imagefolder``
+    decodes its images to ``input_shape`` with ``num_workers`` processes (``null``:
+    ``min(4, CPUs)``).
+    """
 
     dataset: str = "fashion-mnist"
     root: str | None = None
     val_samples: int = 5000
     input_shape: tuple[int, int, int] = (1, 28, 28)
+    download: bool = False
+    num_workers: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.val_samples >= 1, "data.val_samples", self.val_samples, "an int >= 1")
+        _require(
+            self.num_workers is None or self.num_workers >= 0,
+            "data.num_workers",
+            self.num_workers,
+            "an int >= 0 (0 decodes in the main process) or null for min(4, CPUs)",
+        )
         _require(
             all(d >= 1 for d in self.input_shape),
             "data.input_shape",
@@ -247,6 +265,58 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluatorConfig:
+    """How a candidate's accuracy is obtained (``autoprune.evaluators``; Liu et al., ICLR 2019).
+
+    ``name``: ``scratch-e`` (from scratch, the training epochs), ``scratch-b`` (from scratch, the
+    base model's compute: epochs times base/candidate MACs, at most ``scratch_b_cap`` times),
+    ``finetune`` (the trained base's L1-largest channels, fine-tuned ``finetune_epochs`` at peak
+    learning rate ``finetune_lr``), ``distill`` (from scratch with the trained base as teacher,
+    softened at ``distill_temperature``, soft-target share ``distill_weight``) or ``proxy`` (a
+    zero-cost score of the untrained network, ``proxy``: ``log_synflow`` or ``naswot``). In YAML,
+    ``evaluator: distill`` is short for ``evaluator: {name: distill}``.
+    """
+
+    name: str = "scratch-e"
+    scratch_b_cap: float = 2.0
+    finetune_epochs: int | None = None
+    finetune_lr: float = 0.01
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
+    proxy: str = "log_synflow"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.scratch_b_cap >= 1, "evaluator.scratch_b_cap", self.scratch_b_cap, "a number >= 1"
+        )
+        _require(
+            self.finetune_epochs is None or self.finetune_epochs >= 1,
+            "evaluator.finetune_epochs",
+            self.finetune_epochs,
+            "an int >= 1, or null for training.epochs",
+        )
+        _require(
+            self.finetune_lr > 0, "evaluator.finetune_lr", self.finetune_lr, "a positive number"
+        )
+        _require(
+            self.distill_temperature > 0,
+            "evaluator.distill_temperature",
+            self.distill_temperature,
+            "a positive number",
+        )
+        _require(
+            0 <= self.distill_weight <= 1,
+            "evaluator.distill_weight",
+            self.distill_weight,
+            "a number in [0, 1]",
+        )
+
+
+#: Early-stopping rules of ``search.early_stopping``.
+EARLY_STOPPING = ("none", "dominated")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The controller and the trial budget.
 
@@ -262,6 +332,11 @@ class SearchConfig:
     local Ray instance. ``workers`` is the most trials that run at once; each reserves
     ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs; a trial whose worker died is re-run
     with the same params up to ``max_failures`` times before it is recorded as failed.
+
+    ``early_stopping: dominated`` stops a candidate's training after an epoch at which a trial
+    at least as cheap on latency and energy was ``early_stopping_margin`` more accurate, once
+    ``early_stopping_min_trials`` trials reached that epoch (``autoprune.search._early_stopping``);
+    the trial is recorded as pruned with its last accuracy.
     """
 
     controller: str = "nsga2"
@@ -276,8 +351,30 @@ class SearchConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
+    early_stopping: str = "none"
+    early_stopping_margin: float = 0.02
+    early_stopping_min_trials: int = 3
 
     def __post_init__(self) -> None:
+        _require(
+            self.early_stopping in EARLY_STOPPING,
+            "search.early_stopping",
+            self.early_stopping,
+            "none, or dominated (stop a candidate that a cheaper trial beat by "
+            "early_stopping_margin at the same epoch)",
+        )
+        _require(
+            0 <= self.early_stopping_margin <= 1,
+            "search.early_stopping_margin",
+            self.early_stopping_margin,
+            "an accuracy difference in [0, 1], e.g. 0.02",
+        )
+        _require(
+            self.early_stopping_min_trials >= 1,
+            "search.early_stopping_min_trials",
+            self.early_stopping_min_trials,
+            "an int >= 1",
+        )
         _require(self.trials >= 1, "search.trials", self.trials, "an int >= 1")
         _require(
             self.workers >= 1,
@@ -377,6 +474,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     target: str = "jetson"
@@ -412,6 +510,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "space": SpaceConfig,
     "training": TrainingConfig,
+    "evaluator": EvaluatorConfig,
     "search": SearchConfig,
     "hardware": HardwareConfig,
 }
@@ -500,6 +599,8 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]}; valid top-level keys: {', '.join(valid)}")
+    if isinstance(data.get("evaluator"), str):  # `evaluator: distill` is short for {name: ...}
+        data = {**data, "evaluator": {"name": data["evaluator"]}}
     sections = {
         name: _section_from_mapping(cls, data.get(name), name) for name, cls in _SECTIONS.items()
     }
@@ -537,6 +638,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
+        if parts == ["evaluator"]:  # --set evaluator=distill
+            sub = out.get("evaluator")
+            out["evaluator"] = {**(sub if isinstance(sub, Mapping) else {}), "name": value}
+            continue
         if len(parts) == 1:
             if parts[0] not in ("target", "budgets"):
                 raise ConfigError(

@@ -31,7 +31,9 @@ __all__ = [
 _CSV_FIELDS = (
     "trial",
     "accuracy",
+    "accuracy_metric",
     "accuracy_split",
+    "evaluator",
     "fidelity",
     "test_accuracy",
     "test_fidelity",
@@ -53,7 +55,9 @@ def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
         {
             "trial": r.number,
             "accuracy": r.accuracy,
+            "accuracy_metric": r.metric,
             "accuracy_split": r.accuracy_split,
+            "evaluator": r.evaluator,
             "fidelity": r.fidelity,
             "test_accuracy": r.test_accuracy,
             "test_fidelity": r.test_fidelity,
@@ -85,11 +89,25 @@ def summary(records: Sequence[TrialRecord]) -> dict[str, int]:
         "cached": sum(r.cached_from is not None for r in records),
         "infeasible": sum(r.state == "complete" and r.feasible is False for r in records),
         "failed": sum(r.state == "failed" for r in records),
+        "stopped": sum(r.state == "pruned" for r in records),
     }
 
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _score(record: TrialRecord) -> str:
+    """The validation accuracy as a percentage, or a proxy evaluator's score with its name."""
+    if record.metric == "accuracy" or record.accuracy is None:
+        return _percent(record.accuracy)
+    return f"{record.accuracy:.4g} ({record.metric})"
+
+
+def _axis_value(record: TrialRecord) -> float:
+    """Where a record sits on the plots' vertical axis: accuracy in %, or the proxy's score."""
+    assert record.accuracy is not None
+    return 100 * record.accuracy if record.metric == "accuracy" else record.accuracy
 
 
 def hypervolume_payload(hypervolume: Hypervolume) -> dict[str, Any]:
@@ -140,7 +158,7 @@ def format_front_table(
         rows.append(
             (
                 str(r.number),
-                _percent(r.accuracy),
+                _score(r),
                 _percent(r.test_accuracy),
                 r.fidelity or "-",
                 f"{r.macs / 1e6:.2f}",
@@ -166,7 +184,8 @@ def format_front_table(
     lines.append(
         f"Pareto front: {len(front)} of {counts['trials']} trials "
         f"({counts['trained']} trained, {counts['cached']} repeated architectures, "
-        f"{counts['infeasible']} over budget and not trained, {counts['failed']} failed). "
+        f"{counts['infeasible']} over budget and not trained, {counts['failed']} failed"
+        f"{', ' + str(counts['stopped']) + ' stopped early' if counts['stopped'] else ''}). "
         f"val acc: validation split at the search fidelity; test acc: test split, same weights."
     )
     if counts["proposals"]:
@@ -206,7 +225,7 @@ def _plot(
     ):
         ax.scatter(
             [getattr(r, metric) for r in trained],
-            [100 * r.accuracy for r in trained],
+            [_axis_value(r) for r in trained],
             s=18,
             c="0.6",
             label="trained trial",
@@ -214,7 +233,7 @@ def _plot(
         ordered = sorted(front, key=lambda r: getattr(r, metric))
         ax.plot(
             [getattr(r, metric) for r in ordered],
-            [100 * r.accuracy for r in ordered],
+            [_axis_value(r) for r in ordered],
             "o-",
             c="tab:red",
             ms=6,
@@ -223,13 +242,13 @@ def _plot(
         for r in ordered:
             ax.annotate(
                 str(r.number),
-                (getattr(r, metric), 100 * r.accuracy),
+                (getattr(r, metric), _axis_value(r)),
                 textcoords="offset points",
                 xytext=(4, 4),
                 fontsize=8,
             )
         if infeasible:
-            y0 = min([100 * r.accuracy for r in trained], default=0.0)
+            y0 = min([_axis_value(r) for r in trained], default=0.0)
             ax.scatter(
                 [getattr(r, metric) for r in infeasible],
                 [y0] * len(infeasible),
@@ -242,7 +261,12 @@ def _plot(
             for r in trained + infeasible
         } - {None}
         ax.set_xlabel(f"{unit}, {'/'.join(sorted(source)) or 'n/a'}")
-        ax.set_ylabel("validation accuracy (%)")
+        scores = {r.metric for r in trained} - {"accuracy"}
+        ax.set_ylabel(
+            f"score at initialisation ({', '.join(sorted(scores))})"
+            if scores
+            else "validation accuracy (%)"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoprune.evaluators import Fidelity, evaluate_accuracy, load_dataset, train_from_scratch
+from autoprune.evaluators import Fidelity, evaluate_accuracy, load_dataset, train_model
 
 _logger = logging.getLogger("autoprune.benchmarks.train_speed")
 
@@ -108,7 +108,7 @@ def run(name: str, *, seed: int, data: Any) -> dict[str, Any]:
     model, source = make_model(width)
     params = sum(p.numel() for p in model.parameters())
     load_before = os.getloadavg()[0]
-    result = train_from_scratch(
+    result = train_model(
         model, data, fidelity=fidelity, input_shape=INPUT_SHAPE, seed=seed, progress=True
     )
     start = time.perf_counter()
@@ -170,7 +170,7 @@ def throughput(
 
     The end-to-end runs above time whole trainings, which other processes on the host can slow
     down for minutes; the best of several short windows approximates the uncontended speed.
-    The step is the one :func:`train_from_scratch` takes (uint8 -> float, normalise, resize,
+    The step is the one :func:`train_model` takes (uint8 -> float, normalise, resize,
     forward, cross-entropy, backward, SGD + Nesterov).
     """
     width, scale = THROUGHPUT[name]

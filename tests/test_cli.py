@@ -198,6 +198,8 @@ def test_non_binding_budget_is_said_in_one_line(tmp_path: Path, capsys) -> None:
         (["--set", "model.colour=red"], "unknown key model.colour"),
         (["--controller", "sgd"], "unknown controller 'sgd'"),
         (["--budget", "1kb"], "cannot be met"),
+        (["--set", "data.download=true"], "data set 'synthetic' cannot be downloaded"),
+        (["--set", "data.dataset=imagefolder"], "the 'imagefolder' data set needs data.root"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
@@ -213,6 +215,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
     assert not run_dir.exists()
+
+
+def test_search_help_lists_the_data_sets(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--help"])
+    assert info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "data sets for --set data.dataset=NAME: cifar10, cifar100, fashion-mnist," in help_text
+    assert "imagefolder, mnist, synthetic" in help_text
 
 
 def test_bad_yaml_key_in_file(tmp_path: Path, capsys) -> None:

@@ -67,6 +67,7 @@ def test_default_config_loads_and_round_trips() -> None:
     assert DEFAULT_CONFIG.is_file()
     assert config.model.name == "resnet20"
     assert config.data.input_shape == (1, 28, 28)
+    assert config.data.download is False and config.data.num_workers is None
     assert config.target == "jetson"
     assert config_from_dict(config.to_dict()) == config
 
@@ -102,6 +103,9 @@ def test_overrides_are_type_checked() -> None:
         ("space: {width_ratios: [0, 1]}", "space.width_ratios"),
         ("space: {depth: 3}", "space.depth must be true or false"),
         ("data: {input_shape: [1, 28]}", "data.input_shape must be a list of 3 values"),
+        ("data: {download: 1}", "data.download must be true or false, but got 1"),
+        ("data: {num_workers: -1}", "data.num_workers must be an int >= 0"),
+        ("data: {num_workers: 2.5}", "data.num_workers must be an int or null, but got 2.5"),
         ("budgets: [2gflop]", "unknown unit"),
         ("model: [1, 2]", "model must be a mapping"),
         ("model: {name: resnet20", "not valid YAML at line"),

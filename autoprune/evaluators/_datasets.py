@@ -1,15 +1,24 @@
-"""Dataset registry, IDX reader, Fashion-MNIST and a synthetic data set for tests.
+"""Dataset registry, IDX and pickle readers, Fashion-MNIST and a synthetic data set for tests.
 
 Images are kept as ``uint8`` tensors ``N x C x H x W`` (Fashion-MNIST's 60,000 training images
 take 47 MB that way); the trainer converts each batch to float and normalises it with the
 training split's per-channel mean and standard deviation stored on :class:`DatasetSplits`.
+
+The other registered data sets live in their own modules: ``mnist`` (``_mnist.py``),
+``cifar10`` and ``cifar100`` (``_cifar.py``) and ``imagefolder`` (``_imagefolder.py``).
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import inspect
+import io
 import logging
 import math
+import os
+import pickle
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +29,16 @@ import torch
 from autoprune.errors import ConfigError, DataError, UnknownNameError
 
 __all__ = [
+    "LOADER_OPTIONS",
     "DatasetSplits",
     "RawDataset",
     "Split",
+    "cache_home",
+    "data_home",
     "list_datasets",
     "load_dataset",
     "read_idx",
+    "read_pickle",
     "register_dataset",
 ]
 
@@ -136,15 +149,32 @@ class DatasetSplits:
         return getattr(self, name)
 
 
-DatasetLoader = Callable[[Path | None], RawDataset]
-_REGISTRY: dict[str, DatasetLoader] = {}
+DatasetLoader = Callable[..., RawDataset]
+
+#: Keyword-only options :func:`load_dataset` passes to a loader that declares them:
+#: ``download`` (fetch missing files from the network), ``input_shape`` (``(C, H, W)`` to decode
+#: to, for loaders whose images have no fixed size), ``num_workers`` (decoding processes) and
+#: ``cache_dir`` (where decoded images are kept between loads).
+LOADER_OPTIONS = ("download", "input_shape", "num_workers", "cache_dir")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    loader: DatasetLoader
+    options: frozenset[str]
+
+
+_REGISTRY: dict[str, _Entry] = {}
 
 
 def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Register a loader ``fn(root: Path | None) -> RawDataset`` under ``name``.
+    """Register a loader ``fn(root: Path | None, *, <options>) -> RawDataset`` under ``name``.
 
     ``root`` is the folder the user configured (``data.root``), or ``None`` for the loader's
-    default. The name is the one used in Python, YAML and on the command line.
+    default. A loader may declare any of :data:`LOADER_OPTIONS` as keyword-only parameters;
+    :func:`load_dataset` passes it those and no others. A loader that does not declare
+    ``download`` cannot download, and asking it to is a :class:`ConfigError`. The name is the
+    one used in Python, YAML and on the command line.
 
     Example:
         >>> @register_dataset("tiny-zeros")
@@ -157,16 +187,27 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """
 
     def decorator(fn: DatasetLoader) -> DatasetLoader:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
+        if name in _REGISTRY and _REGISTRY[name].loader is not fn:
             raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = fn
+        params = inspect.signature(fn).parameters
+        options = frozenset(
+            o
+            for o in LOADER_OPTIONS
+            if o in params and params[o].kind is inspect.Parameter.KEYWORD_ONLY
+        )
+        _REGISTRY[name] = _Entry(loader=fn, options=options)
         return fn
 
     return decorator
 
 
 def list_datasets() -> list[str]:
-    """Names of the registered data sets, sorted, e.g. ``['fashion-mnist', 'synthetic']``."""
+    """Names of the registered data sets, sorted.
+
+    Example:
+        >>> list_datasets()  # doctest: +SKIP
+        ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'mnist', 'synthetic']
+    """
     return sorted(_REGISTRY)
 
 
@@ -176,6 +217,10 @@ def load_dataset(
     root: str | Path | None = None,
     val_samples: int = 5000,
     seed: int = 0,
+    download: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
+    num_workers: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> DatasetSplits:
     """Load data set ``name`` and split it into train / val / test.
 
@@ -189,11 +234,19 @@ def load_dataset(
         root: Folder holding the files (``None``: the data set's default location).
         val_samples: Images carved out of the training set for validation (>= 1).
         seed: Seed of the validation permutation.
+        download: Let the loader fetch missing files from the network (``cifar10`` and
+            ``cifar100`` can); never without it.
+        input_shape: ``(C, H, W)`` in pixels to decode images to, for data sets whose images
+            have no fixed size (``imagefolder``); the others keep their published shape.
+        num_workers: Processes that decode images (``imagefolder``); ``None``: ``min(4, CPUs)``.
+        cache_dir: Where decoded images are cached (``imagefolder``); ``None``:
+            ``~/.cache/autoprune/imagefolder`` (under ``$XDG_CACHE_HOME`` when set).
 
     Raises:
         UnknownNameError: ``name`` is not registered.
         DataError: The files are missing or malformed.
-        ConfigError: ``val_samples`` is out of range.
+        ConfigError: ``val_samples`` is out of range, or ``download`` is asked of a data set
+            that cannot download.
 
     Example:
         >>> d = load_dataset("fashion-mnist", val_samples=5000, seed=0)  # doctest: +SKIP
@@ -202,7 +255,21 @@ def load_dataset(
     """
     if name not in _REGISTRY:
         raise UnknownNameError("dataset", name, list(_REGISTRY))
-    raw = _REGISTRY[name](None if root is None else Path(root))
+    entry = _REGISTRY[name]
+    if download and "download" not in entry.options:
+        can = [n for n, e in sorted(_REGISTRY.items()) if "download" in e.options]
+        raise ConfigError(
+            f"data set {name!r} cannot be downloaded, but data.download is true; set "
+            f"data.download: false (data sets that download: {', '.join(can) or 'none'})"
+        )
+    offered: dict[str, object] = {
+        "download": download,
+        "input_shape": input_shape,
+        "num_workers": num_workers,
+        "cache_dir": None if cache_dir is None else Path(cache_dir),
+    }
+    options = {k: v for k, v in offered.items() if k in entry.options}
+    raw = entry.loader(None if root is None else Path(root), **options)
     n = len(raw.train)
     if (
         isinstance(val_samples, bool)
@@ -244,6 +311,27 @@ def load_dataset(
     return splits
 
 
+def _xdg_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def data_home() -> Path:
+    """Default folder of downloadable data sets: ``~/.cache/autoprune/data``.
+
+    Under ``$XDG_CACHE_HOME`` when that is set; ``cifar10`` looks for
+    ``<data_home>/cifar-10-batches-py`` there when ``data.root`` is ``null``.
+    """
+    return _xdg_cache() / "autoprune" / "data"
+
+
+def cache_home() -> Path:
+    """Default folder of decoded-image caches: ``~/.cache/autoprune/imagefolder``.
+
+    Under ``$XDG_CACHE_HOME`` when that is set; safe to delete (a cache is rebuilt on demand).
+    """
+    return _xdg_cache() / "autoprune" / "imagefolder"
+
+
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of ``uint8`` images, with pixels scaled to [0, 1]."""
     c = images.shape[1]
@@ -251,6 +339,77 @@ def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float
     mean = x.mean(dim=1)
     std = x.std(dim=1).clamp_min(1e-6)  # a constant channel must not divide by zero
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+# --- pickles -----------------------------------------------------------------------------------
+
+# What a pickled numpy array needs, as numpy 1 (Python 2 era: CIFAR, deeplearning.net's MNIST)
+# and numpy 2 write it: the array reconstructor, ndarray, dtype, scalars, and `_codecs.encode`,
+# which protocol 2 uses for bytes under Python 3. The reconstructors are taken from numpy's own
+# reduce tuples, so they are the current numpy's functions whatever module path the file names.
+_PICKLE_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+    **{
+        (f"{package}.{module}", name): function
+        for package in ("numpy.core", "numpy._core")
+        for module, name, function in (
+            ("multiarray", "_reconstruct", np.zeros(1).__reduce__()[0]),
+            ("multiarray", "scalar", np.float64(0).__reduce__()[0]),
+            ("numeric", "_frombuffer", np.zeros(1).__reduce_ex__(5)[0]),
+        )
+    },
+}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts, lists, strings and numbers, and refuses anything else."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"refused to load global {module}.{name}") from None
+
+
+def read_pickle(path: str | Path) -> object:
+    """Read a (gzip-compressed or plain) pickle of numpy arrays, lists, dicts and strings.
+
+    Strings that Python 2 wrote are decoded as latin-1, as torchvision does for CIFAR. Unlike
+    :func:`pickle.load` it runs no code: a pickle that names any other global (a class, a
+    function) is refused, so a data folder from elsewhere cannot execute anything.
+
+    Raises:
+        DataError: The file is unreadable, not a pickle, or names a global other than numpy's
+            array reconstruction; the message names the file.
+
+    Example:
+        >>> path = data_home() / "cifar-10-batches-py" / "test_batch"
+        >>> batch = read_pickle(path)  # doctest: +SKIP
+        >>> batch["data"].shape, len(batch["labels"])  # doctest: +SKIP
+        ((10000, 3072), 10000)
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except _RefusedGlobal as exc:
+        raise DataError(
+            f"cannot load pickle {str(path)!r}: {exc}; only numpy arrays, lists, dicts and "
+            f"strings are loaded (a pickle can run code), replace the file"
+        ) from None
+    except (pickle.UnpicklingError, OSError, EOFError, zlib.error, ValueError, TypeError) as exc:
+        raise DataError(
+            f"cannot read pickle {str(path)!r}: {type(exc).__name__}: {exc}; the file is "
+            f"truncated or corrupt, replace it"
+        ) from None
 
 
 # --- IDX ---------------------------------------------------------------------------------------
@@ -361,7 +520,11 @@ def _read_idx_split(root: Path, prefix: str, num_classes: int) -> Split:
 
 @register_dataset("fashion-mnist")
 def _fashion_mnist(root: Path | None) -> RawDataset:
-    """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grey 28x28 images, 10 classes."""
+    """Fashion-MNIST (Xiao et al., 2017): 60,000 + 10,000 grey 28x28 images, 10 classes.
+
+    Source: Zalando Research, https://github.com/zalandoresearch/fashion-mnist, MIT licence;
+    read from the IDX files of Debian's ``dataset-fashion-mnist`` (or ``root``).
+    """
     root = FASHION_MNIST_ROOT if root is None else root
     return RawDataset(
         train=_read_idx_split(root, "train", 10),
@@ -382,6 +545,8 @@ _SYNTHETIC_SEED = 1234
 @register_dataset("synthetic")
 def _synthetic(root: Path | None) -> RawDataset:
     """Deterministic 1x28x28 images in 10 classes: 2,000 train, 500 test; for tests.
+
+    Source: generated here from a fixed seed; no files, no licence.
 
     Each class has a smooth random mean pattern (a shared 7x7 background plus a class-specific
     deviation, upsampled to 28x28); an image is its class pattern, randomly shifted by up to 2

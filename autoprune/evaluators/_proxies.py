@@ -51,7 +51,9 @@ def log_synflow(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
         output = model(torch.ones((1, *input_shape), dtype=torch.float64))
         output.sum().backward()
         score = sum(
-            float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None
+            float((p.detach() * p.grad).abs().sum())
+            for p in model.parameters()
+            if p.grad is not None
         )
     finally:
         model.zero_grad(set_to_none=True)

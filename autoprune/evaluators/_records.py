@@ -146,7 +146,15 @@ class EvalResult:
         samples: Training images actually used per epoch (``fidelity.samples`` resolved against
             the size of the training split).
         seed: Seed of the subset choice, the shuffling and any randomness inside the model.
-        train_loss: Mean cross-entropy over the last epoch (nats).
+        train_loss: Mean training loss over the last epoch (nats; cross-entropy, or the
+            distillation loss when distilled).
+        evaluator: The evaluator that produced the result (``"scratch-e"``, ``"scratch-b"``,
+            ``"finetune"``, ``"distill"`` or ``"proxy"``).
+        metric: What ``accuracy`` holds: ``"accuracy"`` (top-1, a fraction) for every
+            evaluator that trains; the proxy's name (``"log_synflow"``, ``"naswot"``) for the
+            zero-cost proxy evaluator, whose score is not a fraction.
+        intermediate: Validation accuracy after each epoch before the last, when it was
+            measured (multi-objective early stopping reads it); empty otherwise.
 
     Example:
         >>> r = EvalResult(accuracy=0.871, split="val", fidelity=Fidelity(samples=20000, epochs=2),
@@ -166,19 +174,26 @@ class EvalResult:
     samples: int
     seed: int
     train_loss: float
+    evaluator: str = "scratch-e"
+    metric: str = "accuracy"
+    intermediate: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         assert self.split in _SPLITS, self.split
         object.__setattr__(self, "input_hw", (int(self.input_hw[0]), int(self.input_hw[1])))
+        object.__setattr__(self, "intermediate", tuple(float(a) for a in self.intermediate))
 
     @property
     def label(self) -> str:
         """Human-readable summary, e.g. ``'val acc 87.10% (20000 samples x 2 epochs @ 28x28)'``."""
-        samples = f"{self.samples} samples"
         h, w = self.input_hw
+        if self.metric != "accuracy":
+            return f"{self.metric} {self.accuracy:.4g} (at initialisation @ {h}x{w})"
+        samples = f"{self.samples} samples"
+        how = "" if self.evaluator == "scratch-e" else f", {self.evaluator}"
         return (
             f"{self.split} acc {100 * self.accuracy:.2f}% "
-            f"({samples} x {self.epochs} epochs @ {h}x{w})"
+            f"({samples} x {self.epochs} epochs @ {h}x{w}{how})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +201,7 @@ class EvalResult:
         out = dataclasses.asdict(self)
         out["fidelity"] = self.fidelity.to_dict()
         out["input_hw"] = list(self.input_hw)
+        out["intermediate"] = list(self.intermediate)
         return out
 
     @classmethod
@@ -195,4 +211,5 @@ class EvalResult:
         fields = dict(data)
         fields["fidelity"] = Fidelity.from_dict(fields["fidelity"])
         fields["input_hw"] = tuple(fields["input_hw"])
+        fields["intermediate"] = tuple(fields.get("intermediate", ()))
         return cls(**fields)

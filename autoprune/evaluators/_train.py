@@ -1,9 +1,11 @@
-"""Training from scratch at a fidelity, and top-1 evaluation.
+"""Training at a fidelity, optionally distilled from a teacher, and top-1 evaluation.
 
-Each candidate is trained from a fresh initialisation (Liu et al., *Rethinking the Value of
-Network Pruning*, ICLR 2019: the pruned architecture, not the inherited weights, is what
-matters), with SGD + Nesterov momentum and a one-cycle learning-rate schedule (Smith & Topin,
-2019) stepped once per batch.
+:func:`train_model` trains whatever model it is given: a fresh initialisation (Liu et al.,
+*Rethinking the Value of Network Pruning*, ICLR 2019: the pruned architecture, not the inherited
+weights, is what matters) or weights inherited from a trained base (the fine-tune baseline).
+SGD + Nesterov momentum under a one-cycle learning-rate schedule (Smith & Topin, 2019) stepped
+once per batch; with a :class:`Distillation`, the loss is Hinton et al.'s (2015) softened-target
+loss against a teacher; on CUDA, under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +25,7 @@ from autoprune.errors import ConfigError
 from autoprune.evaluators._datasets import DatasetSplits, Split
 from autoprune.evaluators._records import EvalResult, Fidelity, SplitName
 
-__all__ = ["TrainingDiverged", "evaluate_accuracy", "train_from_scratch"]
+__all__ = ["Distillation", "EpochHook", "TrainingDiverged", "evaluate_accuracy", "train_model"]
 
 _logger = logging.getLogger("autoprune.evaluators.train")
 
@@ -49,6 +53,57 @@ class TrainingDiverged(Exception):
             f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1} "
             f"(lr {lr:.4g}); lower lr or check the model's initialisation"
         )
+
+
+#: Called after every epoch but the last as ``hook(epoch, epochs, accuracy)``: the epoch just
+#: finished (1-based), the epochs planned, and the validation accuracy (a fraction) reached so
+#: far. It may raise to stop the training (early stopping); the exception propagates.
+EpochHook = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation from a trained teacher (Hinton, Vinyals & Dean, 2015).
+
+    The loss is ``weight * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - weight) * CE(s, y)``
+    for student logits ``s``, teacher logits ``t`` and labels ``y``: the ``T**2`` keeps the soft
+    term's gradients on the scale of the hard one's as ``T`` changes. The teacher sees the same
+    (normalised, resized) batch as the student, in evaluation mode and without gradients.
+
+    Attributes:
+        teacher: The trained network whose softened outputs the student learns from.
+        temperature: Softening temperature ``T`` (> 0); 1 leaves the teacher's probabilities
+            as they are, larger spreads them over the wrong classes.
+        weight: Share of the soft-target term in the loss, in [0, 1].
+    """
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    weight: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(
+                f"distillation temperature must be a positive number, but got "
+                f"{self.temperature!r}; use e.g. 4"
+            )
+        if not (math.isfinite(self.weight) and 0 <= self.weight <= 1):
+            raise ConfigError(
+                f"distillation weight must be in [0, 1], but got {self.weight!r}; use e.g. 0.9"
+            )
+
+    def loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """The distillation loss of one batch (nats), from both networks' logits."""
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(student / t, dim=1),
+            F.log_softmax(teacher / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return self.weight * t * t * soft + (1 - self.weight) * F.cross_entropy(student, labels)
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -116,7 +171,7 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return chunks
 
 
-def train_from_scratch(
+def train_model(
     model: nn.Module,
     data: DatasetSplits,
     *,
@@ -126,10 +181,14 @@ def train_from_scratch(
     lr: float = 0.1,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    distillation: Distillation | None = None,
+    on_epoch: EpochHook | None = None,
+    evaluator: str = "scratch-e",
     progress: bool = False,
     device: str | torch.device | None = None,
+    amp: bool | None = None,
 ) -> EvalResult:
-    """Train a freshly initialised ``model`` in place, then measure its validation accuracy.
+    """Train ``model`` in place, then measure its validation accuracy.
 
     Uses ``fidelity.samples`` training images (a subset drawn with ``seed``; all when ``None``
     or larger than the split), reshuffled each epoch with ``seed``, for ``fidelity.epochs``
@@ -143,16 +202,24 @@ def train_from_scratch(
     evaluation mode.
 
     Args:
-        model: Freshly initialised network taking ``input_shape`` images, returning logits.
+        model: Network taking ``input_shape`` images and returning logits: freshly initialised
+            (training from scratch) or with inherited weights (fine-tuning).
         data: Splits from :func:`load_dataset`; trains on ``train``, evaluates on ``val``.
         fidelity: Samples, epochs, resolution scale and batch size.
         input_shape: The candidate's deploy input shape ``(C, H, W)`` in pixels.
         seed: Seed of the subset, the shuffling and the model's own randomness.
         lr: Peak learning rate of the one-cycle schedule.
         momentum: SGD momentum (Nesterov); constant, not cycled.
-        weight_decay: L2 penalty applied by SGD to every parameter.
+        weight_decay: L2 penalty applied by SGD to every parameter but the learned step sizes
+            of fake quantization (``act_step``).
+        distillation: Learn from a teacher's softened outputs as well as the labels.
+        on_epoch: Called after every epoch but the last with the epoch (1-based), the epochs
+            planned and the validation accuracy so far (which costs one pass over the
+            validation split); an exception it raises stops the training and propagates.
+        evaluator: Name recorded on the result (see :class:`EvalResult`).
         progress: Show a tqdm bar over the training batches (removed when done).
         device: Where to train; ``None`` picks CUDA when available, else the CPU.
+        amp: Train under bfloat16 autocast; ``None`` means on CUDA only.
 
     Returns:
         The validation accuracy with its fidelity, resolution, time and throughput.
@@ -166,8 +233,8 @@ def train_from_scratch(
         >>> data = load_dataset("synthetic", val_samples=500, seed=0)
         >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
         ...                     nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
-        >>> r = train_from_scratch(net, data, fidelity=Fidelity(samples=1000, epochs=2),
-        ...                        input_shape=(1, 28, 28), seed=0, device="cpu")
+        >>> r = train_model(net, data, fidelity=Fidelity(samples=1000, epochs=2),
+        ...                 input_shape=(1, 28, 28), seed=0, device="cpu")
         >>> r.split, r.samples, r.input_hw
         ('val', 1000, (28, 28))
     """
@@ -175,6 +242,7 @@ def train_from_scratch(
     deploy_hw = _check_shape(data, input_shape)
     hw = fidelity.train_hw(deploy_hw)
     dev = _resolve_device(device)
+    use_amp = dev.type == "cuda" if amp is None else bool(amp)
     train = data.train
     n_all = len(train)
     n = n_all if fidelity.samples is None else min(fidelity.samples, n_all)
@@ -186,7 +254,11 @@ def train_from_scratch(
             n_all,
             n_all,
         )
+    teacher = None
+    if distillation is not None:
+        teacher = distillation.teacher.to(dev).eval()
     fork_devices = [dev] if dev.type == "cuda" else []
+    intermediate: list[float] = []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -201,8 +273,12 @@ def train_from_scratch(
         ]
         total_steps = sum(len(plan) for plan in epoch_plans)
         model.to(dev)
+        # Learned quantizer step sizes (LSQ's ``act_step``) are ranges, not weights: no decay.
+        steps = [p for n, p in model.named_parameters() if n.endswith("act_step")]
+        weights = [p for n, p in model.named_parameters() if not n.endswith("act_step")]
+        groups = [{"params": weights}] + ([{"params": steps, "weight_decay": 0.0}] if steps else [])
         optimizer = torch.optim.SGD(
-            model.parameters(),
+            groups,
             lr=lr,
             momentum=momentum,
             nesterov=True,
@@ -212,18 +288,20 @@ def train_from_scratch(
             optimizer, max_lr=lr, total_steps=total_steps, cycle_momentum=False
         )
         _logger.debug(
-            "training %s on %s: %s, %d steps, lr %g",
+            "training %s on %s: %s, %d steps, lr %g%s",
             type(model).__name__,
             dev,
             fidelity.describe(deploy_hw),
             total_steps,
             lr,
+            "" if distillation is None else f", distilled at T={distillation.temperature:g}",
         )
         bar = tqdm(total=total_steps, desc="train", unit="batch", leave=False, disable=not progress)
         model.train()
         step = 0
         seen = 0
         epoch_loss = 0.0
+        seconds = 0.0
         start = time.perf_counter()
         try:
             for epoch, plan in enumerate(epoch_plans):
@@ -232,7 +310,15 @@ def train_from_scratch(
                 for i, idx in enumerate(plan):
                     idx = idx.to(dev)
                     x = _prepare(images[idx], mean, std, hw)
-                    loss = F.cross_entropy(model(x), labels[idx])
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                        logits = model(x)
+                        if teacher is None:
+                            loss = F.cross_entropy(logits, labels[idx])
+                        else:
+                            assert distillation is not None
+                            with torch.no_grad():
+                                target = teacher(x)
+                            loss = distillation.loss(logits.float(), target.float(), labels[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -261,9 +347,23 @@ def train_from_scratch(
                         lr=optimizer.param_groups[0]["lr"],
                     )
                 _logger.debug("epoch %d/%d: loss %.4f", epoch + 1, fidelity.epochs, epoch_loss)
+                if on_epoch is not None and epoch + 1 < fidelity.epochs:
+                    seconds += time.perf_counter() - start  # evaluation is not training time
+                    accuracy = evaluate_accuracy(
+                        model,
+                        data,
+                        split="val",
+                        input_shape=input_shape,
+                        resolution_scale=fidelity.resolution_scale,
+                        device=dev,
+                    )
+                    intermediate.append(accuracy)
+                    model.train()
+                    on_epoch(epoch + 1, fidelity.epochs, accuracy)
+                    start = time.perf_counter()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            seconds = time.perf_counter() - start
+            seconds += time.perf_counter() - start
         finally:
             bar.close()
 
@@ -286,6 +386,8 @@ def train_from_scratch(
         samples=n,
         seed=seed,
         train_loss=epoch_loss,
+        evaluator=evaluator,
+        intermediate=tuple(intermediate),
     )
     _logger.debug("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
     return result

@@ -2,8 +2,10 @@
 
 params -> :class:`~autoprune.spaces.Candidate` -> compact ``nn.Module`` (fresh init) -> exact
 costs at the deploy shape -> latency and energy on the target -> budget gate (over budget:
-recorded infeasible, never trained) -> training from scratch at the configured fidelity ->
-(validation accuracy, latency_ms, energy_mj).
+recorded infeasible, never trained) -> the run's evaluator (training from scratch at the
+configured fidelity by default; see :mod:`autoprune.evaluators`) -> (validation accuracy,
+latency_ms, energy_mj). The reference trial (the unpruned base) is the run's trained base model,
+which the fine-tune and distillation evaluators start from.
 
 Everything a trial establishes is written to the trial's user attributes, so the study storage
 alone is the record of a run; the trained weights go to ``trials/NNNN/model.pt``.
@@ -26,8 +28,20 @@ import optuna
 import torch
 
 from autoprune.config import Budget, Config
-from autoprune.evaluators import DatasetSplits, Fidelity, load_dataset, train_from_scratch
+from autoprune.evaluators import (
+    DatasetSplits,
+    EpochHook,
+    TrainedBase,
+    create_evaluator,
+    load_dataset,
+)
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
+from autoprune.search._early_stopping import (
+    CURVE_KEY,
+    DominanceStopper,
+    EarlyStopped,
+    peers_at,
+)
 from autoprune.search._repair import repair
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
@@ -245,13 +259,31 @@ class CandidateObjective:
         self.profile = profile
         self.run_dir = run_dir
         self.progress = progress
-        self.fidelity = Fidelity(
-            samples=config.training.samples,
-            epochs=config.training.epochs,
-            resolution_scale=config.training.resolution_scale,
-            batch_size=config.training.batch_size,
-        )
         self._data: DatasetSplits | None = None
+        base = space.largest()
+        self.base = TrainedBase(
+            base,
+            data=lambda: self.data,
+            training=config.training,
+            seed=candidate_seed(base, config.search.seed),
+            folder=run_dir / "base",
+            progress=progress,
+        )
+        search = config.search
+        self.stopper = (
+            DominanceStopper(
+                margin=search.early_stopping_margin, min_trials=search.early_stopping_min_trials
+            )
+            if search.early_stopping == "dominated"
+            else None
+        )
+        self.evaluator = create_evaluator(
+            config.evaluator,
+            data=lambda: self.data,
+            training=config.training,
+            base=self.base,
+            progress=progress,
+        )
 
     @property
     def data(self) -> DatasetSplits:
@@ -262,6 +294,9 @@ class CandidateObjective:
                 root=self.config.data.root,
                 val_samples=self.config.data.val_samples,
                 seed=self.config.search.seed,
+                download=self.config.data.download,
+                input_shape=self.config.data.input_shape,
+                num_workers=self.config.data.num_workers,
             )
         return self._data
 
@@ -273,6 +308,8 @@ class CandidateObjective:
     def __call__(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
         try:
             return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -328,36 +365,59 @@ class CandidateObjective:
             trial.set_user_attr("cached_from", cached.number)
             return float(cached.user_attrs["accuracy"]), latency, energy
 
-        seed = candidate_seed(candidate, self.config.search.seed)
-        model = build_model(candidate, seed=seed)
         started = time.perf_counter()
-        result = train_from_scratch(
-            model,
-            self.data,
-            fidelity=self.fidelity,
-            input_shape=candidate.input_shape,
-            seed=seed,
-            lr=self.config.training.lr,
-            momentum=self.config.training.momentum,
-            weight_decay=self.config.training.weight_decay,
-            progress=self.progress,
-        )
+        if self.evaluator.name != "proxy" and self.base.is_base(candidate):
+            model, result = self.base.get()
+        else:
+            seed = candidate_seed(candidate, self.config.search.seed)
+            try:
+                model, result = self.evaluator.evaluate(
+                    candidate, seed=seed, on_epoch=self._epoch_hook(trial, values)
+                )
+            except EarlyStopped as stop:
+                trial.set_user_attr("trained", False)
+                trial.set_user_attr("accuracy", stop.accuracy)
+                trial.set_user_attr(
+                    "stopped_early", {"epoch": stop.epoch, "epochs": stop.epochs, "by": stop.by}
+                )
+                _logger.info("trial %d: candidate %s %s", trial.number, candidate.hash, stop)
+                raise optuna.TrialPruned(str(stop)) from None
         folder = trial_dir(self.run_dir, trial.number)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), folder / "model.pt")
         trial.set_user_attr("trained", True)
         trial.set_user_attr("eval", result.to_dict())
         trial.set_user_attr("accuracy", result.accuracy)
-        trial.set_user_attr("fidelity", self.fidelity.describe(candidate.input_shape[1:]))
+        if result.intermediate:
+            trial.set_user_attr(
+                CURVE_KEY, {"epochs": result.epochs, "accuracy": list(result.intermediate)}
+            )
+        trial.set_user_attr("fidelity", result.fidelity.describe(candidate.input_shape[1:]))
         _logger.info(
-            "trial %d: candidate %s reached %.2f %% %s accuracy in %.0f s",
+            "trial %d: candidate %s: %s in %.0f s",
             trial.number,
             candidate.hash,
-            100 * result.accuracy,
-            result.split,
+            result.label,
             time.perf_counter() - started,
         )
         return float(result.accuracy), latency, energy
+
+    def _epoch_hook(self, trial: ObjectiveTrial, costs: dict[str, Any]) -> EpochHook | None:
+        """The early-stopping check after each epoch, or ``None`` when the run has none."""
+        stopper = self.stopper
+        if stopper is None:
+            return None
+        curve: list[float] = []
+
+        def after_epoch(epoch: int, epochs: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            trial.set_user_attr(CURVE_KEY, {"epochs": epochs, "accuracy": list(curve)})
+            peers = peers_at(trial.study, epoch=epoch, epochs=epochs, exclude=trial.number)
+            by = stopper.dominating(peers, accuracy=accuracy, costs=costs)
+            if by is not None:
+                raise EarlyStopped(epoch=epoch, epochs=epochs, accuracy=accuracy, by=by)
+
+        return after_epoch
 
     @staticmethod
     def _trained_before(

@@ -130,8 +130,11 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     )
     trial.set_user_attr("ray", worker)
     values: Sequence[float] | None
+    pruned = False
     try:
         values = _objective_for(job)(trial)
+    except optuna.TrialPruned:  # stopped early: its attributes say why
+        values, pruned = None, True
     except Exception:  # recorded as the trial's `error` by the objective
         _logger.warning("trial %d failed: %s", number, trial.user_attrs.get("error"))
         values = None
@@ -140,7 +143,8 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
         if values is None
         else dict(zip(_METRICS, values, strict=True))
     )
-    tune.report({**metrics, RECORDING_KEY: json.dumps(trial.recording(values))})
+    recording = {**trial.recording(values), "pruned": pruned}
+    tune.report({**metrics, RECORDING_KEY: json.dumps(recording)})
 
 
 class StudySearch(OptunaSearch):
@@ -194,9 +198,10 @@ class StudySearch(OptunaSearch):
             return
         trial = self._ot_trials[trial_id]
         recording = (result or {}).get(RECORDING_KEY)
-        values = None
+        values, pruned = None, False
         if recording is not None:
-            values = apply_recording(trial, json.loads(recording))
+            recorded = json.loads(recording)
+            values, pruned = apply_recording(trial, recorded), bool(recorded.get("pruned"))
         elif error:
             trial.set_user_attr(
                 "error",
@@ -208,7 +213,9 @@ class StudySearch(OptunaSearch):
             trial.set_user_attr("interrupted", True)
             self.interrupted += 1
         state = optuna.trial.TrialState.COMPLETE
-        if values is None:
+        if pruned:
+            state = optuna.trial.TrialState.PRUNED
+        elif values is None:
             state = optuna.trial.TrialState.FAIL
         frozen = self._ot_study.tell(trial, values, state=state)
         self._completed_trials.add(trial_id)

@@ -16,7 +16,9 @@ class TrialRecord:
     Costs carry their unit in their names (``macs``, ``size_bytes``, ``latency_ms``,
     ``energy_mj``); hardware figures carry their source (``measured`` or ``estimated``); the
     accuracy carries its split and training fidelity. ``accuracy`` is ``None`` for a candidate
-    that was over budget and therefore never trained.
+    that was over budget and therefore never trained; under the ``proxy`` evaluator it holds the
+    proxy's score (``metric`` names it), not a fraction; for a trial stopped early (``pruned``)
+    it is the validation accuracy at the epoch it stopped.
 
     Example:
         >>> record.accuracy, record.fidelity, record.latency_ms, record.latency_source
@@ -46,6 +48,9 @@ class TrialRecord:
     cached_from: int | None = None
     error: str | None = None
     repair_steps: int | None = None  # shrink steps that fitted the proposal to the budgets
+    evaluator: str | None = None  # scratch-e, scratch-b, finetune, distill or proxy
+    metric: str = "accuracy"  # what `accuracy` holds: a fraction, or a proxy's score
+    stopped_early: dict[str, int] | None = None  # {"epoch", "epochs", "by"} of a pruned trial
 
     @property
     def resolution(self) -> str | None:

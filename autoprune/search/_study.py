@@ -71,9 +71,9 @@ STUDY_NAME = "autoprune"
 HYPERVOLUME_KEY = "hypervolume_reference"
 # Keys that may change between invocations on one run directory without making it another run.
 #: Settings a run may continue under with another value: how long it goes on, where and how
-#: many at once its trials run, and how much tuning and waiting a measurement gets (a larger
+#: many at once its trials run, how much tuning and waiting a measurement gets (a larger
 #: tuning budget tunes the shared kernels further; latencies measured before keep the budget
-#: they had, recorded with them).
+#: they had, recorded with them), and how the data are fetched and decoded (not what they are).
 _RESUMABLE_KEYS = {
     ("search", "trials"),
     ("search", "timeout_s"),
@@ -84,6 +84,8 @@ _RESUMABLE_KEYS = {
     ("search", "max_failures"),
     ("hardware", "tuning_trials_per_task"),
     ("hardware", "measure_timeout_s"),
+    ("data", "download"),
+    ("data", "num_workers"),
 }
 
 
@@ -355,6 +357,9 @@ def run_search(
         root=config.data.root,
         val_samples=config.data.val_samples,
         seed=config.search.seed,
+        download=config.data.download,
+        input_shape=config.data.input_shape,
+        num_workers=config.data.num_workers,
     )
     if tuple(data.input_shape[:1]) != (config.model.in_channels,):
         raise ConfigError(
@@ -424,7 +429,10 @@ def run_search(
                 bar.update(1)
                 trials = study.get_trials(deepcopy=False)
                 feasible = [t for t in trials if t.user_attrs.get("trained")]
-                if feasible:
+                if feasible and config.evaluator.name == "proxy":
+                    best = max(t.user_attrs["accuracy"] for t in feasible)
+                    bar.set_postfix(best_score=f"{best:.4g}", scored=len(feasible))
+                elif feasible:
                     best = max(t.user_attrs["accuracy"] for t in feasible)
                     history = hypervolume_history([_record(t, run_dir) for t in trials], reference)
                     bar.set_postfix(
@@ -505,7 +513,9 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
     The weights are the ones trained during the search, at the search fidelity, and the figure
     is labelled with that fidelity.
     """
-    pending = [r for r in members if r.trained and r.test_accuracy is None]
+    pending = [
+        r for r in members if r.trained and r.metric == "accuracy" and r.test_accuracy is None
+    ]
     if not pending:
         return
     data = load_dataset(
@@ -513,6 +523,9 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
         root=config.data.root,
         val_samples=config.data.val_samples,
         seed=config.search.seed,
+        download=config.data.download,
+        input_shape=config.data.input_shape,
+        num_workers=config.data.num_workers,
     )
     for record in tqdm(pending, desc="test split", unit="model", leave=False, disable=True):
         source = record.cached_from if record.cached_from is not None else record.number
@@ -580,6 +593,9 @@ def _record(trial: optuna.trial.FrozenTrial, run_dir: Path) -> TrialRecord:
         cached_from=attrs.get("cached_from"),
         error=error,
         repair_steps=attrs.get("repair_steps"),
+        evaluator=evaluation.get("evaluator"),
+        metric=evaluation.get("metric", "accuracy"),
+        stopped_early=attrs.get("stopped_early"),
     )
 
 
@@ -611,7 +627,8 @@ def load_hypervolume(
     """The run's hypervolume reference and ``(trial number, hypervolume)`` after each trial.
 
     ``records`` (from :func:`load_records`) saves reading them again. ``None`` for a run
-    created before autoprune tracked the hypervolume (no reference stored).
+    created before autoprune tracked the hypervolume (no reference stored), and for a run of the
+    ``proxy`` evaluator (its scores are not accuracies: the hypervolume's error axis is undefined).
     """
     study = _load_study(run_dir)
     stored = None if study is None else study.user_attrs.get(HYPERVOLUME_KEY)
@@ -619,4 +636,6 @@ def load_hypervolume(
         return None
     reference = HypervolumeReference.from_dict(stored)
     records = load_records(run_dir) if records is None else records
+    if any(r.metric != "accuracy" for r in records if r.accuracy is not None):
+        return None
     return reference, hypervolume_history(records, reference)

@@ -3,8 +3,10 @@
 The first stage of the data flow (DESIGN.md): a :class:`SearchSpace` over a registered base
 model turns a controller's ``params`` into a :class:`Candidate`; :func:`build_model` turns the
 candidate into a compact, freshly initialised ``nn.Module`` (width/depth surgery with
-Torch-Pruning, fake quantization for bit-widths below 32); :func:`count_costs` gives its exact
-MACs ("FLOPs" in this project), parameters and bytes at the deploy input shape.
+Torch-Pruning, fake quantization for bit-widths below 32), and :func:`inherit_weights` cuts the
+same network out of a trained base model instead (channels ranked by L1 norm, for fine-tuning);
+:func:`count_costs` gives its exact MACs ("FLOPs" in this project), parameters and bytes at the
+deploy input shape.
 
 Example:
     >>> from autoprune.spaces import SearchSpace, build_model, count_costs
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, LayerCost, count_costs
+from autoprune.spaces._inherit import inherit_weights
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._space import Decision, SearchSpace
 from autoprune.spaces._surgery import build_model
@@ -38,6 +41,7 @@ __all__ = [
     "build_model",
     "count_costs",
     "create_model",
+    "inherit_weights",
     "list_models",
     "register_model",
 ]

@@ -12,13 +12,16 @@ before the model has its final size:
 4. every parameter is then allocated and initialised from scratch with the model's own scheme
    (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
 5. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`).
+
+:func:`~autoprune.spaces.inherit_weights` (:mod:`._inherit`) shares steps 2, 3 and 5 but starts
+from trained weights and keeps the channels with the largest L1 norm instead.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -150,6 +153,92 @@ def _unknown(kind: str, names: list[str], valid: tuple[str, ...]) -> ConfigError
     return ConfigError(f"candidate names unknown {kind} {names}; valid {kind}s: {shown}")
 
 
+# Which channels of a channel group survive: ``keep(group, k)`` -> ``k`` sorted channel indices.
+KeepFn = Callable[[tp.Group, int], list[int]]
+
+
+def first_channels(group: tp.Group, kept: int) -> list[int]:
+    """The first ``kept`` channels (:func:`build_model` re-initialises them, so any are as good)."""
+    return list(range(kept))
+
+
+def shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: KeepFn) -> set[str]:
+    """Depth and width surgery on ``model`` (a base model) in place; returns the dropped blocks.
+
+    Raises:
+        ConfigError: the candidate names a group or stage the base model does not have, or a
+            count outside ``1..base``.
+    """
+    # Depth: keep the first k blocks of each stage.
+    stages = {s.name: s for s in base.stages}
+    dropped: set[str] = set()
+    for stage_name, kept in candidate.blocks:
+        stage = stages.get(stage_name)
+        if stage is None:
+            raise _unknown("stage", [stage_name], tuple(stages))
+        if not 1 <= kept <= stage.num_blocks:
+            raise ConfigError(
+                f"stage {stage_name!r} has {stage.num_blocks} blocks, but the candidate keeps "
+                f"{kept}; keep 1..{stage.num_blocks}"
+            )
+        for block in stage.blocks[kept:]:
+            _set_submodule(model, block, nn.Identity())
+            dropped.add(block)
+
+    # Width: prune every live group to its kept channel count.
+    base_groups = {g.name: g for g in base.groups}
+    wanted = dict(candidate.channels)
+    unknown = [n for n in wanted if n not in base_groups]
+    if unknown:
+        raise _unknown("channel group", unknown, tuple(base_groups))
+    for name, kept in wanted.items():
+        if kept > base_groups[name].channels:
+            raise ConfigError(
+                f"channel group {name!r} has {base_groups[name].channels} channels, but the "
+                f"candidate keeps {kept}; keep 1..{base_groups[name].channels}"
+            )
+    if any(kept < base_groups[n].channels for n, kept in wanted.items()):
+        # A group of the depth-reduced model is named after the base group holding its roots.
+        base_of_root = {r: g.name for g in base.groups for r in g.roots}
+        plan: list[tuple[tp.Group, list[int]]] = []
+        for info, group in _channel_groups(model, candidate.input_shape, base.classifier):
+            kept = wanted.get(base_of_root[info.name], info.channels)
+            if kept < info.channels:
+                plan.append((group, keep(group, kept)))
+        # Every group chooses before any is pruned, so a weight-based choice sees the unpruned
+        # weights of its coupled layers (the "independent" strategy of Li et al. 2017, Sec. 3.3).
+        for group, kept_idxs in plan:
+            assert len(set(kept_idxs)) == len(kept_idxs), "keep() returns distinct channels"
+            group.prune(sorted(set(range(len(group[0].idxs))) - set(kept_idxs)))
+    return dropped
+
+
+def quantize_layers(
+    model: nn.Module, candidate: Candidate, base: BaseAnalysis, dropped: set[str]
+) -> None:
+    """Wrap every kept layer with bit-widths below 32 in fake quantization, in place.
+
+    Raises:
+        ConfigError: the candidate gives bits for a layer the base model does not have.
+    """
+    wbits, abits = dict(candidate.weight_bits), dict(candidate.activation_bits)
+    layer_set = set(base.layers)
+    unknown = [n for n in {**wbits, **abits} if n not in layer_set]
+    if unknown:
+        raise _unknown("conv/linear layer", sorted(unknown), base.layers)
+    for name in base.layers:
+        w, a = wbits.get(name, FLOAT_BITS), abits.get(name, FLOAT_BITS)
+        if (w >= FLOAT_BITS and a >= FLOAT_BITS) or is_under(name, dropped):
+            continue
+        layer = model.get_submodule(name)
+        wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+        _set_submodule(
+            model,
+            name,
+            wrapper.from_float(layer, weight_bits=w, activation_bits=a),  # type: ignore[arg-type]
+        )
+
+
 def build_model(
     candidate: Candidate, *, seed: int | None = None, device: torch.device | str = "cpu"
 ) -> nn.Module:
@@ -183,42 +272,7 @@ def build_model(
         model = create_model(
             candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
         )
-
-    # Depth: keep the first k blocks of each stage.
-    stages = {s.name: s for s in base.stages}
-    dropped: set[str] = set()
-    for stage_name, kept in candidate.blocks:
-        stage = stages.get(stage_name)
-        if stage is None:
-            raise _unknown("stage", [stage_name], tuple(stages))
-        if not 1 <= kept <= stage.num_blocks:
-            raise ConfigError(
-                f"stage {stage_name!r} has {stage.num_blocks} blocks, but the candidate keeps "
-                f"{kept}; keep 1..{stage.num_blocks}"
-            )
-        for block in stage.blocks[kept:]:
-            _set_submodule(model, block, nn.Identity())
-            dropped.add(block)
-
-    # Width: prune every live group to its kept channel count.
-    base_groups = {g.name: g for g in base.groups}
-    wanted = dict(candidate.channels)
-    unknown = [n for n in wanted if n not in base_groups]
-    if unknown:
-        raise _unknown("channel group", unknown, tuple(base_groups))
-    for name, kept in wanted.items():
-        if kept > base_groups[name].channels:
-            raise ConfigError(
-                f"channel group {name!r} has {base_groups[name].channels} channels, but the "
-                f"candidate keeps {kept}; keep 1..{base_groups[name].channels}"
-            )
-    if any(kept < base_groups[n].channels for n, kept in wanted.items()):
-        # A group of the depth-reduced model is named after the base group holding its roots.
-        base_of_root = {r: g.name for g in base.groups for r in g.roots}
-        for info, group in _channel_groups(model, candidate.input_shape, base.classifier):
-            kept = wanted.get(base_of_root[info.name], info.channels)
-            if kept < info.channels:
-                group.prune(list(range(kept, info.channels)))
+    dropped = shrink(model, candidate, base, first_channels)
 
     # Fresh init, with the model's own scheme.
     if torch.device(device).type != "meta":
@@ -232,23 +286,7 @@ def build_model(
                     reset()  # PyTorch defaults for any layer the model's own init does not touch
             init_weights(model, candidate.model)
 
-    # Bit-widths: fake quantization below 32 bits.
-    wbits, abits = dict(candidate.weight_bits), dict(candidate.activation_bits)
-    layer_set = set(base.layers)
-    unknown = [n for n in {**wbits, **abits} if n not in layer_set]
-    if unknown:
-        raise _unknown("conv/linear layer", sorted(unknown), base.layers)
-    for name in base.layers:
-        w, a = wbits.get(name, FLOAT_BITS), abits.get(name, FLOAT_BITS)
-        if (w >= FLOAT_BITS and a >= FLOAT_BITS) or is_under(name, dropped):
-            continue
-        layer = model.get_submodule(name)
-        wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
-        _set_submodule(
-            model,
-            name,
-            wrapper.from_float(layer, weight_bits=w, activation_bits=a),  # type: ignore[arg-type]
-        )
+    quantize_layers(model, candidate, base, dropped)
     model.train()
     if torch.device(device).type not in ("cpu", "meta"):
         model.to(device)

@@ -13,7 +13,7 @@ from autoprune.evaluators import (
     TrainingDiverged,
     evaluate_accuracy,
     load_dataset,
-    train_from_scratch,
+    train_model,
 )
 
 SHAPE = (1, 28, 28)
@@ -43,7 +43,7 @@ def tiny_cnn(init_seed: int = 0) -> nn.Module:
 def test_training_beats_chance_clearly(data: DatasetSplits) -> None:
     model = tiny_cnn()
     untrained = evaluate_accuracy(model, data, split="val", input_shape=SHAPE)
-    result = train_from_scratch(
+    result = train_model(
         model, data, fidelity=Fidelity(samples=None, epochs=2), input_shape=SHAPE, seed=0
     )
     assert untrained < 0.3
@@ -60,7 +60,7 @@ def test_same_seed_same_result_and_other_seed_differs(data: DatasetSplits) -> No
     fidelity = Fidelity(samples=800, epochs=2, batch_size=64)
     models = [tiny_cnn(), tiny_cnn(), tiny_cnn()]
     results = [
-        train_from_scratch(m, data, fidelity=fidelity, input_shape=SHAPE, seed=s)
+        train_model(m, data, fidelity=fidelity, input_shape=SHAPE, seed=s)
         for m, s in zip(models, (7, 7, 8), strict=True)
     ]
     a, b, c = results
@@ -76,9 +76,7 @@ def test_caller_rng_state_is_left_alone(data: DatasetSplits) -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train_from_scratch(
-        model, data, fidelity=Fidelity(samples=100, epochs=1), input_shape=SHAPE, seed=5
-    )
+    train_model(model, data, fidelity=Fidelity(samples=100, epochs=1), input_shape=SHAPE, seed=5)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -102,7 +100,7 @@ def test_resolution_scaling_trains_and_evaluates_at_the_scaled_size(
 ) -> None:
     model = ShapeRecorder(tiny_cnn())
     fidelity = Fidelity(samples=None, epochs=2, resolution_scale=scale)
-    result = train_from_scratch(model, data, fidelity=fidelity, input_shape=input_shape, seed=0)
+    result = train_model(model, data, fidelity=fidelity, input_shape=input_shape, seed=0)
     assert model.shapes == {hw}
     assert result.input_hw == hw
     assert result.accuracy > 0.4  # still learns at the other resolution
@@ -112,7 +110,7 @@ def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptu
     calls: list[int] = []
     model = tiny_cnn()
     model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
-    result = train_from_scratch(
+    result = train_model(
         model,
         data,
         fidelity=Fidelity(samples=250, epochs=2, batch_size=100),
@@ -123,7 +121,7 @@ def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptu
     assert calls == [100, 100, 50, 100, 100, 50, 500]
     assert result.samples == 250
     with caplog.at_level(logging.WARNING, logger="autoprune.evaluators"):
-        clamped = train_from_scratch(
+        clamped = train_model(
             tiny_cnn(), data, fidelity=Fidelity(samples=10**6, epochs=1), input_shape=SHAPE, seed=0
         )
     assert clamped.samples == len(data.train)
@@ -134,7 +132,7 @@ def test_a_final_batch_of_one_image_is_skipped(data: DatasetSplits) -> None:
     calls: list[int] = []
     model = tiny_cnn()
     model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
-    train_from_scratch(
+    train_model(
         model,
         data,
         fidelity=Fidelity(samples=65, epochs=1, batch_size=32),
@@ -146,7 +144,7 @@ def test_a_final_batch_of_one_image_is_skipped(data: DatasetSplits) -> None:
 
 def test_divergence_raises_training_diverged(data: DatasetSplits) -> None:
     with pytest.raises(TrainingDiverged, match="training diverged: loss nan") as info:
-        train_from_scratch(
+        train_model(
             tiny_cnn(),
             data,
             fidelity=Fidelity(samples=None, epochs=2, batch_size=32),
@@ -159,7 +157,7 @@ def test_divergence_raises_training_diverged(data: DatasetSplits) -> None:
 
 def test_channel_mismatch_is_a_config_error(data: DatasetSplits) -> None:
     with pytest.raises(ConfigError, match=r"has 3 channels but data set 'synthetic' has 1"):
-        train_from_scratch(
+        train_model(
             tiny_cnn(),
             data,
             fidelity=Fidelity(samples=10, epochs=1),
@@ -182,7 +180,7 @@ def test_optimizer_options_out_of_range_are_config_errors(
     data: DatasetSplits, option: str, value: float
 ) -> None:
     with pytest.raises(ConfigError, match=f"train.{option} must be"):
-        train_from_scratch(
+        train_model(
             tiny_cnn(),
             data,
             fidelity=Fidelity(samples=10, epochs=1),
@@ -194,9 +192,7 @@ def test_optimizer_options_out_of_range_are_config_errors(
 
 def test_evaluate_accuracy_matches_a_direct_count(data: DatasetSplits) -> None:
     model = tiny_cnn()
-    train_from_scratch(
-        model, data, fidelity=Fidelity(samples=None, epochs=1), input_shape=SHAPE, seed=0
-    )
+    train_model(model, data, fidelity=Fidelity(samples=None, epochs=1), input_shape=SHAPE, seed=0)
     mean, std = data.mean[0], data.std[0]
     with torch.no_grad():
         x = (data.test.images.float() / 255.0 - mean) / std
@@ -209,7 +205,7 @@ def test_evaluate_accuracy_matches_a_direct_count(data: DatasetSplits) -> None:
 
 
 def test_progress_bar_runs(data: DatasetSplits, capsys: pytest.CaptureFixture[str]) -> None:
-    train_from_scratch(
+    train_model(
         tiny_cnn(),
         data,
         fidelity=Fidelity(samples=200, epochs=1, batch_size=50),
@@ -223,7 +219,7 @@ def test_progress_bar_runs(data: DatasetSplits, capsys: pytest.CaptureFixture[st
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_defaults_to_the_gpu(data: DatasetSplits) -> None:
     model = tiny_cnn()
-    result = train_from_scratch(
+    result = train_model(
         model, data, fidelity=Fidelity(samples=None, epochs=2), input_shape=SHAPE, seed=0
     )
     assert next(model.parameters()).device.type == "cuda"

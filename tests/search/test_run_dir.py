@@ -33,6 +33,8 @@ def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path
         "search.cpus_per_trial=2",
         "search.gpus_per_trial=0.5",
         "search.max_failures=5",
+        "data.download=true",
+        "data.num_workers=0",
     ],
 )
 def test_budgets_may_grow_on_a_continued_run(tmp_path: Path, override: str) -> None:

@@ -77,7 +77,9 @@ def test_quantized_size_counts_weights_at_their_bits() -> None:
     report = count_costs(net, (3, 16, 16))
     conv = report.layers[0]
     assert (conv.op, conv.weight_bits, conv.activation_bits) == ("conv2d", 4, 8)
-    assert report.size_bytes == 216 * 4 // 8 + 4 * 8 + 4 * 16 + 4 * 45  # bias and BN float32
+    # Bias, BN and the learned activation step (LSQ) in float32.
+    assert report.size_bytes == 216 * 4 // 8 + 4 * 8 + 4 * 1 + 4 * 16 + 4 * 45
+    assert conv.params == 216 + 8 + 1
     assert report.macs == 8 * 8 * 8 * 27 + 40  # bit-widths do not change MACs
 
 
@@ -160,7 +162,7 @@ def test_report_round_trips_and_modes_are_restored() -> None:
     model.layer1.eval()
     report = count_costs(model, c.input_shape)
     assert model.training and not model.layer1.training and model.layer2.training
-    assert not bool(model.conv1.act_observed)  # counting is not calibration
+    assert int(model.conv1.calibrated_batches) == 0  # counting is not calibration
     assert CostReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
 

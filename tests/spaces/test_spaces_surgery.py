@@ -174,8 +174,9 @@ def test_bits_below_32_wrap_layers_in_fake_quantization() -> None:
     assert isinstance(model.conv1, QuantConv2d) and model.conv1.weight_bits == 32
     assert type(model.layer1[0].conv2) is nn.Conv2d
     model(torch.randn(4, 1, 28, 28)).sum().backward()
-    assert q.weight.grad is not None and bool(q.act_observed)
-    assert "layer1.0.conv1.act_max" in model.state_dict()
+    assert q.weight.grad is not None and q.act_step.grad is not None
+    assert int(q.calibrated_batches) == 1 and model.conv1.weight_scale is None
+    assert {"layer1.0.conv1.act_step", "layer1.0.conv1.weight_scale"} <= set(model.state_dict())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,213 @@
+"""Weight inheritance: a candidate's compact network cut out of a *trained* base model.
+
+The "fine-tune" baseline of Liu et al. (ICLR 2019, "Rethinking the Value of Network Pruning"):
+prune the trained base model to the candidate's architecture and fine-tune, instead of training
+the compact network from scratch (:func:`~autoprune.spaces.build_model`). Surgery is the same as
+``build_model``'s (same module names, shapes and ``state_dict`` keys); only the channels differ:
+
+* every channel group keeps the ``k`` channels with the largest *group* L1 norm: the sum of
+  ``|w|`` over every weight of the channel in every coupled layer (the convs and linears writing
+  it, their BNs, the convs and linears reading it). This is the L1-norm filter pruning of
+  Li et al. (ICLR 2017, "Pruning Filters for Efficient ConvNets", Sec. 3.1) extended from one
+  conv to a Torch-Pruning group, so a residual stream is ranked by all the layers that share it;
+* every group is ranked on the depth-reduced but otherwise unpruned weights (Li et al.'s
+  "independent" strategy, Sec. 3.3), and kept channels stay in their original order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from autoprune.errors import ConfigError
+from autoprune.spaces._candidate import Candidate
+from autoprune.spaces._surgery import KeepFn, analyze, quantize_layers, shrink
+from autoprune.spaces._zoo import create_model
+
+__all__ = ["IMPORTANCES", "inherit_weights"]
+
+_logger = logging.getLogger("autoprune.spaces")
+
+IMPORTANCES = ("l1", "l2", "random")
+"""Channel rankings of :func:`inherit_weights`: group L1 norm, group sum of squares (the squared
+group L2 norm, so the same ranking as the L2 norm), and a seeded random control."""
+
+
+class _GroupLpImportance(tp.importance.GroupMagnitudeImportance):
+    """Torch-Pruning's group magnitude importance, ``sum |w|^p`` over the coupled layers, plus the
+    depthwise convs of the group.
+
+    Torch-Pruning 1.6.1 scores only layers whose handler is the plain conv/linear/BN pruner, so it
+    leaves out a depthwise conv (its handler is ``prune_depthwise_conv_out_channels``); each of
+    its filters belongs to one channel and is added here.
+    """
+
+    def __init__(self, p: int) -> None:
+        super().__init__(p=p, group_reduction="sum", normalizer=None)
+
+    @torch.no_grad()
+    def __call__(self, group: tp.Group) -> torch.Tensor:
+        scores = super().__call__(group)
+        assert scores is not None, "every channel group has a conv or linear root"
+        seen: set[int] = set()
+        for i, (dep, idxs) in enumerate(group):
+            layer = dep.layer
+            if dep.pruning_fn != tp.prune_depthwise_conv_out_channels or id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            local = layer.weight.detach()[list(idxs)].flatten(1).abs().pow(self.p).sum(1)
+            root = torch.tensor(group[i].root_idxs, device=scores.device)
+            scores.scatter_add_(0, root, local.to(scores))
+        return scores
+
+
+def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
+    def keep(group: tp.Group, kept: int) -> list[int]:
+        # A stable sort breaks ties towards the lower index, so equal scores keep the first k
+        # channels, as build_model does.
+        order = torch.argsort(score(group), descending=True, stable=True)
+        return sorted(order[:kept].tolist())
+
+    return keep
+
+
+def _keep_fn(importance: str, seed: int | None) -> KeepFn:
+    if importance in ("l1", "l2"):
+        return _keep_largest(_GroupLpImportance(p=1 if importance == "l1" else 2))
+    if importance == "random":
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return _keep_largest(lambda group: torch.rand(len(group[0].idxs), generator=generator))
+    raise ConfigError(
+        f"unknown importance {importance!r}; valid importances: {', '.join(IMPORTANCES)}"
+    )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _check_base(trained: nn.Module, expected: nn.Module, candidate: Candidate) -> None:
+    """Raise ConfigError unless ``trained`` has ``expected``'s state_dict keys and shapes, real
+    values and finite floats."""
+    if not isinstance(trained, nn.Module):
+        raise ConfigError(
+            f"`trained_base` must be an nn.Module, but got {type(trained).__name__}; pass the "
+            f"trained base model"
+        )
+    what = "the candidate's base model"
+    fix = (
+        f"pass a trained create_model({candidate.model!r}, num_classes={candidate.num_classes}, "
+        f"in_channels={candidate.in_channels})"
+    )
+    want = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    got = trained.state_dict()
+    missing = [k for k in want if k not in got]
+    if missing:
+        raise ConfigError(
+            f"`trained_base` does not match {what}: it lacks {len(missing)} tensor(s) "
+            f"({_listed(missing)}); {fix}"
+        )
+    extra = [k for k in got if k not in want]
+    if extra:
+        raise ConfigError(
+            f"`trained_base` does not match {what}: it has {len(extra)} unexpected tensor(s) "
+            f"({_listed(extra)}); {fix}, a float model (not fake-quantized)"
+        )
+    for key, shape in want.items():
+        if tuple(got[key].shape) != shape:
+            raise ConfigError(
+                f"`trained_base` does not match {what}: {key} has shape {tuple(got[key].shape)}, "
+                f"expected {shape}; {fix}"
+            )
+    for key, value in got.items():
+        if value.is_meta:
+            raise ConfigError(
+                f"`trained_base` has no values ({key} is on the meta device); load its trained "
+                f"weights first"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ConfigError(
+                f"`trained_base` has non-finite values in {key}; its training diverged, so "
+                f"retrain it (e.g. with a lower learning rate) before inheriting its weights"
+            )
+
+
+def inherit_weights(
+    candidate: Candidate,
+    trained_base: nn.Module,
+    *,
+    importance: str = "l1",
+    seed: int | None = None,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """Build ``candidate``'s compact network from ``trained_base``'s weights, in training mode.
+
+    The result has the same module names, shapes and ``state_dict`` keys as
+    ``build_model(candidate)``: dropped blocks are ``nn.Identity`` and kept blocks keep their
+    trained weights; every channel group keeps the channels ranked highest by ``importance``, in
+    their original order, with their parameters and BN running statistics; the classifier's
+    outputs are never pruned; layers with bit-widths below 32 are wrapped in fake quantization
+    with fresh activation observers. ``trained_base`` is read, never modified (its weights are
+    copied to the CPU as float32, ranked and pruned there, and the result moved to ``device``).
+
+    Args:
+        candidate: the architecture to cut out.
+        trained_base: a float model of ``candidate.model`` with the same ``num_classes`` and
+            ``in_channels`` (e.g. the base trial's trained ``state_dict`` loaded into
+            ``create_model``), on any device.
+        importance: how channels are ranked (:data:`IMPORTANCES`): ``"l1"`` (Li et al. 2017),
+            ``"l2"``, or ``"random"`` (a control baseline).
+        seed: makes ``"random"`` deterministic (global RNG left untouched); unused otherwise.
+        device: where the returned model lives.
+
+    Raises:
+        ConfigError: an unknown ``importance``, ``device="meta"``, a ``trained_base`` that is
+            not this base model (other architecture, ``num_classes`` or ``in_channels``, missing
+            or extra tensors), has no values or has non-finite ones, or a candidate entry the
+            base model does not have (as :func:`build_model`).
+
+    Example:
+        >>> import torch
+        >>> from autoprune.spaces import Candidate, create_model, inherit_weights
+        >>> trained = create_model("resnet20", num_classes=10, in_channels=1)  # say, trained
+        >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 28, 28),
+        ...               channels={"layer1.0.conv1": 8}, blocks={"layer3": 2})
+        >>> m = inherit_weights(c, trained)
+        >>> m.layer1[0].conv1.out_channels, type(m.layer3[2]).__name__
+        (8, 'Identity')
+        >>> torch.equal(m.layer3[0].conv1.weight, trained.layer3[0].conv1.weight)
+        True
+    """
+    keep = _keep_fn(importance, seed)
+    if torch.device(device).type == "meta":
+        raise ConfigError(
+            "inherit_weights copies values, which device='meta' cannot hold; use "
+            "build_model(candidate, device='meta') for shapes only"
+        )
+    base = analyze(
+        candidate.model, candidate.num_classes, candidate.in_channels, candidate.input_shape
+    )
+    with torch.device("meta"):
+        model = create_model(
+            candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
+        )
+    _check_base(trained_base, model, candidate)
+    model.to_empty(device="cpu")
+    model.load_state_dict(trained_base.state_dict())  # copies every parameter and BN statistic
+    dropped = shrink(model, candidate, base, keep)
+    quantize_layers(model, candidate, base, dropped)
+    model.train()
+    if torch.device(device).type != "cpu":
+        model.to(device)
+    _logger.debug(
+        "inherited candidate %s (%s) from trained weights by %s on %s",
+        candidate.hash,
+        candidate.model,
+        importance,
+        device,
+    )
+    return model

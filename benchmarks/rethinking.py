@@ -1,0 +1,342 @@
+"""*Rethinking the Value of Network Pruning* (Liu et al., ICLR 2019) at small scale, in one run.
+
+For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x28x28:
+
+1. **The base** is trained from scratch at the comparison fidelity (``--samples`` images x
+   ``--epochs``) once per seed (``autoprune.evaluators.TrainedBase``).
+2. **Two pruned architectures at the same MACs** (``--macs-fraction`` of the base's):
+   ``uniform`` keeps the same share of channels in every group (the widest uniform share whose
+   MACs fit); ``searched`` is the best of ``--candidates`` candidates of the default space
+   (widths and depth, full resolution, float; proposals repaired to the uniform one's MACs and
+   kept only from ``--min-macs-share`` of them up) by validation accuracy at the *search*
+   fidelity (``--search-samples`` x ``--search-epochs``, from scratch, seed 0): what a search
+   with that fidelity would pick.
+3. **Every architecture by every method** of the paper, for ``--seeds`` seeds: ``finetune``
+   (the trained base's L1-largest channels, fine-tuned), ``scratch-e``, ``scratch-b`` (the
+   base's compute, at most 2x the epochs) and ``distill`` (from scratch, the base as teacher):
+   test accuracy, mean and standard deviation over seeds.
+4. **Searched vs uniform** at equal MACs, per method (the comparison AMC reports).
+5. **Fidelity**: the Kendall tau between the search-fidelity validation accuracy of the
+   candidates and their validation accuracy at the comparison fidelity (scratch-e, seed 0).
+
+Every training result is cached in ``--work`` (one JSON line per training), so an interrupted
+run continues where it stopped. Writes ``benchmarks/results/rethinking.json`` and
+``rethinking.png``. Whatever the tables show is the finding.
+
+Usage::
+
+    python benchmarks/rethinking.py                       # the defaults below, about an hour
+    python benchmarks/rethinking.py --samples 2000 --epochs 1 --search-samples 1000 \\
+        --candidates 6 --seeds 1 --out /tmp/rethinking.json   # a smoke run, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import kendalltau
+
+from autoprune.config import EvaluatorConfig, TrainingConfig, load_config, parse_budget
+from autoprune.evaluators import (
+    DatasetSplits,
+    TrainedBase,
+    create_evaluator,
+    evaluate_accuracy,
+    load_dataset,
+)
+from autoprune.evaluators._evaluators import macs_of
+from autoprune.hwprofiles import load_profile
+from autoprune.search import build_space
+from autoprune.search._repair import repair
+from autoprune.spaces import Candidate, SearchSpace
+
+RESULTS = Path(__file__).parent / "results" / "rethinking.json"
+WORK = Path("/var/tmp/autoprune-rethinking")
+METHODS = ("finetune", "scratch-e", "scratch-b", "distill")
+SHAPE = (1, 28, 28)
+
+
+def default_space(model: str) -> SearchSpace:
+    """The embedded default's space on its target (jetson), at full resolution and in float."""
+    overrides = [
+        f"model.name={model}",
+        "space.resolution_scales=[1.0]",
+        "space.weight_bits=[32]",
+        "space.activation_bits=[32]",
+    ]
+    config = load_config(overrides=overrides)
+    return build_space(config, load_profile(config.target))
+
+
+def uniform(space: SearchSpace, macs_limit: float) -> Candidate:
+    """Every block kept, every channel group at the widest common share within ``macs_limit``."""
+    widths = [d for d in space.decisions if d.name.startswith("width/")]
+    for index in reversed(range(len(widths[0].choices))):
+        params = {d.name: max(d.choices) for d in space.decisions}
+        for decision in widths:
+            params[decision.name] = sorted(decision.choices)[index]
+        candidate = space.candidate(params)
+        if macs_of(candidate) <= macs_limit:
+            return candidate
+    raise SystemExit(f"no uniform width fits {macs_limit:.0f} MACs; raise --macs-fraction")
+
+
+def proposals(space: SearchSpace, macs: int, count: int, min_share: float) -> list[Candidate]:
+    """``count`` distinct random candidates repaired to ``macs``, each at least ``min_share``
+    of it (a seeded draw: the same list every run)."""
+    rng = random.Random(0)
+    budget = parse_budget(f"{macs / 1e6:.6f}mflops")
+    found: dict[str, Candidate] = {}
+    for _ in range(200 * count):
+        params = {d.name: rng.choice(d.choices) for d in space.decisions}
+        fitted, _ = repair(space, params, [budget])
+        candidate = space.candidate(fitted)
+        if min_share * macs <= macs_of(candidate) <= macs:
+            found.setdefault(candidate.hash, candidate)
+        if len(found) == count:
+            return list(found.values())
+    raise SystemExit(f"found only {len(found)} of {count} candidates; lower --min-macs-share")
+
+
+class Trainings:
+    """Every training of the run, cached as JSON lines keyed by what determines the result."""
+
+    def __init__(self, work: Path, data: DatasetSplits) -> None:
+        self.path = work / "trainings.jsonl"
+        self.data = data
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                row = json.loads(line)
+                self.done[row["key"]] = row
+
+    def run(
+        self,
+        key: str,
+        train: Callable[[], tuple[torch.nn.Module, Any]],
+        *,
+        resolution_scale: float = 1.0,
+    ) -> dict[str, Any]:
+        if key in self.done:
+            return self.done[key]
+        started = time.perf_counter()
+        model, result = train()
+        test = evaluate_accuracy(
+            model, self.data, split="test", input_shape=SHAPE, resolution_scale=resolution_scale
+        )
+        row = {
+            "key": key,
+            "val_accuracy": result.accuracy,
+            "test_accuracy": test,
+            "epochs": result.epochs,
+            "samples": result.samples,
+            "seconds": time.perf_counter() - started,
+        }
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.done[key] = row
+        print(
+            f"{key:60s} val {100 * row['val_accuracy']:6.2f} %  test "
+            f"{100 * test:6.2f} %  {row['seconds']:6.1f} s",
+            flush=True,
+        )
+        return row
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--samples", type=int, default=20000, help="comparison fidelity")
+    parser.add_argument("--epochs", type=int, default=3, help="comparison fidelity")
+    parser.add_argument("--search-samples", type=int, default=5000, help="search fidelity")
+    parser.add_argument("--search-epochs", type=int, default=1, help="search fidelity")
+    parser.add_argument("--macs-fraction", type=float, default=0.5)
+    parser.add_argument("--candidates", type=int, default=20)
+    parser.add_argument("--min-macs-share", type=float, default=0.9)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    data = load_dataset("fashion-mnist", val_samples=5000, seed=0)
+    space = default_space(args.model)
+    training = TrainingConfig(samples=args.samples, epochs=args.epochs)
+    search_training = TrainingConfig(samples=args.search_samples, epochs=args.search_epochs)
+    tag = f"{args.model}-{args.samples}x{args.epochs}"
+    work = args.work / tag
+    work.mkdir(parents=True, exist_ok=True)
+    trainings = Trainings(work, data)
+
+    base_macs = macs_of(space.largest())
+    flat = uniform(space, args.macs_fraction * base_macs)
+    candidates = proposals(space, macs_of(flat), args.candidates, args.min_macs_share)
+    print(
+        f"base {base_macs / 1e6:.2f} MMACs; uniform {macs_of(flat) / 1e6:.2f} MMACs; "
+        f"{len(candidates)} candidates {min(map(macs_of, candidates)) / 1e6:.2f}-"
+        f"{max(map(macs_of, candidates)) / 1e6:.2f} MMACs",
+        flush=True,
+    )
+
+    def bases(seed: int) -> TrainedBase:
+        return TrainedBase(
+            space.largest(),
+            data=lambda: data,
+            training=training,
+            seed=seed,
+            folder=work / f"base-seed{seed}",
+        )
+
+    def method(name: str, seed: int, fidelity: TrainingConfig = training):
+        return create_evaluator(
+            EvaluatorConfig(name=name), data=lambda: data, training=fidelity, base=bases(seed)
+        )
+
+    # Search: low fidelity picks the searched architecture; the comparison fidelity ranks again.
+    search_rows, high_rows = [], []
+    for candidate in candidates:
+        evaluator = method("scratch-e", 0, search_training)
+        search_rows.append(
+            trainings.run(
+                f"search {candidate.hash} {args.search_samples}x{args.search_epochs}",
+                lambda c=candidate, e=evaluator: e.evaluate(c, seed=0),
+            )
+        )
+    searched = candidates[max(range(len(candidates)), key=lambda i: search_rows[i]["val_accuracy"])]
+    for candidate in candidates:
+        high_rows.append(
+            trainings.run(
+                f"scratch-e {candidate.hash} seed 0",
+                lambda c=candidate: method("scratch-e", 0).evaluate(c, seed=0),
+            )
+        )
+    low = [r["val_accuracy"] for r in search_rows]
+    high = [r["val_accuracy"] for r in high_rows]
+    tau = kendalltau(low, high)
+
+    # The comparison: base, and each architecture by each method, per seed.
+    table: dict[str, Any] = {"base": []}
+    for seed in range(args.seeds):
+        base = bases(seed)
+        table["base"].append(trainings.run(f"base seed {seed}", base.get)["test_accuracy"])
+        for arch_name, arch in (("uniform", flat), ("searched", searched)):
+            for name in METHODS:
+                row = trainings.run(
+                    f"{name} {arch.hash} seed {seed}",
+                    lambda a=arch, n=name, s=seed: method(n, s).evaluate(a, seed=s),
+                )
+                table.setdefault(f"{arch_name} {name}", []).append(row["test_accuracy"])
+
+    summary = {key: _mean_std(values) for key, values in table.items()}
+    gaps = {
+        name: summary[f"searched {name}"]["mean"] - summary[f"uniform {name}"]["mean"]
+        for name in METHODS
+    }
+    payload = {
+        "benchmark": "rethinking",
+        "model": args.model,
+        "dataset": "fashion-mnist (val 5000 carved from train; test = the published test set)",
+        "comparison_fidelity": f"{args.samples} samples x {args.epochs} epochs",
+        "search_fidelity": f"{args.search_samples} samples x {args.search_epochs} epochs",
+        "seeds": args.seeds,
+        "base_macs": base_macs,
+        "uniform": {"hash": flat.hash, "macs": macs_of(flat), "candidate": flat.to_dict()},
+        "searched": {
+            "hash": searched.hash,
+            "macs": macs_of(searched),
+            "candidate": searched.to_dict(),
+        },
+        "test_accuracy": summary,
+        "searched_minus_uniform": gaps,
+        "fidelity_kendall_tau": {
+            "tau": float(tau.statistic),
+            "p_value": float(tau.pvalue),
+            "candidates": len(candidates),
+            "search_val_accuracy": low,
+            "comparison_val_accuracy": high,
+            "macs": [macs_of(c) for c in candidates],
+        },
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "seconds": time.perf_counter() - started,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    _plot(args.out.with_suffix(".png"), payload)
+
+    print(
+        f"\ntest accuracy (%), mean +- std over {args.seeds} seeds, "
+        f"{payload['comparison_fidelity']}"
+    )
+    base = summary["base"]
+    print(f"  base (unpruned)        {100 * base['mean']:6.2f} +- {100 * base['std']:.2f}")
+    for arch_name, arch in (("uniform", flat), ("searched", searched)):
+        cells = "  ".join(
+            f"{name} {100 * summary[f'{arch_name} {name}']['mean']:6.2f} +- "
+            f"{100 * summary[f'{arch_name} {name}']['std']:.2f}"
+            for name in METHODS
+        )
+        print(f"  {arch_name:9s} ({macs_of(arch) / 1e6:.2f} MMACs)  {cells}")
+    print(
+        "searched - uniform (points): " + ", ".join(f"{n} {100 * g:+.2f}" for n, g in gaps.items())
+    )
+    print(
+        f"Kendall tau, search fidelity vs comparison fidelity, {len(candidates)} candidates: "
+        f"{tau.statistic:.3f} (p {tau.pvalue:.3g})"
+    )
+
+
+def _plot(path: Path, payload: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    summary = payload["test_accuracy"]
+    for offset, arch in ((-0.2, "uniform"), (0.2, "searched")):
+        means = [100 * summary[f"{arch} {m}"]["mean"] for m in METHODS]
+        stds = [100 * summary[f"{arch} {m}"]["std"] for m in METHODS]
+        bars.bar([i + offset for i in range(len(METHODS))], means, 0.4, yerr=stds, label=arch)
+    bars.axhline(100 * summary["base"]["mean"], color="0.3", ls="--", lw=1, label="base")
+    bars.set_xticks(range(len(METHODS)), METHODS)
+    low = min(100 * v["mean"] for v in summary.values())
+    bars.set_ylim(low - 3, 100 * summary["base"]["mean"] + 2)
+    bars.set_ylabel("test accuracy (%)")
+    bars.set_title(f"{payload['model']}, {payload['comparison_fidelity']}", fontsize=9)
+    bars.legend(fontsize=8)
+    tau = payload["fidelity_kendall_tau"]
+    scatter.scatter(
+        [100 * a for a in tau["search_val_accuracy"]],
+        [100 * a for a in tau["comparison_val_accuracy"]],
+    )
+    scatter.set_xlabel(f"val accuracy (%), search fidelity {payload['search_fidelity']}")
+    scatter.set_ylabel("val accuracy (%), comparison fidelity")
+    scatter.set_title(
+        f"Kendall tau {tau['tau']:.3f} over {tau['candidates']} candidates", fontsize=9
+    )
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

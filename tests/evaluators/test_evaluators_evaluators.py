@@ -1,0 +1,248 @@
+"""The evaluators of Liu et al. (ICLR 2019) on real training: synthetic data, resnet20, CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autoprune.config import EvaluatorConfig, TrainingConfig, config_from_dict, load_config
+from autoprune.errors import ConfigError, UnknownNameError
+from autoprune.evaluators import (
+    DatasetSplits,
+    Distillation,
+    EvalResult,
+    Fidelity,
+    TrainedBase,
+    create_evaluator,
+    evaluate_accuracy,
+    load_dataset,
+)
+from autoprune.evaluators._evaluators import macs_of
+from autoprune.spaces import Candidate, SearchSpace
+
+SHAPE = (1, 28, 28)
+# resnet20 trained at 14x14 on all 1,500 synthetic images: above 90 % in seconds.
+TRAINING = TrainingConfig(samples=None, epochs=2, batch_size=64, lr=0.1, resolution_scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def data() -> DatasetSplits:
+    return load_dataset("synthetic", val_samples=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def space() -> SearchSpace:
+    return SearchSpace(
+        model="resnet20",
+        num_classes=10,
+        in_channels=1,
+        input_shape=SHAPE,
+        width_ratios=(0.25, 0.5, 1.0),
+        depth=True,
+        resolution_scales=(1.0,),
+        weight_bits=(32,),
+        activation_bits=(32,),
+        channel_multiple=4,
+    )
+
+
+def narrow(space: SearchSpace, ratio: float) -> Candidate:
+    """Every width at ``ratio`` of the base, every block kept."""
+    params = {}
+    for decision in space.decisions:
+        if decision.name.startswith("width/"):  # choices are channel counts
+            full = max(decision.choices)
+            params[decision.name] = min(decision.choices, key=lambda c: abs(c - ratio * full))
+        else:
+            params[decision.name] = max(decision.choices)
+    return space.candidate(params)
+
+
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("base")
+
+
+def make(
+    name: str,
+    space: SearchSpace,
+    data: DatasetSplits,
+    folder: Path,
+    training: TrainingConfig = TRAINING,
+    **settings: object,
+):
+    base = TrainedBase(space.largest(), data=lambda: data, training=training, seed=0, folder=folder)
+    return create_evaluator(
+        EvaluatorConfig(name=name, **settings),  # type: ignore[arg-type]
+        data=lambda: data,
+        training=training,
+        base=base,
+    )
+
+
+def test_scratch_b_scales_epochs_by_the_base_compute_up_to_the_cap(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    scratch_b = make("scratch-b", space, data, base_folder)
+    assert scratch_b.epochs(space.largest()) == 2  # the base itself: the same compute
+    quarter = narrow(space, 0.5)  # about a quarter of the MACs: capped at 2x the epochs
+    assert scratch_b.epochs(quarter) == 4
+    generous = make("scratch-b", space, data, base_folder, scratch_b_cap=10.0)
+    macs_ratio = generous.base.macs / macs_of(quarter)
+    assert 3 < macs_ratio < 5
+    assert generous.epochs(quarter) == round(2 * macs_ratio)
+    model, result = scratch_b.evaluate(quarter, seed=0)
+    assert result.evaluator == "scratch-b" and result.epochs == 4
+    assert result.fidelity.epochs == 4 and result.accuracy > 0.3  # chance is 0.1
+
+
+def test_the_base_is_trained_once_and_then_loaded(
+    space: SearchSpace, data: DatasetSplits, tmp_path: Path
+) -> None:
+    first = TrainedBase(
+        space.largest(), data=lambda: data, training=TRAINING, seed=0, folder=tmp_path
+    )
+    model, result = first.get()
+    assert (tmp_path / "model.pt").is_file() and result.accuracy > 0.3
+
+    def no_data() -> DatasetSplits:
+        raise AssertionError("the cached base must not be trained again")
+
+    again = TrainedBase(space.largest(), data=no_data, training=TRAINING, seed=0, folder=tmp_path)
+    loaded, loaded_result = again.get()
+    assert loaded_result == result
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    accuracy = evaluate_accuracy(loaded, data, split="val", input_shape=SHAPE, resolution_scale=0.5)
+    assert accuracy == result.accuracy
+
+    other_seed = TrainedBase(
+        space.largest(), data=no_data, training=TRAINING, seed=1, folder=tmp_path
+    )
+    with pytest.raises(ConfigError, match="another configuration"):
+        other_seed.get()
+
+
+def test_distillation_loss_is_hintons() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 10), torch.randn(8, 10)
+    labels = torch.randint(0, 10, (8,))
+    net = torch.nn.Identity()
+    hard = Distillation(teacher=net, temperature=3.0, weight=0.0)
+    assert torch.allclose(hard.loss(student, teacher, labels), F.cross_entropy(student, labels))
+    soft = Distillation(teacher=net, temperature=3.0, weight=1.0)
+    assert float(soft.loss(teacher, teacher, labels)) == pytest.approx(0.0, abs=1e-6)
+    p = F.softmax(teacher / 3, dim=1)
+    by_hand = 9 * (p * (p.log() - F.log_softmax(student / 3, dim=1))).sum(1).mean()
+    assert torch.allclose(soft.loss(student, teacher, labels), by_hand, atol=1e-6)
+    with pytest.raises(ConfigError, match="temperature"):
+        Distillation(teacher=net, temperature=0.0)
+
+
+def test_distill_learns_from_the_trained_base(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    distill = make("distill", space, data, base_folder)
+    _, base_result = distill.base.get()
+    _, result = distill.evaluate(narrow(space, 0.25), seed=0)
+    assert result.evaluator == "distill" and result.epochs == TRAINING.epochs
+    assert result.accuracy > 0.3 and base_result.accuracy > 0.3
+    assert "distill" in result.label
+
+
+def test_finetune_starts_from_the_trained_base(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    # A negligible learning rate leaves the inherited weights as they were: the full-width
+    # candidate fine-tuned is the trained base, so it scores what the base scored.
+    finetune = make("finetune", space, data, base_folder, finetune_lr=1e-7, finetune_epochs=1)
+    _, base_result = finetune.base.get()
+    _, result = finetune.evaluate(space.largest(), seed=0)
+    assert result.evaluator == "finetune" and result.epochs == 1
+    assert result.accuracy == pytest.approx(base_result.accuracy, abs=0.02)
+    # Pruned to half the channels by L1 norm and fine-tuned for real, it keeps most of it.
+    real = make("finetune", space, data, base_folder, finetune_epochs=1)
+    _, pruned = real.evaluate(narrow(space, 0.25), seed=0)
+    assert pruned.accuracy > 0.3
+
+
+def test_proxy_scores_without_training(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    synflow = make("proxy", space, data, base_folder)
+    _, small = synflow.evaluate(narrow(space, 0.25), seed=0)
+    _, large = synflow.evaluate(space.largest(), seed=0)
+    assert small.metric == "log_synflow" and small.epochs == 0 and small.train_seconds == 0
+    assert large.accuracy > small.accuracy  # more and wider paths
+    assert "at initialisation" in small.label
+    nas = make("proxy", space, data, base_folder, proxy="naswot")
+    _, scored = nas.evaluate(space.largest(), seed=0)
+    assert scored.metric == "naswot" and math.isfinite(scored.accuracy)
+
+
+def test_the_epoch_hook_sees_intermediate_accuracy_and_can_stop_training(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    training = dataclasses.replace(TRAINING, epochs=3)
+    scratch = make("scratch-e", space, data, base_folder, training=training)
+    seen: list[tuple[int, int, float]] = []
+    _, result = scratch.evaluate(
+        narrow(space, 0.25), seed=0, on_epoch=lambda e, of, a: seen.append((e, of, a))
+    )
+    assert [(e, of) for e, of, _ in seen] == [(1, 3), (2, 3)]
+    assert result.intermediate == tuple(a for _, _, a in seen)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, epochs: int, accuracy: float) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        scratch.evaluate(narrow(space, 0.25), seed=0, on_epoch=stop)
+
+
+def test_eval_results_of_before_the_evaluators_still_load() -> None:
+    result = EvalResult(
+        accuracy=0.8,
+        split="val",
+        fidelity=Fidelity(samples=100, epochs=1),
+        input_hw=(28, 28),
+        train_seconds=1.0,
+        images_per_second=100.0,
+        epochs=1,
+        samples=100,
+        seed=0,
+        train_loss=0.5,
+    )
+    old = result.to_dict()
+    for key in ("evaluator", "metric", "intermediate"):
+        old.pop(key)
+    assert EvalResult.from_dict(old) == result
+    assert EvalResult.from_dict(result.to_dict()) == result
+
+
+def test_evaluator_settings_are_checked_with_the_key_named() -> None:
+    assert config_from_dict({"evaluator": "distill"}).evaluator.name == "distill"
+    assert load_config(overrides=["evaluator=finetune"]).evaluator.name == "finetune"
+    assert load_config(overrides=["evaluator.distill_weight=0.5"]).evaluator.distill_weight == 0.5
+    with pytest.raises(ConfigError, match=r"evaluator.scratch_b_cap must be a number >= 1"):
+        config_from_dict({"evaluator": {"scratch_b_cap": 0.5}})
+    with pytest.raises(ConfigError, match=r"unknown key evaluator.temperature"):
+        config_from_dict({"evaluator": {"temperature": 2}})
+
+
+def test_unknown_evaluator_names_list_the_valid_ones(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    with pytest.raises(UnknownNameError, match="valid evaluators: distill, finetune, proxy"):
+        make("scratch", space, data, base_folder)
+    with pytest.raises(ConfigError, match="valid proxies: log_synflow, naswot"):
+        make("proxy", space, data, base_folder, proxy="snip")

@@ -1,0 +1,61 @@
+"""Searches under each kind of evaluator, end to end through the CLI (tiny real runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoprune.cli import main
+from autoprune.search import load_hypervolume, load_records
+from tests.conftest import write_config
+
+
+def search(tmp_path: Path, *flags: str, trials: int = 3) -> Path:
+    config = write_config(tmp_path, search={"trials": trials}, training={"epochs": 1})
+    run_dir = tmp_path / "run"
+    argv = ["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet", *flags]
+    assert main(argv) == 0
+    return run_dir
+
+
+def test_distill_trains_the_base_once_and_uses_it_as_teacher(tmp_path: Path, capsys) -> None:
+    run_dir = search(tmp_path, "--evaluator", "distill")
+    assert (run_dir / "base" / "model.pt").is_file() and (run_dir / "base" / "eval.json").is_file()
+    records = load_records(run_dir)
+    assert [r.state for r in records] == ["complete"] * 3
+    assert records[0].evaluator == "scratch-e"  # the reference trial is the trained base itself
+    assert {r.evaluator for r in records[1:] if r.cached_from is None} == {"distill"}
+    assert all(r.metric == "accuracy" and 0 <= r.accuracy <= 1 for r in records)
+    assert load_hypervolume(run_dir) is not None
+
+
+def test_proxy_scores_candidates_and_the_report_says_so(tmp_path: Path, capsys) -> None:
+    run_dir = search(tmp_path, "--evaluator", "proxy")
+    assert not (run_dir / "base").exists()  # nothing is trained
+    records = load_records(run_dir)
+    assert [r.state for r in records] == ["complete"] * 3
+    assert {r.metric for r in records} == {"log_synflow"}
+    assert all(r.test_accuracy is None for r in records)  # no test figure for an untrained net
+    assert load_hypervolume(run_dir) is None
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(log_synflow)" in out and "hypervolume:" not in out
+
+
+def test_an_unknown_evaluator_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    code = main(
+        [
+            "search",
+            "--config",
+            str(config),
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--evaluator",
+            "lottery",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "unknown evaluator 'lottery'" in err and "scratch-b" in err
+    assert not (tmp_path / "r").exists()
