@@ -15,13 +15,16 @@ Pareto front instead of the single point that one fixed weighting selects.
 Reward of a finished trial (MnasNet's ``ACC * (LAT / T) ** w`` in log form, for any number of
 objectives in either direction)::
 
-    R = sum_max log(max(v_j, eps)) + sum_min omega_i * log(max(v_i, eps) / max(ref_i, eps))
+    R = sum_max log(max(v_j, eps)) + sum_min omega_i * log(clip(v_i / ref_i, 1 / c, c))
 
 with ``eps = 1e-6`` (a maximised value ``<= 0``, such as the 0.0 accuracy of an untrained
-candidate, scores as ``log(1e-6)``). ``ref_i`` is the median of objective ``i`` over the
-feasible complete trials numbered up to the trial itself: a deterministic function of the
-history. The reference only shifts the reward by ``-omega . log(ref)``, a linear function of the
-weights, which the linear baseline below absorbs; it keeps rewards near zero and readable.
+candidate, scores as ``log(1e-6)``) and ``c = 10``: a cost ten times below its reference earns
+no more than that, so a cost that reaches zero (a corner of DTLZ2's front, say) cannot outweigh
+every other objective and collapse the policy onto it. ``ref_i`` is the median of objective
+``i`` over the feasible complete trials numbered up to the trial itself: a deterministic
+function of the history. The reference only shifts the reward by ``-omega . log(ref)``, a
+linear function of the weights, which the linear baseline below absorbs; it keeps rewards near
+zero and readable.
 A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
 (an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
 non-finite value all get the fixed reward ``infeasible_reward`` (default ``-5.0``, below the
@@ -97,6 +100,8 @@ RL_WEIGHTS_KEY = "autoprune.rl:weights"
 _STATE_VERSION = 1
 #: Floor of every value and reference before the log (an untrained candidate's 0.0 accuracy).
 _EPS = 1e-6
+#: A minimised objective's ratio to its reference is clipped to [1 / this, this] in the reward.
+_RATIO_CLIP = 10.0
 #: Floor of the advantage scale, so that a run of equal rewards does not divide by zero.
 _MIN_SCALE = 1e-8
 
@@ -111,7 +116,8 @@ def mnas_reward(
 
     ``sum log(v)`` over the maximised objectives plus ``sum w_i log(v_i / ref_i)`` over the
     minimised ones; ``weights`` and ``references`` hold one entry per minimised objective, in
-    the order of ``directions``. Values and references are floored at ``1e-6`` before the log.
+    the order of ``directions``. Maximised values are floored at ``1e-6`` before the log; the
+    ratios ``v_i / ref_i`` are clipped to ``[0.1, 10]``.
 
     Example (MnasNet: accuracy 0.75, latency 80 ms against a 100 ms target, w = -0.07):
         >>> max_, min_ = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
@@ -132,7 +138,8 @@ def mnas_reward(
         if d == StudyDirection.MAXIMIZE
     )
     for value, weight, reference in zip(minimised, weights, references, strict=True):
-        reward += weight * math.log(max(value, _EPS) / max(reference, _EPS))
+        ratio = max(value, 0.0) / max(reference, _EPS)
+        reward += weight * math.log(min(max(ratio, 1 / _RATIO_CLIP), _RATIO_CLIP))
     return reward
 
 

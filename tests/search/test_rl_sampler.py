@@ -65,6 +65,9 @@ def test_reward_is_mnasnet_in_log_form_for_any_directions() -> None:
     assert got == pytest.approx(math.log(0.5) - math.log(2.0) - 0.5 * math.log(3.0))
     # A minimised objective first, and an untrained candidate's 0.0 accuracy stays finite.
     assert math.isfinite(mnas_reward([4.0, 0.0], [down, up], [-1.0], [4.0]))
+    # A cost at zero earns what a cost ten times below its reference earns, no more.
+    assert mnas_reward([0.0], [down], [-1.0], [1.0]) == pytest.approx(math.log(10))
+    assert mnas_reward([1e-9], [down], [-0.5], [1.0]) == mnas_reward([0.1], [down], [-0.5], [1.0])
     with pytest.raises(ValueError, match="one weight and one reference"):
         mnas_reward([0.5, 2.0], [up, down], [], [])
 
