@@ -244,8 +244,8 @@ def test_random_importance_is_seeded_and_leaves_the_global_rng_alone(trained: nn
         ("missing", r"lacks 2 tensor\(s\) \(fc\.weight, fc\.bias\)"),
         (
             "quantized",
-            r"unexpected tensor\(s\) \(conv1\.(act_step|act_signed|weight_scale|calibrated_batches),"
-            r" .*a float model \(not fake-quantized\)$",
+            r"unexpected tensor\(s\) \(conv1\.(act_step|act_signed|weight_scale|calibrated_"
+            r"batches), .*a float model \(not fake-quantized\)$",
         ),
         ("meta", "meta device"),
         ("nan", r"non-finite values in layer2\.0\.bn1\.running_var"),
