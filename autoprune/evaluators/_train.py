@@ -259,6 +259,17 @@ def train_model(
         teacher = distillation.teacher.to(dev).eval()
     fork_devices = [dev] if dev.type == "cuda" else []
     intermediate: list[float] = []
+
+    def val_accuracy() -> float:
+        return evaluate_accuracy(
+            model,
+            data,
+            split="val",
+            input_shape=input_shape,
+            resolution_scale=fidelity.resolution_scale,
+            device=dev,
+        )
+
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -349,14 +360,7 @@ def train_model(
                 _logger.debug("epoch %d/%d: loss %.4f", epoch + 1, fidelity.epochs, epoch_loss)
                 if on_epoch is not None and epoch + 1 < fidelity.epochs:
                     seconds += time.perf_counter() - start  # evaluation is not training time
-                    accuracy = evaluate_accuracy(
-                        model,
-                        data,
-                        split="val",
-                        input_shape=input_shape,
-                        resolution_scale=fidelity.resolution_scale,
-                        device=dev,
-                    )
+                    accuracy = val_accuracy()
                     intermediate.append(accuracy)
                     model.train()
                     on_epoch(epoch + 1, fidelity.epochs, accuracy)
@@ -367,14 +371,7 @@ def train_model(
         finally:
             bar.close()
 
-    accuracy = evaluate_accuracy(
-        model,
-        data,
-        split="val",
-        input_shape=input_shape,
-        resolution_scale=fidelity.resolution_scale,
-        device=dev,
-    )
+    accuracy = val_accuracy()
     result = EvalResult(
         accuracy=accuracy,
         split="val",

@@ -59,24 +59,31 @@ def test_peers_compare_at_the_same_epoch_of_the_same_schedule() -> None:
     assert [(p.number, p.accuracy) for p in at_one] == [(0, 0.5)]
 
 
-def objective_for(tmp_path: Path, **search: object):
+def smallest_beside(tmp_path: Path, peer_costs: dict) -> optuna.trial.FrozenTrial:
+    """The space's smallest candidate, trained 2 epochs under the dominance rule (margin 0, one
+    peer needed) in a study holding one peer: perfect after epoch 1, at ``peer_costs``."""
     config = load_config(
-        write_config(tmp_path, training={"epochs": 2}, search={**search}),
+        write_config(
+            tmp_path,
+            training={"epochs": 2},
+            search={
+                "early_stopping": "dominated",
+                "early_stopping_margin": 0.0,
+                "early_stopping_min_trials": 1,
+            },
+        )
     )
-    return build_objective(config, run_dir=tmp_path / "run")
+    objective = build_objective(config, run_dir=tmp_path / "run")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    finished(study, accuracy=[1.0], epochs=2, costs=peer_costs)
+    study.enqueue_trial({d.name: min(d.choices) for d in objective.space.decisions})
+    study.optimize(objective, n_trials=1)
+    return study.trials[-1]
 
 
 def test_a_dominated_candidate_is_pruned_after_its_first_epoch(tmp_path: Path) -> None:
-    objective = objective_for(
-        tmp_path, early_stopping="dominated", early_stopping_margin=0.0, early_stopping_min_trials=1
-    )
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     # A peer that was free and perfect after one epoch of two dominates every candidate.
-    finished(study, accuracy=[1.0], epochs=2, costs={"latency_ms": 0.0, "energy_mj": 0.0})
-    smallest = {d.name: min(d.choices) for d in objective.space.decisions}
-    study.enqueue_trial(smallest)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[-1]
+    trial = smallest_beside(tmp_path, {"latency_ms": 0.0, "energy_mj": 0.0})
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stopped_early"] == {"epoch": 1, "epochs": 2, "by": 0}
     assert 0.0 <= trial.user_attrs["accuracy"] <= 1.0
@@ -85,16 +92,8 @@ def test_a_dominated_candidate_is_pruned_after_its_first_epoch(tmp_path: Path) -
 
 
 def test_an_undominated_candidate_trains_to_the_end_and_keeps_its_curve(tmp_path: Path) -> None:
-    objective = objective_for(
-        tmp_path, early_stopping="dominated", early_stopping_margin=0.0, early_stopping_min_trials=1
-    )
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    # Dearer than anything: it dominates nothing.
-    finished(study, accuracy=[1.0], epochs=2, costs={"latency_ms": 1e9, "energy_mj": 1e9})
-    smallest = {d.name: min(d.choices) for d in objective.space.decisions}
-    study.enqueue_trial(smallest)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[-1]
+    # A peer dearer than anything dominates nothing.
+    trial = smallest_beside(tmp_path, {"latency_ms": 1e9, "energy_mj": 1e9})
     assert trial.state == optuna.trial.TrialState.COMPLETE
     curve = trial.user_attrs[CURVE_KEY]
     assert curve["epochs"] == 2 and len(curve["accuracy"]) == 1
