@@ -57,6 +57,10 @@ class ExportedModel:
     files: tuple[Path, ...]
 
 
+#: State of the fake quantizer before LSQ (an EMA of the input's range); it cannot be converted.
+_LEGACY_QUANTIZER_KEYS = (".act_min", ".act_max", ".act_observed")
+
+
 def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
     """Rebuild a trained trial's model and load its weights (eval mode)."""
     if not record.trained:
@@ -69,8 +73,16 @@ def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
     weights = trial_dir(run_dir, source) / "model.pt"
     if not weights.exists():
         raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
+    state = torch.load(weights, weights_only=True)
+    legacy = sorted(k for k in state if k.endswith(_LEGACY_QUANTIZER_KEYS))
+    if legacy:
+        raise RunDirError(
+            f"weights of trial {record.number} were saved by an autoprune older than its LSQ "
+            f"quantizer ({legacy[0]}, {len(legacy)} such tensors); export them with the "
+            f"autoprune that trained them, or search again in a new run directory"
+        )
     model = build_model(Candidate.from_dict(record.candidate), seed=0)
-    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.load_state_dict(state)
     return model.eval()
 
 

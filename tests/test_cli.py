@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from autoprune.cli import main
+from autoprune.errors import RunDirError
 from autoprune.export import load_trained_model
 from autoprune.search import load_records, pareto_front
 from tests.conftest import write_config
@@ -131,6 +133,20 @@ def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(
         study_name="autoprune", storage=f"sqlite:///{run_dir / 'study.db'}"
     ).get_trials()
+
+
+def test_weights_of_the_old_quantizer_are_refused_in_one_line(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    trained = [r for r in load_records(finished_run) if r.trained and r.cached_from is None]
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    weights = run_dir / "trials" / f"{trained[-1].number:04d}" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    state["conv1.act_min"] = torch.zeros(())  # what a quantized layer saved before LSQ
+    torch.save(state, weights)
+    with pytest.raises(RunDirError, match=r"older than its LSQ quantizer \(conv1\.act_min, 1 "):
+        load_trained_model(run_dir, trained[-1])
 
 
 def test_binding_budget_gates_training(tmp_path: Path, capsys) -> None:
