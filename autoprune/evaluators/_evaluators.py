@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from autoprune.evaluators._datasets import DatasetSplits
 from autoprune.evaluators._proxies import log_synflow, naswot
 from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import Distillation, EpochHook, _prepare, train_model
-from autoprune.spaces import Candidate, build_model, count_costs, inherit_weights
+from autoprune.spaces import Candidate, CostReport, build_model, count_costs, inherit_weights
 
 __all__ = [
     "EVALUATORS",
@@ -119,10 +120,15 @@ class TrainedBase:
         self._model: nn.Module | None = None
         self._result: EvalResult | None = None
 
+    @functools.cached_property
+    def costs(self) -> CostReport:
+        """Exact costs of one inference of the base model (counted once)."""
+        return count_costs(build_model(self.candidate, device="meta"), self.candidate.input_shape)
+
     @property
     def macs(self) -> int:
         """Multiply-accumulates of one inference of the base model."""
-        return macs_of(self.candidate)
+        return self.costs.macs
 
     def is_base(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` is this base model (the same network at the same input)."""
@@ -134,8 +140,7 @@ class TrainedBase:
         if any(bits < 32 for _, bits in (*candidate.weight_bits, *candidate.activation_bits)):
             return False
         costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
-        mine = count_costs(build_model(self.candidate, device="meta"), candidate.input_shape)
-        return (costs.macs, costs.params) == (mine.macs, mine.params)
+        return (costs.macs, costs.params) == (self.costs.macs, self.costs.params)
 
     def get(self) -> tuple[nn.Module, EvalResult]:
         """The trained base network (evaluation mode, CPU) and its validation result."""
