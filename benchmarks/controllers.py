@@ -10,8 +10,9 @@ search (categorical decisions, constraints by ``Trial.set_constraint``, in-memor
     ``autoprune.evaluators.log_synflow``), minimise the estimated latency (ms) and energy (mJ)
     per inference (the per-layer roofline ``estimate_hardware``: exact and cheap for a given
     architecture). Budget: MACs at most ``--budget-fraction`` of the base model's, with the
-    search's repair step (``search.repair``): over-budget proposals are shrunk to fit, and the
-    share of proposals that were feasible *as proposed* is reported.
+    search's repair step (``search.repair``, placed as a search places it: in the sampler, or
+    in the objective for ``rl``): over-budget proposals are shrunk to fit, and the share of
+    proposals that were feasible *as proposed* is reported.
 (b) ``dtlz2``: DTLZ2 (Deb et al. 2002) with 3 objectives and ``--dtlz-variables`` variables,
     each discretised to ``--dtlz-levels`` evenly spaced values in [0, 1]; no constraint.
 
@@ -53,7 +54,7 @@ from autoprune.config import load_config, parse_budget
 from autoprune.evaluators import log_synflow
 from autoprune.hwprofiles import estimate_hardware, load_profile
 from autoprune.search import build_space, create_sampler, hypervolume, list_controllers
-from autoprune.search._repair import repair
+from autoprune.search._repair import REPAIR_STEPS_KEY, repair, repairing
 from autoprune.spaces import build_model, count_costs
 
 RESULTS = Path(__file__).parent / "results" / "controllers.json"
@@ -82,6 +83,10 @@ class Problem:
 
     def evaluate(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[float, ...]:
         raise NotImplementedError
+
+    def sampler(self, sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+        """The controller's sampler as a search on this problem would use it."""
+        return sampler
 
     def minimised(self, values: Sequence[float]) -> tuple[float, ...]:
         return tuple(
@@ -122,10 +127,13 @@ class Compression(Problem):
             )
         return self._cache[candidate.hash]
 
+    def sampler(self, sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+        return repairing(sampler, self.space, [self.budget])
+
     def evaluate(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[float, ...]:
-        proposed_macs = self._costs(params)[3]
-        trial.set_user_attr("feasible_as_proposed", proposed_macs <= self.budget.limit)
-        fitted, _ = repair(self.space, params, [self.budget])
+        fitted, steps = repair(self.space, params, [self.budget])  # rl: the objective repairs
+        steps += int(trial.user_attrs.get(REPAIR_STEPS_KEY) or 0)  # the others: their sampler
+        trial.set_user_attr("feasible_as_proposed", steps == 0)
         score, latency, energy, macs = self._costs(fitted)
         trial.set_constraint(self.budget.spec, self.budget.violation(macs))
         return score, latency, energy
@@ -168,7 +176,7 @@ def run_controller(
 
     study = optuna.create_study(
         directions=list(problem.directions),
-        sampler=create_sampler(controller, seed=seed, population_size=population),
+        sampler=problem.sampler(create_sampler(controller, seed=seed, population_size=population)),
     )
     started = time.perf_counter()
     with warnings.catch_warnings():

@@ -42,7 +42,7 @@ from autoprune.search._early_stopping import (
     EarlyStopped,
     peers_at,
 )
-from autoprune.search._repair import repair
+from autoprune.search._repair import REPAIR_STEPS_KEY, repair
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
 __all__ = [
@@ -323,7 +323,8 @@ class CandidateObjective:
         }
         if self.config.search.repair and "reference" not in trial.user_attrs:
             params, steps = repair(self.space, params, self.config.budgets)
-            trial.set_user_attr("repair_steps", steps)
+            steps += int(trial.user_attrs.get(REPAIR_STEPS_KEY) or 0)  # the sampler's repair
+            trial.set_user_attr(REPAIR_STEPS_KEY, steps)
             if steps:
                 _logger.info(
                     "trial %d: proposal over budget; shrunk in %d steps", trial.number, steps

@@ -11,10 +11,21 @@ over such a budget is shrunk step by step, each step the smallest change that lo
 2. then the input resolution, one choice at a time;
 3. then depth: the stage with the most kept blocks loses one.
 
-Bit-widths are left alone (they change size, never MACs). The proposal as sampled stays the
-trial's parameters (the controller learns what its proposals lead to); the repaired candidate is
-what gets trained, and the trial records how many steps it took. Latency and energy budgets are
-not repaired: they stay constraints, since their figures may be measured.
+Bit-widths are left alone (they change size, never MACs). Latency and energy budgets are not
+repaired: they stay constraints, since their figures may be measured.
+
+Where the repair happens depends on the controller (:func:`repairing`):
+
+- **In the sampler** (Lamarckian, the default): :class:`RepairingSampler` repairs the whole
+  proposal before it becomes the trial's parameters, so the study's history holds the
+  candidates that were trained. An evolutionary controller breeds from them, a model-based one
+  learns what a trained architecture scores.
+- **In the objective** (Baldwinian): a controller that must learn from the very actions it
+  sampled (``rl``'s policy gradient, whose sampler sets ``learns_from_own_proposals``) keeps its
+  proposal as the trial's parameters, and the objective trains the repaired candidate.
+
+Either way the trial's user attribute ``repair_steps`` counts the steps taken, so the share of
+proposals that fit as proposed is reported the same way.
 """
 
 from __future__ import annotations
@@ -22,10 +33,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
 from autoprune.config import Budget
 from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
 
-__all__ = ["EXACT_METRICS", "exact_costs", "repair"]
+__all__ = [
+    "EXACT_METRICS",
+    "REPAIR_STEPS_KEY",
+    "RepairingSampler",
+    "exact_costs",
+    "repair",
+    "repairing",
+]
 
 #: Budget metrics that the architecture alone determines.
 EXACT_METRICS = ("macs", "params", "size_bytes")
@@ -100,3 +123,96 @@ def repair(
         if _fits(space.candidate(current), exact):
             return current, steps
     return dict(params), 0
+
+
+#: Trial user attribute: one-choice steps the sampler's repair took (see RepairingSampler).
+REPAIR_STEPS_KEY = "repair_steps"
+
+
+class RepairingSampler(optuna.samplers.BaseSampler):
+    """A sampler whose proposals are repaired before they become the trial's parameters.
+
+    Lamarckian repair: the inner sampler proposes every decision at once (its own relative
+    proposal, the rest from its ``sample_independent``), :func:`repair` shrinks the proposal
+    to fit the exact budgets, and the *repaired* values are what the trial records. An
+    evolutionary controller then breeds from the candidates that were trained, not from
+    proposals that were shrunk after it chose them, and a model-based one learns the mapping
+    from trained architecture to objectives. The steps taken go to the trial's user attribute
+    ``repair_steps``, so the share of proposals that fit as proposed is still reported.
+
+    A trial with fixed parameters (the enqueued base model, a re-queued interrupted trial) is
+    left to Optuna's fixed-parameter path and never repaired here.
+
+    Args:
+        inner: The controller's sampler.
+        space: The search space; every decision is a categorical parameter of that name.
+        budgets: The run's budgets; only those on exact metrics are repaired.
+    """
+
+    def __init__(
+        self,
+        inner: optuna.samplers.BaseSampler,
+        space: SearchSpace,
+        budgets: Sequence[Budget],
+    ) -> None:
+        self.inner = inner
+        self._space = space
+        self._budgets = tuple(budgets)
+        self._distributions = {d.name: CategoricalDistribution(d.choices) for d in space.decisions}
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._distributions)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space or trial.system_attrs.get("fixed_params"):
+            return {}
+        inner_space = self.inner.infer_relative_search_space(study, trial)
+        proposal = dict(self.inner.sample_relative(study, trial, inner_space))
+        for name, distribution in search_space.items():
+            if name not in proposal:
+                proposal[name] = self.inner.sample_independent(study, trial, name, distribution)
+        fitted, steps = repair(self._space, proposal, self._budgets)
+        # As ``Trial.set_user_attr`` does: the storage, and the trial's cached copy (``trial``
+        # is the running trial's own frozen view), so that the objective sees it.
+        study._storage.set_trial_user_attr(trial._trial_id, REPAIR_STEPS_KEY, steps)
+        trial.user_attrs[REPAIR_STEPS_KEY] = steps
+        return fitted
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
+def repairing(
+    sampler: optuna.samplers.BaseSampler, space: SearchSpace, budgets: Sequence[Budget]
+) -> optuna.samplers.BaseSampler:
+    """``sampler`` wrapped in a :class:`RepairingSampler` when some budget is exact and the
+    sampler does not learn from its own proposals; ``sampler`` itself otherwise."""
+    exact = [b for b in budgets if b.metric in EXACT_METRICS]
+    if not exact or getattr(sampler, "learns_from_own_proposals", False):
+        return sampler
+    return RepairingSampler(sampler, space, exact)

@@ -50,6 +50,7 @@ from autoprune.search._hypervolume import HypervolumeReference, hypervolume_hist
 from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
 from autoprune.search._pareto import OBJECTIVES, pareto_front
 from autoprune.search._records import TrialRecord
+from autoprune.search._repair import repairing
 from autoprune.spaces import Candidate, SearchSpace, build_model
 
 __all__ = [
@@ -395,6 +396,8 @@ def run_search(
             seed=config.search.seed,
             population_size=config.search.population_size,
         )
+        if config.search.repair:
+            sampler = repairing(sampler, space, config.budgets)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = _open_study(url, sampler)
         with warnings.catch_warnings():

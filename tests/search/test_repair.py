@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 
 from autoprune.config import parse_budget
-from autoprune.search._repair import exact_costs, repair
+from autoprune.search import create_sampler
+from autoprune.search._repair import (
+    REPAIR_STEPS_KEY,
+    RepairingSampler,
+    exact_costs,
+    repair,
+    repairing,
+)
 from autoprune.spaces import SearchSpace
 
 
@@ -64,3 +72,37 @@ def test_widths_shrink_before_resolution_and_depth(space: SearchSpace) -> None:
 def test_a_floor_over_budget_comes_back_unchanged(space: SearchSpace) -> None:
     widest = _widest(space)
     assert repair(space, widest, [parse_budget("1kparams")]) == (widest, 0)
+
+
+@pytest.mark.parametrize("controller", ["nsga2", "tpe", "random"])
+def test_sampler_repair_makes_the_trained_candidate_the_trials_params(
+    space: SearchSpace, controller: str
+) -> None:
+    budget = parse_budget("5mflops")
+    sampler = repairing(create_sampler(controller, seed=0, population_size=4), space, [budget])
+    assert isinstance(sampler, RepairingSampler)
+    study = optuna.create_study(directions=["minimize"], sampler=sampler)
+    widest = _widest(space)
+    study.enqueue_trial(widest)  # fixed params: Optuna's, never repaired by the sampler
+    seen_steps = []
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {d.name: trial.suggest_categorical(d.name, d.choices) for d in space.decisions}
+        seen_steps.append(trial.user_attrs.get(REPAIR_STEPS_KEY))  # visible in the objective
+        return float(exact_costs(space.candidate(params))["macs"])
+
+    study.optimize(objective, n_trials=8)
+    base, *proposed = study.trials
+    assert base.params == widest and REPAIR_STEPS_KEY not in base.user_attrs
+    assert seen_steps[0] is None and seen_steps[1:] == [
+        t.user_attrs[REPAIR_STEPS_KEY] for t in proposed
+    ]
+    assert all(t.values[0] <= budget.limit for t in proposed), "every proposal fits as recorded"
+    assert any(t.user_attrs[REPAIR_STEPS_KEY] > 0 for t in proposed), "some needed shrinking"
+
+
+def test_rl_and_runs_without_an_exact_budget_are_not_wrapped(space: SearchSpace) -> None:
+    rl = create_sampler("rl", seed=0, population_size=4)
+    assert repairing(rl, space, [parse_budget("10mflops")]) is rl  # repaired in the objective
+    nsga2 = create_sampler("nsga2", seed=0, population_size=4)
+    assert repairing(nsga2, space, [parse_budget("1ms")]) is nsga2
