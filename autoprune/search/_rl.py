@@ -12,23 +12,36 @@ Each trial draws its own objective weights ``omega`` (one per minimised objectiv
 anew for every episode and conditioning the policy on them makes one policy cover the whole
 Pareto front instead of the single point that one fixed weighting selects.
 
-Reward of a finished trial (MnasNet's ``ACC * (LAT / T) ** w`` in log form, for any number of
-objectives in either direction)::
+Reward of a finished trial: MnasNet's accuracy term, ``log ACC``, with the minimised objectives
+(costs) combined by a weighted Tchebycheff norm (the default, ``scalarisation="tchebycheff"``)::
+
+    R = sum_max log(max(v_j, eps)) - max_min |omega_i| * (v_i - lo_i) / (hi_i - lo_i)
+
+or, with ``scalarisation="weighted-log"``, by MnasNet's own product ``ACC * (LAT / T) ** w`` in
+log form::
 
     R = sum_max log(max(v_j, eps)) + sum_min omega_i * log(clip(v_i / ref_i, 1 / c, c))
 
-with ``eps = 1e-6`` (a maximised value ``<= 0``, such as the 0.0 accuracy of an untrained
-candidate, scores as ``log(1e-6)``) and ``c = 10``: a cost ten times below its reference earns
-no more than that, so a cost that reaches zero (a corner of DTLZ2's front, say) cannot outweigh
-every other objective and collapse the policy onto it. ``ref_i`` is the median of objective
-``i`` over the feasible complete trials numbered up to the trial itself: a deterministic
-function of the history. The reference only shifts the reward by ``-omega . log(ref)``, a
-linear function of the weights, which the linear baseline below absorbs; it keeps rewards near
-zero and readable.
+``eps = 1e-6`` (a maximised value ``<= 0``, such as the 0.0 accuracy of an untrained
+candidate, scores as ``log(1e-6)``). ``lo_i``, ``hi_i`` and ``ref_i`` are the smallest, largest
+and median value of objective ``i`` over the feasible complete trials numbered up to the trial
+itself: deterministic functions of the history. ``c = 10``: a cost ten times below its
+reference earns no more than that.
+
+Why Tchebycheff by default: the weighted log-sum is a linear scalarisation in log space, and a
+linear scalarisation reaches only the parts of a front that are convex in its space, whatever
+the weights. On DTLZ2 (a concave front) the weighted-log policy collapsed onto the front's
+corners (measured on ``benchmarks/controllers.py``'s DTLZ2, seed 0: in trials 151-200, 49 of
+50 proposals put the first position variable at one of its two extreme levels, 43 of 50 the
+second) and its hypervolume stayed below random search's; the weighted maximum reaches every
+Pareto-optimal point (Miettinen 1999, thm. 3.4.5). Accuracy keeps its log, as in MnasNet; each
+cost is charged the share ``|omega_i|`` of its normalised range, so a weight near 0 lets that
+cost go and ``-1`` charges its whole range.
+
 A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
 (an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
 non-finite value all get the fixed reward ``infeasible_reward`` (default ``-5.0``, below the
-``log(0.01) = -4.6`` of a feasible candidate at 1 % accuracy and reference costs): the policy
+``log(0.01) = -4.6`` of a feasible candidate at 1 % accuracy and the best costs seen): the policy
 learns from them, which is what steers it toward feasible candidates. Pruned trials carry no
 final values and are skipped, as are trials the policy did not propose (no weights recorded);
 running and waiting trials wait until they finish.
@@ -87,7 +100,9 @@ __all__ = [
     "RL_WEIGHTS_KEY",
     "PolicyGradientSampler",
     "PolicyState",
+    "SCALARISATIONS",
     "mnas_reward",
+    "tchebycheff_reward",
 ]
 
 _logger = logging.getLogger("autoprune.search")
@@ -141,6 +156,51 @@ def mnas_reward(
         ratio = max(value, 0.0) / max(reference, _EPS)
         reward += weight * math.log(min(max(ratio, 1 / _RATIO_CLIP), _RATIO_CLIP))
     return reward
+
+
+def tchebycheff_reward(
+    values: Sequence[float],
+    directions: Sequence[StudyDirection],
+    weights: Sequence[float],
+    ranges: Sequence[tuple[float, float]],
+) -> float:
+    """Scalar reward that combines the minimised objectives by a weighted Tchebycheff norm.
+
+    ``sum log(v)`` over the maximised objectives (MnasNet's accuracy term) minus
+    ``max_i |w_i| * (v_i - lo_i) / (hi_i - lo_i)`` over the minimised ones, ``(lo_i, hi_i)``
+    being the best and worst value seen (``ranges``; a zero span counts as 1). A weight near 0
+    lets that cost go; ``-1`` charges its whole normalised range. Unlike a weighted sum
+    (MnasNet's product form is one in log space, and reaches only the log-convex parts of a
+    front), the weighted maximum reaches every point of a front, concave parts included
+    (Miettinen 1999, *Nonlinear Multiobjective Optimization*, thm. 3.4.5).
+
+    Example (two costs, one at its best and one at its worst; the worse one counts):
+        >>> min_ = StudyDirection.MINIMIZE
+        >>> tchebycheff_reward([1.0, 3.0], [min_, min_], [-0.5, -0.5], [(1.0, 3.0), (1.0, 3.0)])
+        -0.5
+    """
+    minimised = [v for v, d in zip(values, directions, strict=True) if d == StudyDirection.MINIMIZE]
+    if not len(weights) == len(ranges) == len(minimised):
+        raise ValueError(
+            "one weight and one range per minimised objective must be given, but got "
+            f"{len(minimised)} minimised objectives, {weights=}, {ranges=}"
+        )
+    reward = sum(
+        math.log(max(v, _EPS))
+        for v, d in zip(values, directions, strict=True)
+        if d == StudyDirection.MAXIMIZE
+    )
+    if not minimised:
+        return reward
+    worst = max(
+        abs(weight) * (value - lo) / (hi - lo if hi > lo else 1.0)
+        for value, weight, (lo, hi) in zip(minimised, weights, ranges, strict=True)
+    )
+    return reward - worst
+
+
+#: Scalarisations of the minimised objectives that the ``rl`` controller can use.
+SCALARISATIONS = ("tchebycheff", "weighted-log")
 
 
 @dataclass
@@ -248,7 +308,13 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         weight_range: ``(lo, hi)``, ``lo <= hi <= 0``: range of each minimised objective's
             weight, drawn uniformly per trial (MnasNet's fixed ``w = -0.07`` is ``(-0.07,
             -0.07)``).
+        scalarisation: How the minimised objectives enter the reward: ``"tchebycheff"``
+            (:func:`tchebycheff_reward`) or ``"weighted-log"`` (:func:`mnas_reward`).
     """
+
+    #: The policy-gradient step needs the actions this sampler drew, so a proposal over an exact
+    #: budget is repaired in the objective, never in the sampler (``autoprune.search._repair``).
+    learns_from_own_proposals = True
 
     def __init__(
         self,
@@ -260,7 +326,12 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         advantage_clip: float = 2.0,
         infeasible_reward: float = -5.0,
         weight_range: tuple[float, float] = (-1.0, 0.0),
+        scalarisation: str = "tchebycheff",
     ) -> None:
+        if scalarisation not in SCALARISATIONS:
+            raise ValueError(
+                f"scalarisation must be one of {SCALARISATIONS}, got {scalarisation!r}"
+            )
         lo, hi = weight_range
         if not lo <= hi <= 0:
             raise ValueError(f"`lo <= hi <= 0` must hold, but got {weight_range=}")
@@ -280,6 +351,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         self._advantage_clip = advantage_clip
         self._infeasible_reward = infeasible_reward
         self._weight_range = (float(lo), float(hi))
+        self._scalarisation = scalarisation
         self._lock = threading.Lock()
         self._cache: tuple[tuple[int, int], PolicyState] | None = None
 
@@ -466,7 +538,12 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
             or any(c > 0 for c in trial.constraints.values())
         ):
             return self._infeasible_reward
-        reward = mnas_reward(values, directions, omega.tolist(), history.references(trial.number))
+        if self._scalarisation == "tchebycheff":
+            ranges = history.ranges(trial.number)
+            reward = tchebycheff_reward(values, directions, omega.tolist(), ranges)
+        else:
+            references = history.references(trial.number)
+            reward = mnas_reward(values, directions, omega.tolist(), references)
         return reward if math.isfinite(reward) else self._infeasible_reward
 
     def _draw_weights(self, number: int, n_weights: int) -> np.ndarray:
@@ -505,6 +582,15 @@ class _FeasibleHistory:
         if upto == 0:  # cannot happen for a feasible trial, which counts itself
             return [1.0] * self._values.shape[1]
         return np.median(self._values[:upto], axis=0).tolist()
+
+    def ranges(self, number: int) -> list[tuple[float, float]]:
+        """Smallest and largest of each minimised objective over the feasible trials numbered
+        ``<= number``."""
+        upto = int(np.searchsorted(self._numbers, number, side="right"))
+        if upto == 0:  # cannot happen for a feasible trial, which counts itself
+            return [(0.0, 1.0)] * self._values.shape[1]
+        seen = self._values[:upto]
+        return list(zip(seen.min(axis=0).tolist(), seen.max(axis=0).tolist(), strict=True))
 
 
 def _study_key(study: Study) -> tuple[int, int]:

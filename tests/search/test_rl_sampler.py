@@ -14,7 +14,7 @@ import pytest
 from optuna.study import StudyDirection
 
 from autoprune.search import PolicyGradientSampler, create_sampler, list_controllers, mnas_reward
-from autoprune.search._rl import RL_STATE_KEY, RL_WEIGHTS_KEY
+from autoprune.search._rl import RL_STATE_KEY, RL_WEIGHTS_KEY, tchebycheff_reward
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # autoprune's (accuracy, latency, energy)
 N_DECISIONS, N_CHOICES = 8, 4
@@ -72,11 +72,29 @@ def test_reward_is_mnasnet_in_log_form_for_any_directions() -> None:
         mnas_reward([0.5, 2.0], [up, down], [], [])
 
 
+def test_tchebycheff_reward_charges_the_worst_weighted_cost() -> None:
+    up, down = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
+    ranges = [(1.0, 3.0), (10.0, 20.0)]  # best and worst seen: latency, energy
+    # Latency at its worst, energy at its best: latency's share of its range counts.
+    got = tchebycheff_reward([0.5, 3.0, 10.0], [up, down, down], [-0.5, -1.0], ranges)
+    assert got == pytest.approx(math.log(0.5) - 0.5)
+    # Both half way: the larger weight counts, not the sum (a weighted sum would charge 0.75).
+    got = tchebycheff_reward([0.5, 2.0, 15.0], [up, down, down], [-0.5, -1.0], ranges)
+    assert got == pytest.approx(math.log(0.5) - 0.5)
+    # A weight of 0 lets its cost go; a zero span counts as 1.
+    assert tchebycheff_reward([0.5, 3.0], [up, down], [0.0], [(1.0, 3.0)]) == math.log(0.5)
+    assert tchebycheff_reward([4.0], [down], [-1.0], [(2.0, 2.0)]) == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="one weight and one range"):
+        tchebycheff_reward([0.5, 2.0], [up, down], [], [])
+
+
 def test_registered_as_rl_and_validates_its_options() -> None:
     assert "rl" in list_controllers()
     assert isinstance(create_sampler("rl", seed=0, population_size=8), PolicyGradientSampler)
     with pytest.raises(ValueError, match=r"weight_range=\(0.0, 1.0\)"):
         PolicyGradientSampler(weight_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match="scalarisation must be one of"):
+        PolicyGradientSampler(scalarisation="sum")
 
 
 # ---- it learns ---------------------------------------------------------------------------------
@@ -254,18 +272,19 @@ def test_workers_sharing_a_study_each_learn_from_all_finished_trials(tmp_path: P
 
 # ---- the front ---------------------------------------------------------------------------------
 
-GAIN = np.array([0.0, 0.5, 0.8, 0.9])  # log-accuracy per choice, concave: each step gains less
+GAIN = np.array([0.0, 0.15, 0.2, 0.23])  # log-accuracy per choice, concave: each step gains less
 
 
 def front_problem(trial: optuna.Trial) -> tuple[float, float]:
-    """Separable 2-objective front: log(accuracy) = sum GAIN[c], log(latency) = 0.6 sum c.
+    """Separable 2-objective front: log(accuracy) = sum GAIN[c], latency = 1 + sum c.
 
-    An assignment is Pareto-optimal iff its choices differ by at most one (the concave gain
-    favours spreading a latency budget evenly); the front has one point per sum, 0 to 18, and
-    the weight omega in [-1, 0] picks choice 0 (omega = -1) up to 3 (omega = 0) everywhere.
+    Accuracy spans 25 % to 100 % and latency 1 to 19 ms, as a compression front might. An
+    assignment is Pareto-optimal iff its choices differ by at most one (the concave gain
+    favours spreading a latency budget evenly); the front has one point per sum, 0 to 18; a
+    weight near 0 picks choice 3 everywhere, a weight of -1 a smaller one.
     """
     choice = np.asarray(decisions(trial, 6))
-    return float(np.exp(GAIN[choice].sum() - 5.4)), float(np.exp(0.6 * choice.sum()))
+    return float(np.exp(GAIN[choice].sum() - 1.38)), float(1 + choice.sum())
 
 
 def front_points(study: optuna.Study) -> tuple[int, set[int]]:
