@@ -16,8 +16,14 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
    base's compute, at most 2x the epochs) and ``distill`` (from scratch, the base as teacher):
    test accuracy, mean and standard deviation over seeds.
 4. **Searched vs uniform** at equal MACs, per method (the comparison AMC reports).
-5. **Fidelity**: the Kendall tau between the search-fidelity validation accuracy of the
-   candidates and their validation accuracy at the comparison fidelity (scratch-e, seed 0).
+5. **Fidelity at equal MACs**: the Kendall tau between the search-fidelity validation accuracy
+   of the candidates and their validation accuracy at the comparison fidelity (scratch-e,
+   seed 0). The hard case: every candidate costs about the same.
+6. **Fidelity ladder across the space**: ``--ladder-candidates`` candidates of the same space
+   spread evenly over its MACs (no budget), trained from scratch (seed 0) at each rung of
+   ``--ladder`` (``SAMPLESxEPOCHS``; the default run's own fidelity among them) and at the
+   comparison fidelity: per rung, the Kendall tau against the comparison fidelity and the
+   training seconds per candidate. The case a Pareto search meets: candidates of every cost.
 
 Every training result is cached in ``--work`` (one JSON line per training), so an interrupted
 run continues where it stopped. Writes ``benchmarks/results/rethinking.json`` and
@@ -107,6 +113,31 @@ def proposals(space: SearchSpace, macs: int, count: int, min_share: float) -> li
     raise SystemExit(f"found only {len(found)} of {count} candidates; lower --min-macs-share")
 
 
+def spread(space: SearchSpace, count: int, draws: int = 2000) -> list[Candidate]:
+    """``count`` distinct candidates whose MACs are spread evenly between the smallest and
+    largest of ``draws`` seeded random proposals: one nearest each of ``count`` evenly spaced
+    MACs targets."""
+    rng = random.Random(1)
+    pool: dict[str, Candidate] = {}
+    for _ in range(draws):
+        candidate = space.candidate({d.name: rng.choice(d.choices) for d in space.decisions})
+        pool.setdefault(candidate.hash, candidate)
+    macs = {h: macs_of(c) for h, c in pool.items()}  # counted once: ms each on the meta device
+    low, high = min(macs.values()), max(macs.values())
+    chosen: list[Candidate] = []
+    for k in range(count):
+        target = low + (high - low) * k / max(count - 1, 1)
+        rest = [h for h in pool if pool[h] not in chosen]
+        chosen.append(pool[min(rest, key=lambda h: abs(macs[h] - target))])
+    return chosen
+
+
+def parse_rung(text: str) -> TrainingConfig:
+    """``"20000x2"`` -> 20000 samples x 2 epochs."""
+    samples, _, epochs = text.partition("x")
+    return TrainingConfig(samples=int(samples), epochs=int(epochs))
+
+
 class Trainings:
     """Every training of the run, cached as JSON lines keyed by what determines the result."""
 
@@ -171,6 +202,13 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--min-macs-share", type=float, default=0.9)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ladder-candidates", type=int, default=20)
+    parser.add_argument(
+        "--ladder",
+        nargs="*",
+        default=["5000x1", "10000x1", "20000x1", "20000x2"],
+        help="fidelity rungs SAMPLESxEPOCHS, ranked against the comparison fidelity",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -246,6 +284,41 @@ def main() -> None:
                 )
                 table.setdefault(f"{arch_name} {name}", []).append(row["test_accuracy"])
 
+    # The ladder: candidates of every cost, each rung ranked against the comparison fidelity.
+    ladder_candidates = spread(space, args.ladder_candidates)
+    reference = [
+        trainings.run(
+            f"scratch-e {c.hash} seed 0",
+            lambda c=c: method("scratch-e", 0).evaluate(c, seed=0),
+        )
+        for c in ladder_candidates
+    ]
+    ladder: dict[str, Any] = {}
+    for rung in args.ladder:
+        fidelity = parse_rung(rung)
+        rows = [
+            trainings.run(
+                f"search {c.hash} {rung}",
+                lambda c=c, f=fidelity: method("scratch-e", 0, f).evaluate(c, seed=0),
+            )
+            for c in ladder_candidates
+        ]
+        rung_tau = kendalltau(
+            [r["val_accuracy"] for r in rows], [r["val_accuracy"] for r in reference]
+        )
+        ladder[rung] = {
+            "tau": float(rung_tau.statistic),
+            "p_value": float(rung_tau.pvalue),
+            "seconds_per_candidate": statistics.mean(r["seconds"] for r in rows),
+            "val_accuracy": [r["val_accuracy"] for r in rows],
+        }
+    ladder[f"{args.samples}x{args.epochs}"] = {
+        "tau": 1.0,
+        "p_value": 0.0,
+        "seconds_per_candidate": statistics.mean(r["seconds"] for r in reference),
+        "val_accuracy": [r["val_accuracy"] for r in reference],
+    }
+
     summary = {key: _mean_std(values) for key, values in table.items()}
     gaps = {
         name: summary[f"searched {name}"]["mean"] - summary[f"uniform {name}"]["mean"]
@@ -275,6 +348,12 @@ def main() -> None:
             "comparison_val_accuracy": high,
             "macs": [macs_of(c) for c in candidates],
         },
+        "fidelity_ladder": {
+            "candidates": len(ladder_candidates),
+            "macs": [macs_of(c) for c in ladder_candidates],
+            "reference": f"{args.samples}x{args.epochs}",
+            "rungs": ladder,
+        },
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
         "seconds": time.perf_counter() - started,
@@ -303,6 +382,16 @@ def main() -> None:
         f"Kendall tau, search fidelity vs comparison fidelity, {len(candidates)} candidates: "
         f"{tau.statistic:.3f} (p {tau.pvalue:.3g})"
     )
+    macs = payload["fidelity_ladder"]["macs"]
+    print(
+        f"fidelity ladder, {len(ladder_candidates)} candidates {min(macs) / 1e6:.2f}-"
+        f"{max(macs) / 1e6:.2f} MMACs, Kendall tau against {args.samples}x{args.epochs}:"
+    )
+    for rung, row in ladder.items():
+        print(
+            f"  {rung:>10s}  tau {row['tau']:.3f} (p {row['p_value']:.3g})  "
+            f"{row['seconds_per_candidate']:6.1f} s per candidate"
+        )
 
 
 def _plot(path: Path, payload: dict[str, Any]) -> None:
@@ -311,7 +400,7 @@ def _plot(path: Path, payload: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (bars, scatter) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, (bars, scatter, rungs) = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
     summary = payload["test_accuracy"]
     for offset, arch in ((-0.2, "uniform"), (0.2, "searched")):
         means = [100 * summary[f"{arch} {m}"]["mean"] for m in METHODS]
@@ -332,8 +421,17 @@ def _plot(path: Path, payload: dict[str, Any]) -> None:
     scatter.set_xlabel(f"val accuracy (%), search fidelity {payload['search_fidelity']}")
     scatter.set_ylabel("val accuracy (%), comparison fidelity")
     scatter.set_title(
-        f"Kendall tau {tau['tau']:.3f} over {tau['candidates']} candidates", fontsize=9
+        f"equal MACs: Kendall tau {tau['tau']:.3f} over {tau['candidates']} candidates",
+        fontsize=9,
     )
+    ladder = payload["fidelity_ladder"]
+    for rung, row in ladder["rungs"].items():
+        rungs.scatter(row["seconds_per_candidate"], row["tau"])
+        rungs.annotate(rung, (row["seconds_per_candidate"], row["tau"]), fontsize=8)
+    rungs.set_xlabel("training seconds per candidate")
+    rungs.set_ylabel(f"Kendall tau against {ladder['reference']}")
+    rungs.set_ylim(0, 1.05)
+    rungs.set_title(f"fidelity ladder, {ladder['candidates']} candidates of every cost", fontsize=9)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
