@@ -171,7 +171,7 @@ def test_autoprune_board_serves_through_the_tracker_until_ctrl_c(tmp_path: Path)
         )
         assert measurement.ok and measurement.energy is not None
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        assert process.wait(timeout=120) == 130
     finally:
         process.kill()
         tracker.terminate()
