@@ -43,6 +43,10 @@ def test_budgets_may_grow_on_a_continued_run(tmp_path: Path, override: str) -> N
 
 
 def test_another_training_fidelity_is_refused_with_the_setting_named(tmp_path: Path) -> None:
-    prepare_run_dir(tmp_path, load_config(), None)
-    with pytest.raises(RunDirError, match=r"training\.epochs: 2 there, 3 now.*--run-dir"):
-        prepare_run_dir(tmp_path, load_config(overrides=["training.epochs=3"]), None)
+    default = load_config()
+    prepare_run_dir(tmp_path, default, None)
+    epochs = default.training.epochs
+    with pytest.raises(
+        RunDirError, match=rf"training\.epochs: {epochs} there, {epochs + 1} now.*--run-dir"
+    ):
+        prepare_run_dir(tmp_path, load_config(overrides=[f"training.epochs={epochs + 1}"]), None)
