@@ -121,6 +121,29 @@ _RATIO_CLIP = 10.0
 _MIN_SCALE = 1e-8
 
 
+def _accuracy_term(
+    values: Sequence[float],
+    directions: Sequence[StudyDirection],
+    weights: Sequence[float],
+    per_cost: Sequence[Any],
+    what: str,
+) -> tuple[float, list[float]]:
+    """``sum log(max(v, eps))`` over the maximised values, and the minimised values in order;
+    raises unless ``weights`` and ``per_cost`` (named ``what``) hold one entry per minimised."""
+    minimised = [v for v, d in zip(values, directions, strict=True) if d == StudyDirection.MINIMIZE]
+    if not len(weights) == len(per_cost) == len(minimised):
+        raise ValueError(
+            f"one weight and one {what} per minimised objective must be given, but got "
+            f"{len(minimised)} minimised objectives, weights={weights}, {what}s={per_cost}"
+        )
+    reward = sum(
+        math.log(max(v, _EPS))
+        for v, d in zip(values, directions, strict=True)
+        if d == StudyDirection.MAXIMIZE
+    )
+    return reward, minimised
+
+
 def mnas_reward(
     values: Sequence[float],
     directions: Sequence[StudyDirection],
@@ -141,17 +164,7 @@ def mnas_reward(
         >>> round(math.log(0.75 * (80.0 / 100.0) ** -0.07), 4)
         -0.2721
     """
-    minimised = [v for v, d in zip(values, directions, strict=True) if d == StudyDirection.MINIMIZE]
-    if not len(weights) == len(references) == len(minimised):
-        raise ValueError(
-            "one weight and one reference per minimised objective must be given, but got "
-            f"{len(minimised)} minimised objectives, {weights=}, {references=}"
-        )
-    reward = sum(
-        math.log(max(v, _EPS))
-        for v, d in zip(values, directions, strict=True)
-        if d == StudyDirection.MAXIMIZE
-    )
+    reward, minimised = _accuracy_term(values, directions, weights, references, "reference")
     for value, weight, reference in zip(minimised, weights, references, strict=True):
         ratio = max(value, 0.0) / max(reference, _EPS)
         reward += weight * math.log(min(max(ratio, 1 / _RATIO_CLIP), _RATIO_CLIP))
@@ -179,17 +192,7 @@ def tchebycheff_reward(
         >>> tchebycheff_reward([1.0, 3.0], [min_, min_], [-0.5, -0.5], [(1.0, 3.0), (1.0, 3.0)])
         -0.5
     """
-    minimised = [v for v, d in zip(values, directions, strict=True) if d == StudyDirection.MINIMIZE]
-    if not len(weights) == len(ranges) == len(minimised):
-        raise ValueError(
-            "one weight and one range per minimised objective must be given, but got "
-            f"{len(minimised)} minimised objectives, {weights=}, {ranges=}"
-        )
-    reward = sum(
-        math.log(max(v, _EPS))
-        for v, d in zip(values, directions, strict=True)
-        if d == StudyDirection.MAXIMIZE
-    )
+    reward, minimised = _accuracy_term(values, directions, weights, ranges, "range")
     if not minimised:
         return reward
     worst = max(
