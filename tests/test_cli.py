@@ -270,11 +270,12 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
         "--quiet",
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = tmp_path / "search.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    states: list[optuna.trial.TrialState] = []
     deadline = time.time() + 240
-    while time.time() < deadline:
+    while time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
         if not (run_dir / "study.db").exists():
             continue
@@ -287,8 +288,14 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
             and optuna.trial.TrialState.RUNNING in states
         ):
             break
+    assert process.poll() is None, (
+        f"the search ended (exit {process.returncode}) before a trial could be interrupted; "
+        f"trial states seen: {states}; its output:\n{log.read_text()[-4000:]}"
+    )
     process.send_signal(signum)
-    assert process.wait(timeout=60) == (130 if signum == signal.SIGINT else -signal.SIGKILL)
+    assert process.wait(timeout=60) == (130 if signum == signal.SIGINT else -signal.SIGKILL), (
+        log.read_text()[-4000:]
+    )
     killed = _trials(run_dir)
     finished = {
         t.number: t.datetime_complete for t in killed if t.state == optuna.trial.TrialState.COMPLETE
