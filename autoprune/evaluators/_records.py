@@ -25,6 +25,12 @@ def _check_keys(kind: str, given: dict[str, Any], cls: type) -> None:
         )
 
 
+def _amount(samples: int | None, epochs: int) -> str:
+    """``'20000 samples x 2 epochs'``, ``'all samples x 1 epoch'``: the training amount."""
+    images = "all samples" if samples is None else f"{samples} samples"
+    return f"{images} x {epochs} epoch{'' if epochs == 1 else 's'}"
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -105,8 +111,7 @@ class Fidelity:
     @property
     def label(self) -> str:
         """Short label without pixels, e.g. ``'20000 samples x 2 epochs @ 0.5x res'``."""
-        samples = "all samples" if self.samples is None else f"{self.samples} samples"
-        return f"{samples} x {self.epochs} epochs @ {self.resolution_scale:g}x res"
+        return f"{_amount(self.samples, self.epochs)} @ {self.resolution_scale:g}x res"
 
     def describe(self, input_hw: tuple[int, int]) -> str:
         """Label with the training resolution for a deploy resolution ``input_hw`` (pixels).
@@ -115,9 +120,8 @@ class Fidelity:
             >>> Fidelity(samples=10000, epochs=2).describe((28, 28))
             '10000 samples x 2 epochs @ 28x28'
         """
-        samples = "all samples" if self.samples is None else f"{self.samples} samples"
         h, w = self.train_hw(input_hw)
-        return f"{samples} x {self.epochs} epochs @ {h}x{w}"
+        return f"{_amount(self.samples, self.epochs)} @ {h}x{w}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready dict; :meth:`from_dict` inverts it."""
@@ -189,11 +193,10 @@ class EvalResult:
         h, w = self.input_hw
         if self.metric != "accuracy":
             return f"{self.metric} {self.accuracy:.4g} (at initialisation @ {h}x{w})"
-        samples = f"{self.samples} samples"
         how = "" if self.evaluator == "scratch-e" else f", {self.evaluator}"
         return (
             f"{self.split} acc {100 * self.accuracy:.2f}% "
-            f"({samples} x {self.epochs} epochs @ {h}x{w}{how})"
+            f"({_amount(self.samples, self.epochs)} @ {h}x{w}{how})"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def test_fidelity_labels_and_training_resolution() -> None:
     half = Fidelity(samples=None, epochs=3, resolution_scale=0.5)
     assert half.describe((28, 32)) == "all samples x 3 epochs @ 14x16"
     assert half.label == "all samples x 3 epochs @ 0.5x res"
+    assert Fidelity(samples=20000, epochs=1).describe((28, 28)) == "20000 samples x 1 epoch @ 28x28"
     assert Fidelity(samples=None, epochs=1, resolution_scale=0.75).train_hw((28, 28)) == (21, 21)
     assert Fidelity(samples=None, epochs=1, resolution_scale=0.01).train_hw((28, 28)) == (1, 1)
 
