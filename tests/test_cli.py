@@ -277,7 +277,7 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
-        if not (run_dir / "study.db").exists():
+        if not (run_dir / "run.json").exists():  # the storage has its tables from then on
             continue
         try:
             states = [t.state for t in _trials(run_dir)]

@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import torch
 import yaml
 from tqdm.auto import tqdm
@@ -199,6 +201,10 @@ def check_budgets(
 def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
     """Create (or check, when resuming) the run directory; returns the storage URL.
 
+    A new run's storage has its tables before ``run.json`` is written (see
+    :func:`_create_tables`); a storage that cannot be opened raises :class:`RunDirError` and
+    leaves no run directory behind.
+
     Raises :class:`RunDirError` when the directory holds a run with a different configuration.
     """
     config_path = run_dir / "config.yaml"
@@ -218,8 +224,15 @@ def prepare_run_dir(run_dir: Path, config: Config, storage: str | None) -> str:
             )
         config_path.write_text(config.to_yaml())  # settings that may change take the new value
         return str(meta["storage"])
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    try:
+        _create_tables(url)
+    except RunDirError:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     (run_dir / "run.json").write_text(
         json.dumps(
             {
@@ -251,6 +264,25 @@ def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
         elif a != b:
             return f"{section}: {a!r} there, {b!r} now"
     return ""
+
+
+def _create_tables(url: str) -> None:
+    """Open the storage at ``url`` once, so that Optuna creates its tables now.
+
+    Optuna creates them when a storage is first opened; a second process that opens the same
+    SQLite file meanwhile (``autoprune report`` on a starting run, a Ray worker) races it, and
+    one of them fails with "table ... already exists". :func:`prepare_run_dir` therefore
+    creates them before it writes ``run.json``, which readers wait for.
+    """
+    try:
+        optuna.storages.RDBStorage(url).engine.dispose()
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(
+            f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "
+            f"that autoprune can reach, e.g. sqlite:///runs/study.db, or drop it for a SQLite "
+            f"file in the run directory"
+        ) from None
 
 
 @contextlib.contextmanager

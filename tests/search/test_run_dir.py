@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,19 @@ def test_another_training_fidelity_is_refused_with_the_setting_named(tmp_path: P
         RunDirError, match=rf"training\.epochs: {epochs} there, {epochs + 1} now.*--run-dir"
     ):
         prepare_run_dir(tmp_path, load_config(overrides=[f"training.epochs={epochs + 1}"]), None)
+
+
+def test_a_new_run_has_its_tables_before_run_json(tmp_path: Path) -> None:
+    # A reader that waits for run.json (``autoprune report``, a Ray worker) then only reads
+    # the storage, instead of racing the search to create Optuna's tables.
+    url = prepare_run_dir(tmp_path / "run", load_config(), None)
+    assert (tmp_path / "run" / "run.json").exists()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert {"studies", "trials", "version_info"} <= tables
+
+
+def test_a_storage_that_cannot_be_opened_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match=r"cannot open the storage 'nodb://x'.*--storage"):
+        prepare_run_dir(tmp_path / "run", load_config(), "nodb://x")
+    assert not (tmp_path / "run").exists()
