@@ -165,8 +165,13 @@ def test_autoprune_board_serves_through_the_tracker_until_ctrl_c(tmp_path: Path)
     tracker = Tracker(host="127.0.0.1", port=9800, port_end=9900, silent=True)
     command = [sys.executable, "-m", "autoprune.cli", "board", "--host", "127.0.0.1"]
     command += ["--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", "cli-board"]
-    env = {**os.environ, SYSFS_ENV: str(tmp_path / "sys")}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    # PYTHONFAULTHANDLER: if the board does not stop, SIGABRT makes it print every thread's stack.
+    env = {**os.environ, SYSFS_ENV: str(tmp_path / "sys"), "PYTHONFAULTHANDLER": "1"}
+    log = tmp_path / "board.log"
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        )
     try:
         assert "power rails VDD_IN: 7.50 W now" in process.stdout.readline()
         assert "serving as 'cli-board'" in process.stdout.readline()
@@ -176,7 +181,13 @@ def test_autoprune_board_serves_through_the_tracker_until_ctrl_c(tmp_path: Path)
         )
         assert measurement.ok and measurement.energy is not None
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) == 130
+        try:
+            status = process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait(timeout=30)
+            status = None
+        assert status == 130, f"the board did not stop on SIGINT; its stderr:\n{log.read_text()}"
     finally:
         process.kill()
         tracker.terminate()
