@@ -43,8 +43,10 @@ import math
 import os
 import pickle
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -248,6 +250,20 @@ def _environment(**defaults: str) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """The SIGINT and SIGTERM handlers now, to restore after the run: ``ray.init`` and
+    ``Tuner.fit`` install their own and leave them behind (Tune's would swallow the first Ctrl-C
+    after the run has ended)."""
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[signal.Signals, Any]) -> None:
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, not restorable from here
+                signal.signal(signum, handler)
+
+
 def _trial_dirname(trial: Any) -> str:
     return f"trial-{json.loads(trial.config[TASK_KEY])['number']:04d}-{trial.trial_id}"
 
@@ -315,6 +331,7 @@ def optimize_with_ray(
         d.name: optuna.distributions.CategoricalDistribution(d.choices) for d in space.decisions
     }
     joined = ray.is_initialized()  # a caller's Ray session is used as it is, and kept
+    handlers = _signal_handlers()
     temp_dir = None if joined else _connect(search)
     try:
         _check_resources(search)
@@ -361,3 +378,4 @@ def optimize_with_ray(
             ray.shutdown()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+        _restore_signal_handlers(handlers)

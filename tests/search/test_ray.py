@@ -179,6 +179,7 @@ def test_search_on_a_cluster_survives_a_killed_worker(
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_attempt, args=(run_dir, killed, stop))
     killer.start()
+    ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         status = main(
             [
@@ -201,6 +202,7 @@ def test_search_on_a_cluster_survives_a_killed_worker(
         killer.join()
     assert status == 0
     assert killed, "no worker was killed mid-trial"
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # Ray and Tune's handlers are gone
 
     records = load_records(run_dir)
     assert [r.number for r in records] == [0, 1, 2, 3]
