@@ -15,7 +15,7 @@ Pareto front instead of the single point that one fixed weighting selects.
 Reward of a finished trial: MnasNet's accuracy term, ``log ACC``, with the minimised objectives
 (costs) combined by a weighted Tchebycheff norm (the default, ``scalarisation="tchebycheff"``)::
 
-    R = sum_max log(max(v_j, eps)) - max_min |omega_i| * (v_i - lo_i) / (hi_i - lo_i)
+    R = sum_max log(max(v_j, eps)) - max_min |omega_i| * q_i(v_i)
 
 or, with ``scalarisation="weighted-log"``, by MnasNet's own product ``ACC * (LAT / T) ** w`` in
 log form::
@@ -23,10 +23,10 @@ log form::
     R = sum_max log(max(v_j, eps)) + sum_min omega_i * log(clip(v_i / ref_i, 1 / c, c))
 
 ``eps = 1e-6`` (a maximised value ``<= 0``, such as the 0.0 accuracy of an untrained
-candidate, scores as ``log(1e-6)``). ``lo_i``, ``hi_i`` and ``ref_i`` are the smallest, largest
-and median value of objective ``i`` over the feasible complete trials numbered up to the trial
-itself: deterministic functions of the history. ``c = 10``: a cost ten times below its
-reference earns no more than that.
+candidate, scores as ``log(1e-6)``). ``q_i(v)`` is the share of the feasible complete trials
+numbered up to the trial itself whose objective ``i`` is below ``v`` (ties count half), and
+``ref_i`` the median of objective ``i`` over the same trials: deterministic functions of the
+history. ``c = 10``: a cost ten times below its reference earns no more than that.
 
 Why Tchebycheff by default: the weighted log-sum is a linear scalarisation in log space, and a
 linear scalarisation reaches only the parts of a front that are convex in its space, whatever
@@ -35,8 +35,13 @@ corners (measured on ``benchmarks/controllers.py``'s DTLZ2, seed 0: in trials 15
 50 proposals put the first position variable at one of its two extreme levels, 43 of 50 the
 second) and its hypervolume stayed below random search's; the weighted maximum reaches every
 Pareto-optimal point (Miettinen 1999, thm. 3.4.5). Accuracy keeps its log, as in MnasNet; each
-cost is charged the share ``|omega_i|`` of its normalised range, so a weight near 0 lets that
-cost go and ``-1`` charges its whole range.
+cost is charged ``|omega_i|`` times its rank among the costs seen, so a weight near 0 lets that
+cost go and ``-1`` charges the dearest candidate so far about 1 (the log of a factor e in accuracy).
+Ranks, not the seen range ``(v - lo) / (hi - lo)``, because the range did worse than random
+search on the compression problem; measured on ``benchmarks/controllers.py`` at 200 trials,
+hypervolume fraction, rl against random in the same run: compression, 3 seeds, ranks 0.840
+against 0.814 (range, in the full benchmark: 0.774 against 0.783); DTLZ2, 5 seeds, ranks 0.947
+against 0.928 (range: 0.944). Ranks are also blind to each cost's scale and units.
 
 A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
 (an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
@@ -542,8 +547,14 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         ):
             return self._infeasible_reward
         if self._scalarisation == "tchebycheff":
-            ranges = history.ranges(trial.number)
-            reward = tchebycheff_reward(values, directions, omega.tolist(), ranges)
+            # Each cost on its rank scale, whose range is [0, 1]: see the module docstring.
+            ranks = iter(history.ranks(trial.number, values))
+            ranked = [
+                next(ranks) if d == StudyDirection.MINIMIZE else v
+                for v, d in zip(values, directions, strict=True)
+            ]
+            unit = [(0.0, 1.0)] * len(omega)
+            reward = tchebycheff_reward(ranked, directions, omega.tolist(), unit)
         else:
             references = history.references(trial.number)
             reward = mnas_reward(values, directions, omega.tolist(), references)
@@ -565,6 +576,7 @@ class _FeasibleHistory:
 
     def __init__(self, trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> None:
         columns = [i for i, d in enumerate(directions) if d == StudyDirection.MINIMIZE]
+        self._columns = columns
         rows = [
             (t.number, [t.values[i] for i in columns])
             for t in trials
@@ -586,14 +598,17 @@ class _FeasibleHistory:
             return [1.0] * self._values.shape[1]
         return np.median(self._values[:upto], axis=0).tolist()
 
-    def ranges(self, number: int) -> list[tuple[float, float]]:
-        """Smallest and largest of each minimised objective over the feasible trials numbered
-        ``<= number``."""
+    def ranks(self, number: int, values: Sequence[float]) -> list[float]:
+        """Rank in ``[0, 1]`` of each minimised objective of ``values`` (all objectives, in
+        study order) among the feasible trials numbered ``<= number``: the share below it,
+        ties counting half."""
         upto = int(np.searchsorted(self._numbers, number, side="right"))
+        mine = np.asarray([values[i] for i in self._columns], dtype=float)
         if upto == 0:  # cannot happen for a feasible trial, which counts itself
-            return [(0.0, 1.0)] * self._values.shape[1]
+            return [0.5] * len(mine)
         seen = self._values[:upto]
-        return list(zip(seen.min(axis=0).tolist(), seen.max(axis=0).tolist(), strict=True))
+        shares = (seen < mine).mean(axis=0) + 0.5 * (seen == mine).mean(axis=0)
+        return shares.tolist()
 
 
 def _study_key(study: Study) -> tuple[int, int]:
