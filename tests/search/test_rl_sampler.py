@@ -14,7 +14,12 @@ import pytest
 from optuna.study import StudyDirection
 
 from autoprune.search import PolicyGradientSampler, create_sampler, list_controllers, mnas_reward
-from autoprune.search._rl import RL_STATE_KEY, RL_WEIGHTS_KEY, tchebycheff_reward
+from autoprune.search._rl import (
+    RL_STATE_KEY,
+    RL_WEIGHTS_KEY,
+    _FeasibleHistory,
+    tchebycheff_reward,
+)
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # autoprune's (accuracy, latency, energy)
 N_DECISIONS, N_CHOICES = 8, 4
@@ -86,6 +91,23 @@ def test_tchebycheff_reward_charges_the_worst_weighted_cost() -> None:
     assert tchebycheff_reward([4.0], [down], [-1.0], [(2.0, 2.0)]) == pytest.approx(-2.0)
     with pytest.raises(ValueError, match="one weight and one range"):
         tchebycheff_reward([0.5, 2.0], [up, down], [], [])
+
+
+def test_costs_enter_the_reward_as_their_rank_among_the_feasible_ones_seen() -> None:
+    up, down = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
+    finished = [
+        optuna.trial.create_trial(values=[0.5, latency, 1.0], distributions={}, params={})
+        for latency in (1.0, 2.0, 2.0, 100.0)
+    ]
+    for number, trial in enumerate(finished):
+        trial.number = number
+    history = _FeasibleHistory(finished, [up, down, down])
+    # Below none: 0; a tie counts half; above the three cheaper ones, whatever the tail's size.
+    assert history.ranks(3, [0.5, 1.0, 1.0])[0] == pytest.approx(0.5 / 4)
+    assert history.ranks(3, [0.5, 2.0, 1.0])[0] == pytest.approx((1 + 0.5 * 2) / 4)
+    assert history.ranks(3, [0.5, 100.0, 1.0]) == pytest.approx([3.5 / 4, 0.5])
+    # Only the trials numbered up to the one rewarded count.
+    assert history.ranks(1, [0.5, 2.0, 1.0])[0] == pytest.approx(0.75)
 
 
 def test_registered_as_rl_and_validates_its_options() -> None:
