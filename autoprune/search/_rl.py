@@ -616,7 +616,7 @@ def _study_key(study: Study) -> tuple[int, int]:
 
 
 def _rl(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
-    """REINFORCE (Williams 1992), weight-conditioned: log accuracy less ranked costs (Chebyshev)."""
+    """REINFORCE (Williams 1992), weight-conditioned: log accuracy less max weighted cost rank."""
     del population_size  # one policy-gradient step per finished trial; no population
     return PolicyGradientSampler(seed=seed)
 
