@@ -38,10 +38,10 @@ Pareto-optimal point (Miettinen 1999, thm. 3.4.5). Accuracy keeps its log, as in
 cost is charged ``|omega_i|`` times its rank among the costs seen, so a weight near 0 lets that
 cost go and ``-1`` charges the dearest candidate so far about 1 (the log of a factor e in accuracy).
 Ranks, not the seen range ``(v - lo) / (hi - lo)``, because the range did worse than random
-search on the compression problem; measured on ``benchmarks/controllers.py`` at 200 trials,
-hypervolume fraction, rl against random in the same run: compression, 3 seeds, ranks 0.840
-against 0.814 (range, in the full benchmark: 0.774 against 0.783); DTLZ2, 5 seeds, ranks 0.947
-against 0.928 (range: 0.944). Ranks are also blind to each cost's scale and units.
+search on the compression problem. Measured by ``benchmarks/controllers.py`` (200 trials, 3
+seeds, hypervolume over the reference front's): compression, ranks 0.804 +- 0.074 against
+random's 0.782 +- 0.015 (the range: 0.774 against 0.783); DTLZ2, ranks 0.953 against 0.935
+(the range: 0.947). Ranks are also blind to each cost's scale and units.
 
 A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
 (an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
