@@ -8,7 +8,8 @@ returns the candidate's trained network and an :class:`EvalResult` on the valida
 ``scratch-e``  Fresh initialisation, the run's training fidelity (the base model's epochs).
 ``scratch-b``  Fresh initialisation, the base model's training *compute*: epochs scaled by
                base MACs / candidate MACs, at most ``scratch_b_cap`` times (the paper's
-               Scratch-B; it doubles the epochs of models that save more than 2x FLOPs).
+               Scratch-B; it doubles the epochs of models that save more than 2x FLOPs),
+               fractional (part of a last epoch) where the ratio is.
 ``finetune``   The trained base's weights, channels kept by their L1 norm (Li et al. 2017,
                through Torch-Pruning's group importance), fine-tuned for ``finetune_epochs`` at
                a peak learning rate of ``finetune_lr``.
@@ -281,11 +282,17 @@ class ScratchB(Evaluator):
     def describe(self) -> str:
         return f"scratch-b (epochs x base/candidate MACs, at most {self.settings.scratch_b_cap:g}x)"
 
-    def epochs(self, candidate: Candidate) -> int:
-        """The run's epochs times ``min(cap, base MACs / candidate MACs)``, rounded, and never
-        fewer than the run's epochs."""
+    def epochs(self, candidate: Candidate) -> int | float:
+        """The run's epochs times ``min(cap, base MACs / candidate MACs)``, to two decimals,
+        and never fewer than the run's epochs.
+
+        Fractional, so that the training compute follows the MACs smoothly: whole epochs
+        would give a candidate with 1.49x fewer MACs than the base one epoch of a 1-epoch run
+        and one with 1.5x fewer two, a step in accuracy that a search would read as the
+        architecture's (see :class:`~autoprune.evaluators.Fidelity` for partial epochs).
+        """
         factor = min(self.settings.scratch_b_cap, self.base.macs / max(macs_of(candidate), 1))
-        return max(self.fidelity.epochs, round(self.fidelity.epochs * factor))
+        return max(self.fidelity.epochs, round(self.fidelity.epochs * factor, 2))
 
     def evaluate(
         self, candidate: Candidate, *, seed: int, on_epoch: EpochHook | None = None

@@ -25,10 +25,11 @@ def _check_keys(kind: str, given: dict[str, Any], cls: type) -> None:
         )
 
 
-def _amount(samples: int | None, epochs: int) -> str:
-    """``'20000 samples x 2 epochs'``, ``'all samples x 1 epoch'``: the training amount."""
+def _amount(samples: int | None, epochs: float) -> str:
+    """``'20000 samples x 2 epochs'``, ``'all samples x 1 epoch'``, ``'20000 samples x 1.43
+    epochs'``: the training amount."""
     images = "all samples" if samples is None else f"{samples} samples"
-    return f"{images} x {epochs} epoch{'' if epochs == 1 else 's'}"
+    return f"{images} x {epochs:g} epoch{'' if epochs == 1 else 's'}"
 
 
 def _is_int(value: object) -> bool:
@@ -46,7 +47,10 @@ class Fidelity:
     Attributes:
         samples: Training images used per epoch (a deterministic subset chosen by the seed);
             ``None`` means the whole training split.
-        epochs: Passes over those images (>= 1).
+        epochs: Passes over those images (>= 1). A fractional part trains that share of the
+            batches of one more pass (as Hugging Face's ``Trainer`` reads a fractional
+            ``num_train_epochs``): ``1.5`` is one pass and half of a second. Scratch-B's
+            compute-matched schedules are fractional.
         resolution_scale: Training and evaluation resolution relative to the candidate's deploy
             resolution, in (0, 1]; 1.0 trains at the deploy resolution.
         batch_size: Images per SGD step (>= 1).
@@ -57,10 +61,12 @@ class Fidelity:
         '20000 samples x 2 epochs @ 28x28'
         >>> Fidelity(samples=None, epochs=3, resolution_scale=0.5).describe((28, 28))
         'all samples x 3 epochs @ 14x14'
+        >>> Fidelity(samples=20000, epochs=1.43).label
+        '20000 samples x 1.43 epochs @ 1x res'
     """
 
     samples: int | None
-    epochs: int
+    epochs: int | float
     resolution_scale: float = 1.0
     batch_size: int = 128
 
@@ -70,11 +76,18 @@ class Fidelity:
                 f"fidelity.samples must be a positive integer or null (all), but got "
                 f"{self.samples!r}; use e.g. samples: 20000"
             )
-        if not _is_int(self.epochs) or self.epochs < 1:
+        epochs = self.epochs
+        if (
+            isinstance(epochs, bool)
+            or not isinstance(epochs, int | float)
+            or not math.isfinite(epochs)
+            or epochs < 1
+        ):
             raise ConfigError(
-                f"fidelity.epochs must be an integer >= 1, but got {self.epochs!r}; "
-                f"use e.g. epochs: 2"
+                f"fidelity.epochs must be a number >= 1, but got {epochs!r}; use e.g. epochs: 2"
             )
+        if isinstance(epochs, float) and epochs.is_integer():
+            object.__setattr__(self, "epochs", int(epochs))
         scale = self.resolution_scale
         if (
             isinstance(scale, bool)
@@ -146,7 +159,7 @@ class EvalResult:
             evaluated at (the deploy resolution scaled by ``fidelity.resolution_scale``).
         train_seconds: Wall-clock seconds spent in the training loop (evaluation excluded).
         images_per_second: Training throughput, images (forward + backward) per second.
-        epochs: Epochs trained.
+        epochs: Epochs trained (fractional when the last pass was partial).
         samples: Training images actually used per epoch (``fidelity.samples`` resolved against
             the size of the training split).
         seed: Seed of the subset choice, the shuffling and any randomness inside the model.
@@ -174,7 +187,7 @@ class EvalResult:
     input_hw: tuple[int, int]
     train_seconds: float
     images_per_second: float
-    epochs: int
+    epochs: int | float
     samples: int
     seed: int
     train_loss: float

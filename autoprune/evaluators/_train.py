@@ -58,7 +58,7 @@ class TrainingDiverged(Exception):
 #: Called after every epoch but the last as ``hook(epoch, epochs, accuracy)``: the epoch just
 #: finished (1-based), the epochs planned, and the validation accuracy (a fraction) reached so
 #: far. It may raise to stop the training (early stopping); the exception propagates.
-EpochHook = Callable[[int, int, float], None]
+EpochHook = Callable[[int, int | float, float], None]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,21 @@ def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return chunks
 
 
+def _epoch_plans(
+    n: int, fidelity: Fidelity, generator: torch.Generator
+) -> list[list[torch.Tensor]]:
+    """The batches of each pass over ``n`` images, each pass freshly shuffled; a fractional
+    ``fidelity.epochs`` keeps that share of the last pass's batches (at least one)."""
+    passes = math.ceil(fidelity.epochs)
+    plans = [
+        _batches(torch.randperm(n, generator=generator), fidelity.batch_size) for _ in range(passes)
+    ]
+    share = fidelity.epochs - (passes - 1)
+    if share < 1:
+        plans[-1] = plans[-1][: max(1, round(share * len(plans[-1])))]
+    return plans
+
+
 def train_model(
     model: nn.Module,
     data: DatasetSplits,
@@ -192,7 +207,8 @@ def train_model(
 
     Uses ``fidelity.samples`` training images (a subset drawn with ``seed``; all when ``None``
     or larger than the split), reshuffled each epoch with ``seed``, for ``fidelity.epochs``
-    epochs of batch ``fidelity.batch_size``, with SGD (Nesterov, ``momentum``,
+    epochs (a fractional part is that share of one more epoch's batches) of batch
+    ``fidelity.batch_size``, with SGD (Nesterov, ``momentum``,
     ``weight_decay``) under a one-cycle schedule peaking at ``lr`` and stepped per batch.
     Images are trained and evaluated at ``fidelity.train_hw(input_shape[1:])``, resized
     with antialiased bilinear interpolation when that differs from the stored size. Runs under
@@ -278,10 +294,7 @@ def train_model(
         labels = train.labels[subset].to(dev)
         mean, std = _normaliser(data, dev)
 
-        epoch_plans = [
-            _batches(torch.randperm(n, generator=generator), fidelity.batch_size)
-            for _ in range(fidelity.epochs)
-        ]
+        epoch_plans = _epoch_plans(n, fidelity, generator)
         total_steps = sum(len(plan) for plan in epoch_plans)
         model.to(dev)
         # Learned quantizer step sizes (LSQ's ``act_step``) are ranges, not weights: no decay.
@@ -357,8 +370,8 @@ def train_model(
                         loss=epoch_loss,
                         lr=optimizer.param_groups[0]["lr"],
                     )
-                _logger.debug("epoch %d/%d: loss %.4f", epoch + 1, fidelity.epochs, epoch_loss)
-                if on_epoch is not None and epoch + 1 < fidelity.epochs:
+                _logger.debug("epoch %d/%g: loss %.4f", epoch + 1, fidelity.epochs, epoch_loss)
+                if on_epoch is not None and epoch + 1 < len(epoch_plans):
                     seconds += time.perf_counter() - start  # evaluation is not training time
                     accuracy = val_accuracy()
                     intermediate.append(accuracy)

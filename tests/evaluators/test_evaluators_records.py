@@ -17,7 +17,10 @@ from autoprune.evaluators import EvalResult, Fidelity
         ({"samples": 1.5, "epochs": 1}, "fidelity.samples"),
         ({"samples": True, "epochs": 1}, "fidelity.samples"),
         ({"samples": 100, "epochs": 0}, "fidelity.epochs"),
-        ({"samples": 100, "epochs": 2.0}, "fidelity.epochs"),
+        ({"samples": 100, "epochs": 0.5}, "fidelity.epochs"),
+        ({"samples": 100, "epochs": math.inf}, "fidelity.epochs"),
+        ({"samples": 100, "epochs": "2"}, "fidelity.epochs"),
+        ({"samples": 100, "epochs": True}, "fidelity.epochs"),
         ({"samples": 100, "epochs": 1, "resolution_scale": 0.0}, "fidelity.resolution_scale"),
         ({"samples": 100, "epochs": 1, "resolution_scale": 1.5}, "fidelity.resolution_scale"),
         ({"samples": 100, "epochs": 1, "resolution_scale": math.nan}, "fidelity.resolution_scale"),
@@ -37,6 +40,10 @@ def test_fidelity_accepts_boundaries_and_normalises_scale_to_float() -> None:
     f = Fidelity(samples=1, epochs=1, resolution_scale=1, batch_size=1)
     assert f.resolution_scale == 1.0 and isinstance(f.resolution_scale, float)
     assert Fidelity(samples=None, epochs=1).samples is None
+    whole = Fidelity(samples=None, epochs=2.0)
+    assert whole.epochs == 2 and isinstance(whole.epochs, int)
+    assert whole == Fidelity(samples=None, epochs=2)  # one schedule, one equal record
+    assert Fidelity(samples=None, epochs=1.43).epochs == 1.43
 
 
 def test_fidelity_labels_and_training_resolution() -> None:
@@ -47,6 +54,7 @@ def test_fidelity_labels_and_training_resolution() -> None:
     assert half.describe((28, 32)) == "all samples x 3 epochs @ 14x16"
     assert half.label == "all samples x 3 epochs @ 0.5x res"
     assert Fidelity(samples=20000, epochs=1).describe((28, 28)) == "20000 samples x 1 epoch @ 28x28"
+    assert Fidelity(samples=20000, epochs=1.43).label == "20000 samples x 1.43 epochs @ 1x res"
     assert Fidelity(samples=None, epochs=1, resolution_scale=0.75).train_hw((28, 28)) == (21, 21)
     assert Fidelity(samples=None, epochs=1, resolution_scale=0.01).train_hw((28, 28)) == (1, 1)
 
@@ -55,6 +63,7 @@ def test_fidelity_round_trips_through_json() -> None:
     for f in (
         Fidelity(samples=20000, epochs=2),
         Fidelity(samples=None, epochs=5, resolution_scale=0.5, batch_size=64),
+        Fidelity(samples=20000, epochs=1.43),
     ):
         assert Fidelity.from_dict(json.loads(json.dumps(f.to_dict()))) == f
 

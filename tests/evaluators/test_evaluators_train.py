@@ -128,6 +128,34 @@ def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptu
     assert "1000000 training samples" in caplog.text
 
 
+def test_a_fractional_epoch_trains_that_share_of_one_more_pass(data: DatasetSplits) -> None:
+    calls: list[int] = []
+    hooked: list[tuple[int, float]] = []
+    model = tiny_cnn()
+    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    result = train_model(
+        model,
+        data,
+        fidelity=Fidelity(samples=250, epochs=1.5, batch_size=100),
+        input_shape=SHAPE,
+        seed=0,
+        on_epoch=lambda epoch, epochs, accuracy: hooked.append((epoch, epochs)),
+    )
+    # a pass of 3 batches, 2 of the 3 batches of a second (round(1.5)), then val in one batch;
+    # the hook's val pass comes after the first pass
+    assert calls == [100, 100, 50, 500, 100, 100, 500]
+    assert hooked == [(1, 1.5)]
+    assert result.epochs == 1.5 and result.fidelity.epochs == 1.5
+    whole = train_model(
+        tiny_cnn(),
+        data,
+        fidelity=Fidelity(samples=250, epochs=1, batch_size=100),
+        input_shape=SHAPE,
+        seed=0,
+    )
+    assert result.accuracy != whole.accuracy  # the extra batches trained
+
+
 def test_a_final_batch_of_one_image_is_skipped(data: DatasetSplits) -> None:
     calls: list[int] = []
     model = tiny_cnn()
