@@ -6,13 +6,18 @@ grows with training, so a multi-objective rule can be exact about the costs and 
 the accuracy:
 
     After epoch ``e`` of ``E``, stop the candidate if a trial that already reached epoch ``e``
-    of an ``E``-epoch schedule is at least as cheap on every cost objective **and** was at least
-    ``margin`` more accurate at that epoch.
+    of a schedule of at least ``E`` epochs is at least as cheap on every cost objective **and**
+    was at least ``margin`` more accurate at that epoch.
 
 Such a candidate is dominated at equal fidelity, by a margin, by a trial the front already has
-(or had); finishing it would most likely add nothing to the front. Trials compare only at the
-same epoch of the same schedule (a Scratch-B candidate with 4 epochs is compared with other
-4-epoch ones), and nothing is stopped until ``min_trials`` trials have reached that epoch.
+(or had); finishing it would most likely add nothing to the front. Trials compare at the same
+epoch, and only with schedules at least as long: the learning rate anneals over the whole
+schedule, so at epoch ``e`` a longer schedule has annealed less and its accuracy there is, if
+anything, lower. A peer ahead on a longer schedule is therefore ahead for real, while one on a
+shorter schedule might only be further down its annealing. Under Scratch-B (fractional
+epochs, more of them for cheaper candidates) every cheaper peer is on a schedule at least as
+long, so none is left out. Nothing is stopped until ``min_trials`` trials have
+reached that epoch.
 
 A stopped trial is recorded as ``PRUNED`` with its last accuracy, the epoch it stopped at and
 the trial that dominated it (user attributes ``accuracy``, ``stopped_early``).
@@ -51,7 +56,7 @@ CURVE_KEY = "intermediate_accuracy"
 class EarlyStopped(Exception):
     """Training was stopped after ``epoch`` of ``epochs``: trial ``by`` dominates it there."""
 
-    def __init__(self, *, epoch: int, epochs: int, accuracy: float, by: int) -> None:
+    def __init__(self, *, epoch: int, epochs: int | float, accuracy: float, by: int) -> None:
         self.epoch = epoch
         self.epochs = epochs
         self.accuracy = accuracy
@@ -71,15 +76,16 @@ class Peer:
     costs: Mapping[str, float]
 
 
-def peers_at(study: optuna.Study, *, epoch: int, epochs: int, exclude: int) -> list[Peer]:
-    """The finished (complete or pruned) trials of ``study`` that reached ``epoch`` of an
-    ``epochs``-epoch schedule, with their accuracy there; trial ``exclude`` left out."""
+def peers_at(study: optuna.Study, *, epoch: int, epochs: int | float, exclude: int) -> list[Peer]:
+    """The finished (complete or pruned) trials of ``study`` that reached ``epoch`` of a
+    schedule of at least ``epochs`` epochs, with their accuracy there; trial ``exclude`` left
+    out."""
     peers = []
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for trial in study.get_trials(deepcopy=False, states=states):
         curve = trial.user_attrs.get(CURVE_KEY)
         costs = trial.user_attrs.get("costs")
-        if trial.number == exclude or not curve or not costs or curve.get("epochs") != epochs:
+        if trial.number == exclude or not curve or not costs or curve.get("epochs", 0) < epochs:
             continue
         accuracies = curve.get("accuracy") or []
         if len(accuracies) >= epoch:

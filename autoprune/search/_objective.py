@@ -410,7 +410,7 @@ class CandidateObjective:
             return None
         curve: list[float] = []
 
-        def after_epoch(epoch: int, epochs: int, accuracy: float) -> None:
+        def after_epoch(epoch: int, epochs: int | float, accuracy: float) -> None:
             curve.append(accuracy)
             trial.set_user_attr(CURVE_KEY, {"epochs": epochs, "accuracy": list(curve)})
             peers = peers_at(trial.study, epoch=epoch, epochs=epochs, exclude=trial.number)

@@ -48,15 +48,17 @@ def test_only_a_cheaper_and_clearly_more_accurate_peer_stops_a_candidate() -> No
     )
 
 
-def test_peers_compare_at_the_same_epoch_of_the_same_schedule() -> None:
+def test_peers_compare_at_the_same_epoch_of_a_schedule_at_least_as_long() -> None:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     finished(study, accuracy=[0.5, 0.7], epochs=3, costs=CHEAP)
-    finished(study, accuracy=[0.6], epochs=2, costs=CHEAP)  # another schedule
+    finished(study, accuracy=[0.6], epochs=2, costs=CHEAP)  # a shorter schedule: more annealed
     finished(study, accuracy=[0.4], epochs=3, costs=DEAR)  # reached epoch 1 only
+    finished(study, accuracy=[0.3, 0.55, 0.65], epochs=3.5, costs=CHEAP)  # Scratch-B: longer
     at_two = peers_at(study, epoch=2, epochs=3, exclude=-1)
-    assert [(p.number, p.accuracy) for p in at_two] == [(0, 0.7)]
+    assert [(p.number, p.accuracy) for p in at_two] == [(0, 0.7), (3, 0.55)]
     at_one = peers_at(study, epoch=1, epochs=3, exclude=2)
-    assert [(p.number, p.accuracy) for p in at_one] == [(0, 0.5)]
+    assert [(p.number, p.accuracy) for p in at_one] == [(0, 0.5), (3, 0.3)]
+    assert [p.number for p in peers_at(study, epoch=1, epochs=1.5, exclude=-1)] == [0, 1, 2, 3]
 
 
 def smallest_beside(tmp_path: Path, peer_costs: dict) -> optuna.trial.FrozenTrial:
