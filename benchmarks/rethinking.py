@@ -9,8 +9,9 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
    MACs fit); ``searched`` is the best of ``--candidates`` candidates of the default space
    (widths and depth, full resolution, float; proposals repaired to the uniform one's MACs and
    kept only from ``--min-macs-share`` of them up) by validation accuracy at the *search*
-   fidelity (``--search-samples`` x ``--search-epochs``, from scratch, seed 0): what a search
-   with that fidelity would pick.
+   fidelity, seed 0: what a search would pick. The search fidelity is the default run's own
+   evaluator and fidelity (``configs/default.yaml``'s ``evaluator.name`` and ``training``)
+   unless ``--search-evaluator``, ``--search-samples`` or ``--search-epochs`` say otherwise.
 3. **Every architecture by every method** of the paper, for ``--seeds`` seeds: ``finetune``
    (the trained base's L1-largest channels, fine-tuned), ``scratch-e``, ``scratch-b`` (the
    base's compute, at most 2x the epochs) and ``distill`` (from scratch, the base as teacher):
@@ -18,12 +19,15 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
 4. **Searched vs uniform** at equal MACs, per method (the comparison AMC reports).
 5. **Fidelity at equal MACs**: the Kendall tau between the search-fidelity validation accuracy
    of the candidates and their validation accuracy at the comparison fidelity (scratch-e,
-   seed 0). The hard case: every candidate costs about the same.
+   seed 0). The hard case: every candidate costs about the same, so the candidates' spread at
+   the comparison fidelity is set beside its seed-to-seed spread (how much of the reference
+   ranking is itself seed noise).
 6. **Fidelity ladder across the space**: ``--ladder-candidates`` candidates of the same space
    spread evenly over its MACs (no budget), trained from scratch (seed 0) at each rung of
-   ``--ladder`` (``SAMPLESxEPOCHS``; the default run's own fidelity among them) and at the
-   comparison fidelity: per rung, the Kendall tau against the comparison fidelity and the
-   training seconds per candidate. The case a Pareto search meets: candidates of every cost.
+   ``--ladder`` (``[EVALUATOR:]SAMPLESxEPOCHS``, scratch-e unless named; the search fidelity is
+   always one of them) and at the comparison fidelity: per rung, the Kendall tau against the
+   comparison fidelity and the training seconds per candidate. The case a Pareto search meets:
+   candidates of every cost.
 
 Every training result is cached in ``--work`` (one JSON line per training), so an interrupted
 run continues where it stopped. Writes ``benchmarks/results/rethinking.json`` and
@@ -54,6 +58,7 @@ from scipy.stats import kendalltau
 from autoprune.config import EvaluatorConfig, TrainingConfig, load_config, parse_budget
 from autoprune.evaluators import (
     DatasetSplits,
+    Fidelity,
     TrainedBase,
     create_evaluator,
     evaluate_accuracy,
@@ -68,6 +73,7 @@ from autoprune.spaces import Candidate, SearchSpace
 RESULTS = Path(__file__).parent / "results" / "rethinking.json"
 WORK = Path("/var/tmp/autoprune-rethinking")
 METHODS = ("finetune", "scratch-e", "scratch-b", "distill")
+ARCHITECTURES = ("uniform", "searched")
 SHAPE = (1, 28, 28)
 
 
@@ -132,10 +138,23 @@ def spread(space: SearchSpace, count: int, draws: int = 2000) -> list[Candidate]
     return chosen
 
 
-def parse_rung(text: str) -> TrainingConfig:
-    """``"20000x2"`` -> 20000 samples x 2 epochs."""
-    samples, _, epochs = text.partition("x")
-    return TrainingConfig(samples=int(samples), epochs=int(epochs))
+def parse_rung(text: str) -> tuple[str, TrainingConfig]:
+    """``"20000x2"`` -> scratch-e at 20000 samples x 2 epochs; ``"scratch-b:20000x1"`` ->
+    scratch-b at 20000 x 1."""
+    evaluator, _, fidelity = text.rpartition(":")
+    samples, _, epochs = fidelity.partition("x")
+    return evaluator or "scratch-e", TrainingConfig(samples=int(samples), epochs=int(epochs))
+
+
+def rung_label(evaluator: str, samples: int, epochs: int) -> str:
+    """The inverse of :func:`parse_rung`: scratch-e's rungs carry no evaluator name."""
+    fidelity = f"{samples}x{epochs}"
+    return fidelity if evaluator == "scratch-e" else f"{evaluator}:{fidelity}"
+
+
+def describe(evaluator: str, samples: int, epochs: int) -> str:
+    """``'scratch-b, 20000 samples x 1 epoch @ 28x28'``: a fidelity for the results."""
+    return f"{evaluator}, {Fidelity(samples=samples, epochs=epochs).describe(SHAPE[1:])}"
 
 
 class Trainings:
@@ -196,8 +215,11 @@ def main() -> None:
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--samples", type=int, default=20000, help="comparison fidelity")
     parser.add_argument("--epochs", type=int, default=3, help="comparison fidelity")
-    parser.add_argument("--search-samples", type=int, default=5000, help="search fidelity")
-    parser.add_argument("--search-epochs", type=int, default=1, help="search fidelity")
+    parser.add_argument(
+        "--search-evaluator", help="search fidelity's evaluator (default: the default run's)"
+    )
+    parser.add_argument("--search-samples", type=int, help="search fidelity (the default run's)")
+    parser.add_argument("--search-epochs", type=int, help="search fidelity (the default run's)")
     parser.add_argument("--macs-fraction", type=float, default=0.5)
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--min-macs-share", type=float, default=0.9)
@@ -207,12 +229,20 @@ def main() -> None:
         "--ladder",
         nargs="*",
         default=["5000x1", "10000x1", "20000x1", "20000x2"],
-        help="fidelity rungs SAMPLESxEPOCHS, ranked against the comparison fidelity",
+        help="fidelity rungs [EVALUATOR:]SAMPLESxEPOCHS (scratch-e unless named), ranked "
+        "against the comparison fidelity; the search fidelity is added if missing",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    default_run = load_config()
+    args.search_evaluator = args.search_evaluator or default_run.evaluator.name
+    args.search_samples = args.search_samples or default_run.training.samples
+    args.search_epochs = args.search_epochs or default_run.training.epochs
+    search_rung = rung_label(args.search_evaluator, args.search_samples, args.search_epochs)
+    if search_rung not in args.ladder:
+        args.ladder.append(search_rung)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
@@ -252,10 +282,10 @@ def main() -> None:
     # Search: low fidelity picks the searched architecture; the comparison fidelity ranks again.
     search_rows, high_rows = [], []
     for candidate in candidates:
-        evaluator = method("scratch-e", 0, search_training)
+        evaluator = method(args.search_evaluator, 0, search_training)
         search_rows.append(
             trainings.run(
-                f"search {candidate.hash} {args.search_samples}x{args.search_epochs}",
+                f"search {candidate.hash} {search_rung}",
                 lambda c=candidate, e=evaluator: e.evaluate(c, seed=0),
             )
         )
@@ -272,17 +302,17 @@ def main() -> None:
     tau = kendalltau(low, high)
 
     # The comparison: base, and each architecture by each method, per seed.
-    table: dict[str, Any] = {"base": []}
+    table: dict[str, list[dict[str, Any]]] = {"base": []}  # training rows per seed
     for seed in range(args.seeds):
         base = bases(seed)
-        table["base"].append(trainings.run(f"base seed {seed}", base.get)["test_accuracy"])
+        table["base"].append(trainings.run(f"base seed {seed}", base.get))
         for arch_name, arch in (("uniform", flat), ("searched", searched)):
             for name in METHODS:
                 row = trainings.run(
                     f"{name} {arch.hash} seed {seed}",
                     lambda a=arch, n=name, s=seed: method(n, s).evaluate(a, seed=s),
                 )
-                table.setdefault(f"{arch_name} {name}", []).append(row["test_accuracy"])
+                table.setdefault(f"{arch_name} {name}", []).append(row)
 
     # The ladder: candidates of every cost, each rung ranked against the comparison fidelity.
     ladder_candidates = spread(space, args.ladder_candidates)
@@ -295,11 +325,11 @@ def main() -> None:
     ]
     ladder: dict[str, Any] = {}
     for rung in args.ladder:
-        fidelity = parse_rung(rung)
+        evaluator_name, fidelity = parse_rung(rung)
         rows = [
             trainings.run(
                 f"search {c.hash} {rung}",
-                lambda c=c, f=fidelity: method("scratch-e", 0, f).evaluate(c, seed=0),
+                lambda c=c, e=evaluator_name, f=fidelity: method(e, 0, f).evaluate(c, seed=0),
             )
             for c in ladder_candidates
         ]
@@ -319,7 +349,13 @@ def main() -> None:
         "val_accuracy": [r["val_accuracy"] for r in reference],
     }
 
-    summary = {key: _mean_std(values) for key, values in table.items()}
+    summary = {key: _mean_std([r["test_accuracy"] for r in rows]) for key, rows in table.items()}
+    # How much of the equal-MACs reference ranking is seed noise: the candidates' spread in
+    # validation accuracy at the comparison fidelity beside one architecture's spread over seeds.
+    seed_std = statistics.mean(
+        _mean_std([r["val_accuracy"] for r in table[f"{arch} scratch-e"]])["std"]
+        for arch in ARCHITECTURES
+    )
     gaps = {
         name: summary[f"searched {name}"]["mean"] - summary[f"uniform {name}"]["mean"]
         for name in METHODS
@@ -328,8 +364,8 @@ def main() -> None:
         "benchmark": "rethinking",
         "model": args.model,
         "dataset": "fashion-mnist (val 5000 carved from train; test = the published test set)",
-        "comparison_fidelity": f"{args.samples} samples x {args.epochs} epochs",
-        "search_fidelity": f"{args.search_samples} samples x {args.search_epochs} epochs",
+        "comparison_fidelity": describe("scratch-e", args.samples, args.epochs),
+        "search_fidelity": describe(args.search_evaluator, args.search_samples, args.search_epochs),
         "seeds": args.seeds,
         "base_macs": base_macs,
         "uniform": {"hash": flat.hash, "macs": macs_of(flat), "candidate": flat.to_dict()},
@@ -347,6 +383,8 @@ def main() -> None:
             "search_val_accuracy": low,
             "comparison_val_accuracy": high,
             "macs": [macs_of(c) for c in candidates],
+            "comparison_std_across_candidates": statistics.stdev(high),
+            "comparison_std_across_seeds": seed_std,
         },
         "fidelity_ladder": {
             "candidates": len(ladder_candidates),
@@ -380,7 +418,9 @@ def main() -> None:
     )
     print(
         f"Kendall tau, search fidelity vs comparison fidelity, {len(candidates)} candidates: "
-        f"{tau.statistic:.3f} (p {tau.pvalue:.3g})"
+        f"{tau.statistic:.3f} (p {tau.pvalue:.3g}); at the comparison fidelity the candidates "
+        f"spread {100 * statistics.stdev(high):.2f} points (std), one architecture over seeds "
+        f"{100 * seed_std:.2f}"
     )
     macs = payload["fidelity_ladder"]["macs"]
     print(
@@ -389,7 +429,7 @@ def main() -> None:
     )
     for rung, row in ladder.items():
         print(
-            f"  {rung:>10s}  tau {row['tau']:.3f} (p {row['p_value']:.3g})  "
+            f"  {rung:>16s}  tau {row['tau']:.3f} (p {row['p_value']:.3g})  "
             f"{row['seconds_per_candidate']:6.1f} s per candidate"
         )
 
@@ -402,7 +442,7 @@ def _plot(path: Path, payload: dict[str, Any]) -> None:
 
     fig, (bars, scatter, rungs) = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
     summary = payload["test_accuracy"]
-    for offset, arch in ((-0.2, "uniform"), (0.2, "searched")):
+    for offset, arch in zip((-0.2, 0.2), ARCHITECTURES, strict=True):
         means = [100 * summary[f"{arch} {m}"]["mean"] for m in METHODS]
         stds = [100 * summary[f"{arch} {m}"]["std"] for m in METHODS]
         bars.bar([i + offset for i in range(len(METHODS))], means, 0.4, yerr=stds, label=arch)
