@@ -22,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from tqdm.auto import tqdm
 
@@ -147,6 +149,26 @@ def _list(root: Path) -> tuple[list[str], list[tuple[str, int]], list[tuple[str,
     return classes, train, test, test_name
 
 
+def _check_memory(root: Path, n_images: int, shape: tuple[int, int, int]) -> None:
+    """Refuse a folder whose decoded images would not fit in this machine's memory.
+
+    The images are held as one ``uint8`` tensor, and splitting off the validation set copies
+    the training part, so a load peaks at about twice the decoded size (bytes:
+    ``n_images * C * H * W``). Without this check a folder such as ImageNet's at 224 x 224
+    (about 190 GiB decoded) is decoded until the kernel kills the process.
+    """
+    decoded = n_images * math.prod(shape)
+    available = psutil.virtual_memory().available
+    if 2 * decoded > available:
+        c, h, w = shape
+        raise DataError(
+            f"the {n_images} images of {str(root)!r} decoded at {c}x{h}x{w} take "
+            f"{decoded / 2**30:.1f} GiB, and loading holds about twice that, more than the "
+            f"{available / 2**30:.1f} GiB of memory available; autoprune holds a data set in "
+            f"memory: lower data.input_shape or point data.root at a subset of the folder"
+        )
+
+
 def _cache_key(root: Path, items: list[tuple[str, int]], shape: tuple[int, int, int]) -> str:
     """Digest of the folder, every image's path, size, mtime and label, and the decoded shape."""
     listing = []
@@ -226,6 +248,7 @@ def _imagefolder(
             f"{default_num_workers()}, but got {num_workers!r}"
         )
     classes, train, test, test_name = _list(root)
+    _check_memory(root, len(train) + len(test), (c, h, w))
     key = _cache_key(root, train + test, (c, h, w))
     folder = cache_home() if cache_dir is None else cache_dir
     cache = folder / f"{root.name}-{c}x{h}x{w}-{key[:20]}.pt"

@@ -14,6 +14,7 @@ import urllib.error
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -847,3 +848,22 @@ def test_imagefolder_errors_name_the_problem_and_the_fix(
         load_dataset("imagefolder", val_samples=1, cache_dir=tmp_path / "cache", **kw)  # type: ignore[arg-type]
     assert "\n" not in str(info.value)
     assert not (tmp_path / "cache").exists()  # a failed load caches nothing
+
+
+def test_imagefolder_that_would_not_fit_in_memory_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_tree(tmp_path / "tree")
+    n_images = len(TREE)
+    decoded = n_images * 3 * 6 * 5  # bytes as uint8
+    memory = psutil.virtual_memory()
+    monkeypatch.setattr(
+        psutil, "virtual_memory", lambda: memory._replace(available=2 * decoded - 1)
+    )
+    with pytest.raises(DataError, match=r"lower data.input_shape") as info:
+        load_tree(root, tmp_path / "cache")
+    assert f"the {n_images} images of" in str(info.value) and "3x6x5" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()  # refused before anything was decoded or cached
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory._replace(available=2 * decoded))
+    assert len(load_tree(root, tmp_path / "cache").train) == n_images - 2 - 1  # test, val
