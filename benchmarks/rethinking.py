@@ -314,40 +314,43 @@ def main() -> None:
                 )
                 table.setdefault(f"{arch_name} {name}", []).append(row)
 
-    # The ladder: candidates of every cost, each rung ranked against the comparison fidelity.
+    # The ladder: candidates of every cost, each rung ranked against the comparison fidelity,
+    # both scratch-e's (the comparison's method) and its own evaluator's.
     ladder_candidates = spread(space, args.ladder_candidates)
-    reference = [
-        trainings.run(
-            f"scratch-e {c.hash} seed 0",
-            lambda c=c: method("scratch-e", 0).evaluate(c, seed=0),
-        )
-        for c in ladder_candidates
-    ]
-    ladder: dict[str, Any] = {}
-    for rung in args.ladder:
+    comparison_rung = rung_label("scratch-e", args.samples, args.epochs)
+
+    def ladder_rows(rung: str) -> list[dict[str, Any]]:
         evaluator_name, fidelity = parse_rung(rung)
-        rows = [
+        return [
             trainings.run(
-                f"search {c.hash} {rung}",
+                # the comparison fidelity's rows are the equal-MACs step's, under its keys
+                f"scratch-e {c.hash} seed 0"
+                if rung == comparison_rung
+                else f"search {c.hash} {rung}",
                 lambda c=c, e=evaluator_name, f=fidelity: method(e, 0, f).evaluate(c, seed=0),
             )
             for c in ladder_candidates
         ]
-        rung_tau = kendalltau(
-            [r["val_accuracy"] for r in rows], [r["val_accuracy"] for r in reference]
-        )
+
+    evaluators = dict.fromkeys(parse_rung(rung)[0] for rung in args.ladder)
+    references = {e: rung_label(e, args.samples, args.epochs) for e in ["scratch-e", *evaluators]}
+    rows_of = {rung: ladder_rows(rung) for rung in [*args.ladder, *references.values()]}
+    accuracy_of = {rung: [r["val_accuracy"] for r in rows] for rung, rows in rows_of.items()}
+    ladder: dict[str, Any] = {}
+    for rung, rows in rows_of.items():
+        own = references[parse_rung(rung)[0]]
+        rung_tau = kendalltau(accuracy_of[rung], accuracy_of[comparison_rung])
+        own_tau = kendalltau(accuracy_of[rung], accuracy_of[own])
         ladder[rung] = {
             "tau": float(rung_tau.statistic),
             "p_value": float(rung_tau.pvalue),
+            "own_reference": own,
+            "tau_own_reference": float(own_tau.statistic),
+            "p_value_own_reference": float(own_tau.pvalue),
             "seconds_per_candidate": statistics.mean(r["seconds"] for r in rows),
-            "val_accuracy": [r["val_accuracy"] for r in rows],
+            "epochs": [r["epochs"] for r in rows],
+            "val_accuracy": accuracy_of[rung],
         }
-    ladder[f"{args.samples}x{args.epochs}"] = {
-        "tau": 1.0,
-        "p_value": 0.0,
-        "seconds_per_candidate": statistics.mean(r["seconds"] for r in reference),
-        "val_accuracy": [r["val_accuracy"] for r in reference],
-    }
 
     summary = {key: _mean_std([r["test_accuracy"] for r in rows]) for key, rows in table.items()}
     # How much of the equal-MACs reference ranking is seed noise: the candidates' spread in
@@ -429,7 +432,9 @@ def main() -> None:
     )
     for rung, row in ladder.items():
         print(
-            f"  {rung:>16s}  tau {row['tau']:.3f} (p {row['p_value']:.3g})  "
+            f"  {rung:>17s}  tau {row['tau']:.3f} (p {row['p_value']:.3g}); against "
+            f"{row['own_reference']} {row['tau_own_reference']:.3f} "
+            f"(p {row['p_value_own_reference']:.3g})  "
             f"{row['seconds_per_candidate']:6.1f} s per candidate"
         )
 
