@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument(
         "--ladder",
         nargs="*",
-        default=["5000x1", "10000x1", "20000x1", "20000x2"],
+        default=["5000x1", "10000x1", "20000x1", "20000x2", "scratch-b:20000x1"],
         help="fidelity rungs [EVALUATOR:]SAMPLESxEPOCHS (scratch-e unless named), ranked "
         "against the comparison fidelity; the search fidelity is added if missing",
     )
