@@ -166,6 +166,7 @@ class Trainings:
         self.path = work / "trainings.jsonl"
         self.data = data
         self.done: dict[str, dict[str, Any]] = {}
+        self.used: dict[str, dict[str, Any]] = {}  # the rows this invocation's tables rest on
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 row = json.loads(line)
@@ -179,6 +180,7 @@ class Trainings:
         resolution_scale: float = 1.0,
     ) -> dict[str, Any]:
         if key in self.done:
+            self.used[key] = self.done[key]
             return self.done[key]
         started = time.perf_counter()
         model, result = train()
@@ -195,7 +197,7 @@ class Trainings:
         }
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
-        self.done[key] = row
+        self.done[key] = self.used[key] = row
         print(
             f"{key:60s} val {100 * row['val_accuracy']:6.2f} %  test "
             f"{100 * test:6.2f} %  {row['seconds']:6.1f} s",
@@ -401,7 +403,9 @@ def main() -> None:
         },
         "machine": platform.processor() or platform.machine(),
         "threads": args.threads,
-        "seconds": time.perf_counter() - started,
+        "trainings": len(trainings.used),
+        "training_seconds": sum(row["seconds"] for row in trainings.used.values()),
+        "invocation_seconds": time.perf_counter() - started,  # less where trainings were cached
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
