@@ -465,7 +465,8 @@ def _plot(path: Path, payload: dict[str, Any]) -> None:
     high = max(100 * (v["mean"] + v["std"]) for v in summary.values())
     bars.set_ylim(low - 3, high + 1)
     bars.set_ylabel("test accuracy (%)")
-    bars.set_title(f"{payload['model']}, {payload['comparison_fidelity']}", fontsize=9)
+    amount = payload["comparison_fidelity"].removeprefix("scratch-e, ")
+    bars.set_title(f"{payload['model']}, every method at {amount}", fontsize=9)
     bars.legend(fontsize=8)
     tau = payload["fidelity_kendall_tau"]
     scatter.scatter(
