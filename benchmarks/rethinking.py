@@ -318,8 +318,8 @@ def main() -> None:
                 )
                 table.setdefault(f"{arch_name} {name}", []).append(row)
 
-    # The ladder: candidates of every cost, each rung ranked against the comparison fidelity,
-    # both scratch-e's (the comparison's method) and its own evaluator's.
+    # The ladder: candidates of every cost, each rung ranked against every rung evaluator's
+    # reference at the comparison fidelity (scratch-e's is always one).
     ladder_candidates = spread(space, args.ladder_candidates)
     comparison_rung = rung_label("scratch-e", args.samples, args.epochs)
 
