@@ -273,7 +273,16 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     log = tmp_path / "search.log"
     with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            # A suite started in the background by a non-interactive shell (`.ci/run &`)
+            # inherits SIGINT ignored, and Python then leaves it ignored: Ctrl-C is a terminal's,
+            # so the search gets it as a terminal would send it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     states: list[optuna.trial.TrialState] = []
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
