@@ -40,6 +40,14 @@ def tiny_cnn(init_seed: int = 0) -> nn.Module:
     )
 
 
+def tiny_cnn_recording_batches() -> tuple[nn.Module, list[int]]:
+    """:func:`tiny_cnn` and the list its forward passes append their batch sizes to."""
+    calls: list[int] = []
+    model = tiny_cnn()
+    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    return model, calls
+
+
 def test_training_beats_chance_clearly(data: DatasetSplits) -> None:
     model = tiny_cnn()
     untrained = evaluate_accuracy(model, data, split="val", input_shape=SHAPE)
@@ -107,9 +115,7 @@ def test_resolution_scaling_trains_and_evaluates_at_the_scaled_size(
 
 
 def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[int] = []
-    model = tiny_cnn()
-    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    model, calls = tiny_cnn_recording_batches()
     result = train_model(
         model,
         data,
@@ -129,10 +135,8 @@ def test_sample_subset_and_clamping(data: DatasetSplits, caplog: pytest.LogCaptu
 
 
 def test_a_fractional_epoch_trains_that_share_of_one_more_pass(data: DatasetSplits) -> None:
-    calls: list[int] = []
+    model, calls = tiny_cnn_recording_batches()
     hooked: list[tuple[int, float]] = []
-    model = tiny_cnn()
-    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
     result = train_model(
         model,
         data,
@@ -157,9 +161,7 @@ def test_a_fractional_epoch_trains_that_share_of_one_more_pass(data: DatasetSpli
 
 
 def test_a_final_batch_of_one_image_is_skipped(data: DatasetSplits) -> None:
-    calls: list[int] = []
-    model = tiny_cnn()
-    model.register_forward_hook(lambda m, inp, out: calls.append(int(inp[0].shape[0])))
+    model, calls = tiny_cnn_recording_batches()
     train_model(
         model,
         data,
