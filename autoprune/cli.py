@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -259,6 +258,7 @@ def _default_run_dir(args: argparse.Namespace, config: Any) -> Path:
 def _search(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from autoprune._interrupts import interrupts_kept, raise_if_interrupted
     from autoprune.config import load_config
     from autoprune.report import format_front_table, write_report_files
     from autoprune.search import load_hypervolume, load_records, pareto_front, run_search
@@ -306,16 +306,16 @@ def _search(args: argparse.Namespace) -> int:
         )
     run_dir = args.run_dir or _default_run_dir(args, config)
     command = "autoprune " + " ".join(shlex.quote(a) for a in args.argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     title = (
         f"{config.model.name} on {config.target}, budgets: "
         f"{', '.join(b.spec for b in config.budgets) or 'none'}"
     )
     try:
-        with logging_redirect_tqdm(loggers=[logging.getLogger("autoprune")]):
+        with interrupts_kept(), logging_redirect_tqdm(loggers=[logging.getLogger("autoprune")]):
             result = run_search(
                 config, run_dir=run_dir, storage=args.storage, progress=not args.quiet
             )
+            raise_if_interrupted()  # one swallowed after the last trial, in the test evaluation
     except KeyboardInterrupt:
         records = load_records(run_dir) if (run_dir / "run.json").exists() else []
         done = sum(
@@ -358,10 +358,6 @@ def _without_trials(argv: list[str]) -> list[str]:
         elif not arg.startswith("--trials="):
             out.append(arg)
     return out
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _report(args: argparse.Namespace) -> int:

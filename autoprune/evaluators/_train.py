@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from autoprune._interrupts import raise_if_interrupted
 from autoprune.errors import ConfigError
 from autoprune.evaluators._datasets import DatasetSplits, Split
 from autoprune.evaluators._records import EvalResult, Fidelity, SplitName
@@ -332,6 +333,7 @@ def train_model(
                 loss_sum = torch.zeros((), device=dev)
                 epoch_images = 0
                 for i, idx in enumerate(plan):
+                    raise_if_interrupted()
                     idx = idx.to(dev)
                     x = _prepare(images[idx], mean, std, hw)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):

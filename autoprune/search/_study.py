@@ -37,6 +37,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from autoprune._interrupts import raise_if_interrupted
 from autoprune.config import Config
 from autoprune.errors import ConfigError, RunDirError
 from autoprune.evaluators import evaluate_accuracy, load_dataset
@@ -461,6 +462,7 @@ def run_search(
             )
 
             def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                raise_if_interrupted()  # one swallowed by a finaliser during the trial
                 bar.update(1)
                 trials = study.get_trials(deepcopy=False)
                 feasible = [t for t in trials if t.user_attrs.get("trained")]
