@@ -162,6 +162,32 @@ def _parser(*, list_controllers: bool = False) -> argparse.ArgumentParser:
         "target) (default: onnx,torchscript)",
     )
     export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
+    export.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain each trial from scratch at full fidelity first and export those weights "
+        "(the deploy shape, the whole training split, the run's epochs, Scratch-B; kept in "
+        "RUN_DIR/retrain, so an interrupted retrain continues)",
+    )
+    export.add_argument(
+        "--retrain-evaluator",
+        metavar="NAME",
+        help="how to retrain: scratch-b (default: the base model's training compute), "
+        "scratch-e, finetune or distill",
+    )
+    export.add_argument(
+        "--retrain-epochs", type=int, metavar="N", help="epochs to retrain (default: the run's)"
+    )
+    export.add_argument(
+        "--retrain-samples",
+        type=int,
+        metavar="N",
+        help="training images per epoch (default: the whole training split)",
+    )
+    export.add_argument(
+        "--retrain-seed", type=int, metavar="N", help="training seed (default: the search's)"
+    )
+    export.add_argument("--quiet", action="store_true", help="no progress bars")
 
     targets = sub.add_parser("targets", help="list device profiles")
     targets.add_argument("--format", choices=("table", "json"), default="table")
@@ -383,12 +409,43 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from autoprune._interrupts import interrupts_kept
     from autoprune.export import export_run
+    from autoprune.retrain import RetrainSettings
 
+    options = {
+        "evaluator": args.retrain_evaluator,
+        "epochs": args.retrain_epochs,
+        "samples": args.retrain_samples,
+        "seed": args.retrain_seed,
+    }
+    given = [f"--retrain-{name}" for name, value in options.items() if value is not None]
+    if given and not args.retrain:
+        raise ConfigError(f"{given[0]} applies only with --retrain; add --retrain")
+    retrain = None
+    if args.retrain:
+        retrain = RetrainSettings(**{k: v for k, v in options.items() if v is not None})
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    exported = export_run(
-        args.run_dir, trials=args.trial or (), pareto=args.pareto, formats=formats, out_dir=args.out
-    )
+    try:
+        with interrupts_kept():
+            exported = export_run(
+                args.run_dir,
+                trials=args.trial or (),
+                pareto=args.pareto,
+                formats=formats,
+                out_dir=args.out,
+                retrain=retrain,
+                progress=not args.quiet,
+            )
+    except KeyboardInterrupt:
+        if retrain is None:
+            raise
+        print(
+            f"autoprune: interrupted; retrained trials are kept in {args.run_dir / 'retrain'}. "
+            f"Continue with: autoprune {' '.join(shlex.quote(a) for a in args.argv)}",
+            file=sys.stderr,
+        )
+        return 130
     for item in exported:
         print(f"trial {item.trial}: {item.folder} ({', '.join(p.name for p in item.files)})")
     return 0

@@ -11,6 +11,7 @@ Per exported trial, ``OUT/trial-NNNN/`` holds::
                           through nvcc, aarch64 host code through ``aarch64-linux-gnu-g++``);
                           without the cross compiler, the object files as a tar to link there
     card.md               metrics with their sources and fidelity
+    retrain.json          with ``retrain``: how the weights were retrained, and their accuracies
 
 Example:
     >>> [e.trial for e in export_run(Path("runs/default-jetson-2gflops"), pareto=True)]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ import yaml
 
 from autoprune.errors import AutopruneError, RunDirError
 from autoprune.hwprofiles import DeviceProfile, load_profile
+from autoprune.retrain import Retrained, Retrainer, RetrainSettings
 from autoprune.search import TrialRecord, load_records, pareto_front, trial_dir
 from autoprune.spaces import Candidate, build_model
 
@@ -126,26 +129,43 @@ def _export_tvm(
     return write_library(executable, spec, folder)
 
 
-def _card(record: TrialRecord, run_dir: Path) -> str:
+def _card(record: TrialRecord, run_dir: Path, retrained: Retrained | None = None) -> str:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f} %"
 
+    search = (
+        f"- validation accuracy: {pct(record.accuracy)} ({record.fidelity})",
+        f"- test accuracy: {pct(record.test_accuracy)} ({record.test_fidelity or record.fidelity})",
+    )
+    if retrained is None:
+        accuracy = search
+        weights = (
+            "Weights were trained from scratch at the fidelity above; retrain at full fidelity "
+            "(`autoprune export --retrain`) before deployment figures are quoted as final."
+        )
+    else:
+        accuracy = (
+            f"- test accuracy: {pct(retrained.test_accuracy)} (retrained)",
+            f"- validation accuracy: {pct(retrained.val_accuracy)} (retrained)",
+            f"- retrained: {retrained.evaluator} at {retrained.fidelity}, seed {retrained.seed}, "
+            f"in {retrained.seconds:.0f} s",
+            f"- in the search: validation {pct(record.accuracy)}, test "
+            f"{pct(record.test_accuracy)} ({record.fidelity})",
+        )
+        weights = "Weights are the retrained ones (retrain.json holds the figures above)."
     return "\n".join(
         [
             f"# autoprune trial {record.number} ({record.candidate_hash})",
             "",
             f"- run: `{run_dir}`",
             f"- base model: {record.candidate['model']}, deploy input {record.resolution}",
-            f"- validation accuracy: {pct(record.accuracy)} ({record.fidelity})",
-            f"- test accuracy: {pct(record.test_accuracy)} "
-            f"({record.test_fidelity or record.fidelity})",
+            *accuracy,
             f'- MACs: {record.macs:,} ("FLOPs" = multiply-accumulates)',
             f"- parameters: {record.params:,}; size at its bit-widths: {record.size_bytes:,} bytes",
             f"- latency: {record.latency_ms:.4g} ms ({record.latency_source})",
             f"- energy: {record.energy_mj:.4g} mJ per inference ({record.energy_source})",
             "",
-            "Weights were trained from scratch at the fidelity above; retrain at full fidelity "
-            "before deployment figures are quoted as final.",
+            weights,
             "",
         ]
     )
@@ -163,8 +183,15 @@ def export_run(
     pareto: bool = False,
     formats: Sequence[str] = DEFAULT_FORMATS,
     out_dir: Path | None = None,
+    retrain: RetrainSettings | None = None,
+    progress: bool = False,
 ) -> list[ExportedModel]:
-    """Export the given trials (or the Pareto front) of the run in ``run_dir``."""
+    """Export the given trials (or the Pareto front) of the run in ``run_dir``.
+
+    With ``retrain``, each trial is first retrained at those settings (:mod:`autoprune.retrain`;
+    kept results are reused) and the retrained weights are exported, with their accuracies in
+    ``card.md`` and ``retrain.json``. ``progress`` shows the retraining's progress bars.
+    """
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
         raise AutopruneError(
@@ -183,17 +210,28 @@ def export_run(
                 f"0..{max(records, default=-1)}"
             )
         chosen = [records[n] for n in trials]
+    retrainer = Retrainer(run_dir, retrain, progress=progress) if retrain is not None else None
     out_dir = out_dir or run_dir / "export"
     exported = []
     for record in chosen:
-        model = load_trained_model(run_dir, record)
+        retrained = None
+        if retrainer is None:
+            model = load_trained_model(run_dir, record)
+        else:
+            model, retrained = retrainer.retrain(record)
         folder = out_dir / f"trial-{record.number:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         example = torch.randn(1, *record.candidate["input_shape"])
         files = [folder / "candidate.yaml", folder / "model.pt", folder / "card.md"]
         files[0].write_text(yaml.safe_dump(record.candidate, sort_keys=False))
         torch.save(model.state_dict(), files[1])
-        files[2].write_text(_card(record, run_dir))
+        files[2].write_text(_card(record, run_dir, retrained))
+        stale = folder / "retrain.json"  # an earlier export's, of other weights
+        if retrained is not None:
+            files.append(stale)
+            stale.write_text(json.dumps(retrained.to_dict(), indent=1) + "\n")
+        elif stale.exists():
+            stale.unlink()
         if "onnx" in formats:
             files.append(folder / "model.onnx")
             _export_onnx(model, example, files[-1])

@@ -20,6 +20,7 @@ from autoprune.search._hypervolume import (
 from autoprune.search._objective import (
     CandidateObjective,
     candidate_costs,
+    candidate_seed,
     model_costs,
     trial_dir,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "build_coster",
     "build_space",
     "candidate_costs",
+    "candidate_seed",
     "check_budgets",
     "create_sampler",
     "describe_controller",
