@@ -12,7 +12,8 @@ Each retrained trial is kept in ``RUN_DIR/retrain/<settings>/trial-NNNN/`` (``mo
 finished, and the same command continues with the rest.
 
 Example:
-    >>> retrainer = Retrainer(Path("runs/default-jetson-2gflops"), RetrainSettings(epochs=3))
+    >>> settings = RetrainSettings(epochs=3)
+    >>> retrainer = Retrainer(Path("runs/default-jetson-2gflops"), settings)  # doctest: +SKIP
     >>> model, retrained = retrainer.retrain(record)  # doctest: +SKIP
     >>> retrained.label  # doctest: +SKIP
     'scratch-b at all samples x 3 epochs @ 28x28, seed 812: val 91.02 %, test 90.64 %'

@@ -168,7 +168,9 @@ class TrainedBase:
         return model.eval(), EvalResult.from_dict(saved["eval"])
 
     def _train(self) -> tuple[nn.Module, EvalResult]:
-        _logger.info("training the base model once for this run (%s)", self.fidelity.label)
+        _logger.info(
+            "training the base model once (%s); kept in %s", self.fidelity.label, self.folder
+        )
         model = build_model(self.candidate, seed=self.seed)
         result = train_model(
             model,
