@@ -40,10 +40,9 @@ from autoprune.evaluators import (
     create_evaluator,
     evaluate_accuracy,
     fidelity_of,
-    load_dataset,
 )
 from autoprune.hwprofiles import load_profile
-from autoprune.search import TrialRecord, build_space, candidate_seed
+from autoprune.search import TrialRecord, build_space, candidate_seed, load_run_dataset
 from autoprune.spaces import Candidate, build_model
 
 __all__ = ["RETRAIN_EVALUATORS", "RetrainSettings", "Retrained", "Retrainer"]
@@ -180,16 +179,7 @@ class Retrainer:
     def data(self) -> DatasetSplits:
         """The run's data set and splits (the same validation split as the search)."""
         if self._data is None:
-            data = self.config.data
-            self._data = load_dataset(
-                data.dataset,
-                root=data.root,
-                val_samples=data.val_samples,
-                seed=self.config.search.seed,
-                download=data.download,
-                input_shape=data.input_shape,
-                num_workers=data.num_workers,
-            )
+            self._data = load_run_dataset(self.config)
         return self._data
 
     def kept(self, record: TrialRecord) -> Retrained | None:

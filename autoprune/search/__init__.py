@@ -21,6 +21,7 @@ from autoprune.search._objective import (
     CandidateObjective,
     candidate_costs,
     candidate_seed,
+    load_run_dataset,
     model_costs,
     trial_dir,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "hypervolume_history",
     "list_controllers",
     "load_hypervolume",
+    "load_run_dataset",
     "load_records",
     "mnas_reward",
     "model_costs",

@@ -193,6 +193,20 @@ def candidate_seed(candidate: Candidate, search_seed: int) -> int:
     return (int(candidate.hash[:8], 16) ^ search_seed) % (2**31 - 1)
 
 
+def load_run_dataset(config: Config) -> DatasetSplits:
+    """A run's data set, split as every stage of the run sees it (the search's seed)."""
+    data = config.data
+    return load_dataset(
+        data.dataset,
+        root=data.root,
+        val_samples=data.val_samples,
+        seed=config.search.seed,
+        download=data.download,
+        input_shape=data.input_shape,
+        num_workers=data.num_workers,
+    )
+
+
 def candidate_costs(
     candidate: Candidate, profile: DeviceProfile, coster: HardwareCoster | None = None
 ) -> dict[str, Any]:
@@ -289,15 +303,7 @@ class CandidateObjective:
     def data(self) -> DatasetSplits:
         """The data set, loaded on first use (infeasible-only runs never load it)."""
         if self._data is None:
-            self._data = load_dataset(
-                self.config.data.dataset,
-                root=self.config.data.root,
-                val_samples=self.config.data.val_samples,
-                seed=self.config.search.seed,
-                download=self.config.data.download,
-                input_shape=self.config.data.input_shape,
-                num_workers=self.config.data.num_workers,
-            )
+            self._data = load_run_dataset(self.config)
         return self._data
 
     def budget_violations(self, values: dict[str, Any]) -> dict[str, float]:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from autoprune._interrupts import raise_if_interrupted
 from autoprune.config import Config
 from autoprune.errors import ConfigError, RunDirError
-from autoprune.evaluators import evaluate_accuracy, load_dataset
+from autoprune.evaluators import evaluate_accuracy
 from autoprune.hwprofiles import (
     DeviceProfile,
     HardwareCoster,
@@ -50,7 +50,12 @@ from autoprune.hwprofiles import (
 )
 from autoprune.search._controllers import create_sampler
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
-from autoprune.search._objective import CandidateObjective, candidate_costs, trial_dir
+from autoprune.search._objective import (
+    CandidateObjective,
+    candidate_costs,
+    load_run_dataset,
+    trial_dir,
+)
 from autoprune.search._pareto import OBJECTIVES, pareto_front
 from autoprune.search._records import TrialRecord
 from autoprune.search._repair import repairing
@@ -386,15 +391,7 @@ def run_search(
     profile = load_profile(config.target)
     space = build_space(config, profile)
     coster = build_coster(config, profile)
-    data = load_dataset(
-        config.data.dataset,
-        root=config.data.root,
-        val_samples=config.data.val_samples,
-        seed=config.search.seed,
-        download=config.data.download,
-        input_shape=config.data.input_shape,
-        num_workers=config.data.num_workers,
-    )
+    data = load_run_dataset(config)
     if tuple(data.input_shape[:1]) != (config.model.in_channels,):
         raise ConfigError(
             f"model.in_channels is {config.model.in_channels} but data set "
@@ -555,15 +552,7 @@ def evaluate_on_test(run_dir: Path, members: list[TrialRecord], config: Config) 
     ]
     if not pending:
         return
-    data = load_dataset(
-        config.data.dataset,
-        root=config.data.root,
-        val_samples=config.data.val_samples,
-        seed=config.search.seed,
-        download=config.data.download,
-        input_shape=config.data.input_shape,
-        num_workers=config.data.num_workers,
-    )
+    data = load_run_dataset(config)
     for record in tqdm(pending, desc="test split", unit="model", leave=False, disable=True):
         source = record.cached_from if record.cached_from is not None else record.number
         candidate = Candidate.from_dict(record.candidate)
