@@ -168,10 +168,12 @@ def test_finetune_starts_from_the_trained_base(
     _, result = finetune.evaluate(space.largest(), seed=0)
     assert result.evaluator == "finetune" and result.epochs == 1
     assert result.accuracy == pytest.approx(base_result.accuracy, abs=0.02)
-    # Pruned to half the channels by L1 norm and fine-tuned for real, it keeps most of it.
+    # Pruned to half the channels by L1 norm, it is near chance (0.11 measured on this data);
+    # fine-tuned for one epoch, it gets most of the base's accuracy back (0.86 on a CPU).
+    # A quarter of the channels recovered to only 0.13 to 0.27 by machine: no margin to test.
     real = make("finetune", space, data, base_folder, finetune_epochs=1)
-    _, pruned = real.evaluate(narrow(space, 0.25), seed=0)
-    assert pruned.accuracy > 0.3
+    _, pruned = real.evaluate(narrow(space, 0.5), seed=0)
+    assert pruned.accuracy > 0.6
 
 
 def test_proxy_scores_without_training(

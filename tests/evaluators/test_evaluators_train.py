@@ -224,9 +224,11 @@ def test_evaluate_accuracy_matches_a_direct_count(data: DatasetSplits) -> None:
     model = tiny_cnn()
     train_model(model, data, fidelity=Fidelity(samples=None, epochs=1), input_shape=SHAPE, seed=0)
     mean, std = data.mean[0], data.std[0]
+    device = next(model.parameters()).device  # training leaves the model on the GPU if any
     with torch.no_grad():
-        x = (data.test.images.float() / 255.0 - mean) / std
-        expected = int((model(x).argmax(1) == data.test.labels).sum()) / len(data.test)
+        x = ((data.test.images.float() / 255.0 - mean) / std).to(device)
+        predicted = model(x).argmax(1).cpu()
+        expected = int((predicted == data.test.labels).sum()) / len(data.test)
     got = evaluate_accuracy(model, data, split="test", input_shape=SHAPE)
     assert got == expected
     assert evaluate_accuracy(model, data, split="test", input_shape=SHAPE, batch_size=7) == got
