@@ -28,6 +28,13 @@ a model is exported), so a model holding these layers exports with ``torch.onnx.
   (inputs after a ReLU), symmetric ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` otherwise
   (buffer ``act_signed``). Before any calibration (a model that was never trained) an
   evaluation pass uses the batch's own min/max.
+  The step is learned at 2-8 bits, the widths LSQ was designed and measured for; above 8 bits
+  it keeps its calibrated value (``act_step.requires_grad`` is False). The LSQ gradient of a
+  clipped input is ``qmax``, scaled down only by ``1 / sqrt(qmax)``, so relative to the step
+  (``~ range / qmax``) it grows as ``qmax ** 1.5``: at 16 bits one SGD step at lr 0.1 drove
+  a resnet20's conv1 input step from 6.7e-5 to -0.027, and the network never learned again
+  (measured in a default run). A calibrated step at 16 bits rounds to 2**-16 of the range,
+  which no learning would improve.
 * **Weights**: symmetric, per output channel, narrow range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``
   (at most ``2**b - 1`` levels per channel). The scale of each channel (buffer
   ``weight_scale``, weight units per level) is the MSE-optimal clip, searched like the
@@ -43,9 +50,9 @@ a model is exported), so a model holding these layers exports with ``torch.onnx.
 
 A bit-width of 32 means float: no fake quantization and no quantizer state for that tensor.
 Quantizer state is in the ``state_dict`` (``act_step``, ``act_signed``, ``weight_scale``,
-``calibrated_batches``); ``act_step`` is an ``nn.Parameter``, so the optimizer learns it (the
-trainer exempts it from weight decay) and :func:`count_costs` counts it as one float32 parameter
-per layer.
+``calibrated_batches``); ``act_step`` is an ``nn.Parameter``, so the optimizer learns it at
+2-8 bits (the trainer exempts it from weight decay) and :func:`count_costs` counts it as one
+float32 parameter per layer.
 
 Example:
     >>> import torch
@@ -87,6 +94,7 @@ FLOAT_BITS = 32
 _MIN_BITS = 2  # symmetric narrow-range weights need 2 ** (b - 1) - 1 >= 1
 _MAX_BITS = 16
 _EPS = 1e-12  # smallest scale: an all-zero tensor quantizes to zeros, not NaN
+_LSQ_MAX_BITS = 8  # activation steps are learned up to this width, calibrated only above it
 
 # MSE range search: a geometric grid of clips from max down to max / 2**_CLIP_OCTAVES (factor
 # sqrt(2) apart), then a linear grid between the best one's neighbours: 21 + 17 candidates find
@@ -371,7 +379,8 @@ class _QuantMixin(nn.Module):
         """(Re)create the quantizer state, uncalibrated, on ``device``."""
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         if self.activation_bits < FLOAT_BITS:
-            self.act_step = nn.Parameter(torch.ones((), **kw))
+            learned = self.activation_bits <= _LSQ_MAX_BITS  # see the module doc
+            self.act_step = nn.Parameter(torch.ones((), **kw), requires_grad=learned)
             signed = torch.zeros((), dtype=torch.bool, device=device)
             self.register_buffer("act_signed", signed)
         else:
