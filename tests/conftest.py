@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from torch import nn
 
 TINY_CONFIG = {
     "model": {"name": "resnet20", "num_classes": 10, "in_channels": 1},
@@ -36,6 +38,23 @@ TINY_CONFIG = {
     "target": "jetson",
     "budgets": [],
 }
+
+
+def tiny_cnn(init_seed: int = 0) -> nn.Sequential:
+    """A two-convolution CNN for 1x28x28 inputs and 10 classes (3,866 parameters), seeded."""
+    torch.manual_seed(init_seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    )
 
 
 def write_config(folder: Path, **sections: dict) -> Path:

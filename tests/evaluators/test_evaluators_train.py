@@ -15,6 +15,7 @@ from autoprune.evaluators import (
     load_dataset,
     train_model,
 )
+from tests.conftest import tiny_cnn
 
 SHAPE = (1, 28, 28)
 
@@ -22,22 +23,6 @@ SHAPE = (1, 28, 28)
 @pytest.fixture(scope="module")
 def data() -> DatasetSplits:
     return load_dataset("synthetic", val_samples=500, seed=0)
-
-
-def tiny_cnn(init_seed: int = 0) -> nn.Module:
-    torch.manual_seed(init_seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(256, 10),
-    )
 
 
 def tiny_cnn_recording_batches() -> tuple[nn.Module, list[int]]:

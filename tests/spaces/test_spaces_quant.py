@@ -25,6 +25,7 @@ from autoprune.spaces._quant import (
     mse_activation_step,
     mse_weight_scale,
 )
+from tests.conftest import tiny_cnn
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -440,22 +441,8 @@ def test_a_quantized_network_input_trains_at_every_activation_width(bits: int) -
     # 784 features) at 16 bits went from 6.7e-5 to -0.027 in one SGD step at lr 0.1 and stayed
     # there, so every later layer saw a constant.
     data = load_dataset("synthetic", val_samples=300, seed=0)
-    torch.manual_seed(0)
-    first = QuantConv2d.from_float(
-        nn.Conv2d(1, 8, 3, padding=1), weight_bits=32, activation_bits=bits
-    )
-    model = nn.Sequential(
-        first,
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4),
-        nn.Flatten(),
-        nn.Linear(256, 10),
-    )
+    model = tiny_cnn()
+    first = model[0] = QuantConv2d.from_float(model[0], weight_bits=32, activation_bits=bits)
     result = train_model(
         model, data, fidelity=Fidelity(samples=None, epochs=2), input_shape=(1, 28, 28), seed=0
     )
