@@ -28,13 +28,15 @@ a model is exported), so a model holding these layers exports with ``torch.onnx.
   (inputs after a ReLU), symmetric ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` otherwise
   (buffer ``act_signed``). Before any calibration (a model that was never trained) an
   evaluation pass uses the batch's own min/max.
-  The step is learned at 2-8 bits, the widths LSQ was designed and measured for; above 8 bits
-  it keeps its calibrated value (``act_step.requires_grad`` is False). The LSQ gradient of a
-  clipped input is ``qmax``, scaled down only by ``1 / sqrt(qmax)``, so relative to the step
-  (``~ range / qmax``) it grows as ``qmax ** 1.5``: at 16 bits one SGD step at lr 0.1 drove
-  a resnet20's conv1 input step from 6.7e-5 to -0.027, and the network never learned again
-  (measured in a default run). A calibrated step at 16 bits rounds to 2**-16 of the range,
-  which no learning would improve.
+  The step is learned at 2-8 bits, the widths LSQ was designed and measured for. Above 8
+  bits it follows the activations instead, as batch norm's running statistics do: after
+  calibration, every training batch moves it a tenth of the way to that batch's MSE-optimal
+  step (``act_step.requires_grad`` is False). LSQ's gradient of a clipped input is ``qmax``,
+  scaled down only by ``1 / sqrt(qmax)``, so relative to the step (``~ range / qmax``) it
+  grows as ``qmax ** 1.5``: at 16 bits one SGD step at lr 0.1 drove a resnet20's conv1
+  input step from 6.7e-5 to -0.027, and the network never learned again (measured in a
+  default run). At 16 bits rounding costs 2**-16 of the range; what matters is that the
+  clip keeps up with activations that grow in training.
 * **Weights**: symmetric, per output channel, narrow range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``
   (at most ``2**b - 1`` levels per channel). The scale of each channel (buffer
   ``weight_scale``, weight units per level) is the MSE-optimal clip, searched like the
@@ -94,7 +96,8 @@ FLOAT_BITS = 32
 _MIN_BITS = 2  # symmetric narrow-range weights need 2 ** (b - 1) - 1 >= 1
 _MAX_BITS = 16
 _EPS = 1e-12  # smallest scale: an all-zero tensor quantizes to zeros, not NaN
-_LSQ_MAX_BITS = 8  # activation steps are learned up to this width, calibrated only above it
+_LSQ_MAX_BITS = 8  # activation steps are learned up to this width, tracked above it
+_TRACK_MOMENTUM = 0.1  # share of a batch's MSE-optimal step in a tracked step (batch norm's)
 
 # MSE range search: a geometric grid of clips from max down to max / 2**_CLIP_OCTAVES (factor
 # sqrt(2) apart), then a linear grid between the best one's neighbours: 21 + 17 candidates find
@@ -379,7 +382,7 @@ class _QuantMixin(nn.Module):
         """(Re)create the quantizer state, uncalibrated, on ``device``."""
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         if self.activation_bits < FLOAT_BITS:
-            learned = self.activation_bits <= _LSQ_MAX_BITS  # see the module doc
+            learned = self.activation_bits <= _LSQ_MAX_BITS  # else tracked: see the module doc
             self.act_step = nn.Parameter(torch.ones((), **kw), requires_grad=learned)
             signed = torch.zeros((), dtype=torch.bool, device=device)
             self.register_buffer("act_signed", signed)
@@ -405,23 +408,29 @@ class _QuantMixin(nn.Module):
             self._signed = self.act_signed is not None and bool(self.act_signed)
 
     def _observe(self, x: torch.Tensor) -> None:
-        """Training step: search the weight scales; calibrate the input range (first batches)."""
+        """Training step: search the weight scales; calibrate the input step (first batches),
+        then track it above 8 bits."""
         with torch.no_grad():
             if self.weight_scale is not None:
                 near = self.weight_scale if self._calibrated > 0 else None
                 scale = mse_weight_scale(self.weight, self.weight_bits, near=near)
                 self.weight_scale.copy_(scale)
-            if self._calibrated >= self.calibration_batches:
-                return
-            if self.act_step is not None and self.act_signed is not None:
+            calibrating = self._calibrated < self.calibration_batches
+            step = self.act_step
+            if step is not None and self.act_signed is not None:
                 xd = x.detach()
-                self._signed = self._signed or bool(xd.min() < 0)  # a sync, while calibrating
-                step = mse_activation_step(xd, self.activation_bits, signed=self._signed)
-                n = self._calibrated  # running mean of the batches' MSE-optimal steps
-                self.act_step.copy_((self.act_step * n + step.to(self.act_step.dtype)) / (n + 1))
-                self.act_signed.fill_(self._signed)
-            self._calibrated += 1
-            self.calibrated_batches.fill_(self._calibrated)
+                if calibrating:
+                    self._signed = self._signed or bool(xd.min() < 0)  # a sync, while calibrating
+                    best = mse_activation_step(xd, self.activation_bits, signed=self._signed)
+                    n = self._calibrated  # running mean of the batches' MSE-optimal steps
+                    step.copy_((step * n + best.to(step.dtype)) / (n + 1))
+                    self.act_signed.fill_(self._signed)
+                elif not step.requires_grad:  # tracked, not learned: see the module doc
+                    best = mse_activation_step(xd, self.activation_bits, signed=self._signed)
+                    step.lerp_(best.to(step.dtype), _TRACK_MOMENTUM)
+            if calibrating:
+                self._calibrated += 1
+                self.calibrated_batches.fill_(self._calibrated)
 
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_step is None or self.act_signed is None:

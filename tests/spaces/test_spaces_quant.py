@@ -226,6 +226,26 @@ def test_calibration_averages_the_first_batches_then_the_step_is_learned() -> No
     assert torch.equal(q.weight_scale, before)  # frozen in eval
 
 
+def test_above_8_bits_the_step_follows_the_activations_instead_of_sgd() -> None:
+    torch.manual_seed(0)
+    small, large = torch.randn(64, 16), 3 * torch.randn(64, 16)
+    wide = QuantLinear(16, 4, weight_bits=32, activation_bits=16, calibration_batches=1)
+    narrow = QuantLinear(16, 4, weight_bits=32, activation_bits=8, calibration_batches=1)
+    assert not wide.act_step.requires_grad and narrow.act_step.requires_grad
+    wide(small)
+    narrow(small)
+    calibrated = float(narrow.act_step.detach())
+    for _ in range(60):  # activations grew 3x in training: 0.9 ** 60 of the old step is left
+        wide(large)
+        narrow(large)
+    target = float(mse_activation_step(large, 16, signed=True))
+    assert float(wide.act_step) == pytest.approx(target, rel=0.02)
+    assert float(narrow.act_step.detach()) == calibrated  # moved only by its gradient
+    wide.eval()
+    wide(10 * large)
+    assert float(wide.act_step) == pytest.approx(target, rel=0.02)  # frozen in evaluation
+
+
 def test_quantizer_state_is_in_the_state_dict_and_loads_into_a_fresh_layer() -> None:
     torch.manual_seed(0)
     q = QuantConv2d(3, 8, 3, weight_bits=2, activation_bits=4)
