@@ -425,7 +425,7 @@ class _QuantMixin(nn.Module):
                     n = self._calibrated  # running mean of the batches' MSE-optimal steps
                     step.copy_((step * n + best.to(step.dtype)) / (n + 1))
                     self.act_signed.fill_(self._signed)
-                elif not step.requires_grad:  # tracked, not learned: see the module doc
+                elif self.activation_bits > _LSQ_MAX_BITS:  # tracked, not learned (module doc)
                     best = mse_activation_step(xd, self.activation_bits, signed=self._signed)
                     step.lerp_(best.to(step.dtype), _TRACK_MOMENTUM)
             if calibrating:
