@@ -1,7 +1,7 @@
 """Search spaces, model zoo, surgery, fake quantization and exact cost counting.
 
-The first stage of the data flow (DESIGN.md): a :class:`SearchSpace` over a registered base
-model turns a controller's ``params`` into a :class:`Candidate`; :func:`build_model` turns the
+The first stage of the data flow: a :class:`SearchSpace` over a registered base model turns a
+controller's ``params`` into a :class:`Candidate`; :func:`build_model` turns the
 candidate into a compact, freshly initialised ``nn.Module`` (width/depth surgery with
 Torch-Pruning, fake quantization for bit-widths below 32), and :func:`inherit_weights` cuts the
 same network out of a trained base model instead (channels ranked by L1 norm, for fine-tuning);

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoprune.errors import ConfigError
-from autoprune.spaces._quant import check_bits
+from autoprune.spaces._quantizers import check_bits
 
 __all__ = ["Candidate"]
 

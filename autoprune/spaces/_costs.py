@@ -26,7 +26,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from autoprune.errors import ConfigError
-from autoprune.spaces._quant import FLOAT_BITS
+from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._zoo import CifarBasicBlock
 
 __all__ = ["ACTIVATION_OPS", "CostReport", "LayerCost", "count_costs"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
-from autoprune.spaces._quant import check_bits
+from autoprune.spaces._quantizers import check_bits
 from autoprune.spaces._surgery import analyze, is_under
 
 __all__ = ["Decision", "SearchSpace"]

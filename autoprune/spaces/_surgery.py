@@ -30,7 +30,8 @@ from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
-from autoprune.spaces._quant import FLOAT_BITS, QuantConv2d, QuantLinear
+from autoprune.spaces._quant import QuantConv2d, QuantLinear
+from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._zoo import Stage, create_model, init_weights, model_stages
 
 __all__ = ["build_model"]

@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 from autoprune.errors import ConfigError
 from autoprune.evaluators import Fidelity, load_dataset, train_model
 from autoprune.spaces import QuantConv2d, QuantLinear
-from autoprune.spaces._quant import (
+from autoprune.spaces._quantizers import (
     _LsqTraining,
     fake_quantize_activation,
     fake_quantize_lsq,
