@@ -20,8 +20,15 @@ Example:
 
 from __future__ import annotations
 
-# Imported for their registrations: cifar10 and cifar100, imagefolder, mnist.
-from autoprune.evaluators import _cifar, _imagefolder, _mnist  # noqa: F401
+# Imported for their registrations: cifar10 and cifar100, fashion-mnist, imagefolder, mnist,
+# synthetic.
+from autoprune.evaluators import (  # noqa: F401
+    _cifar,
+    _fashion_mnist,
+    _imagefolder,
+    _mnist,
+    _synthetic,
+)
 from autoprune.evaluators._datasets import (
     LOADER_OPTIONS,
     DatasetSplits,

