@@ -8,67 +8,31 @@ Each trial draws its own objective weights ``omega`` (one per minimised objectiv
 
     ``pi_d = softmax(b_d + M_d @ phi(omega))``,  ``phi(omega) = 2 (omega - lo) / (hi - lo) - 1``
 
-(``phi`` rescales the weights to ``[-1, 1]``; ``phi = 0`` when ``lo == hi``). Drawing the weights
-anew for every episode and conditioning the policy on them makes one policy cover the whole
-Pareto front instead of the single point that one fixed weighting selects.
+(``phi = 0`` when ``lo == hi``), so that one policy covers the whole Pareto front.
 
-Reward of a finished trial: MnasNet's accuracy term, ``log ACC``, with the minimised objectives
-(costs) combined by a weighted Tchebycheff norm (the default, ``scalarisation="tchebycheff"``)::
-
-    R = sum_max log(max(v_j, eps)) - max_min |omega_i| * q_i(v_i)
-
-or, with ``scalarisation="weighted-log"``, by MnasNet's own product ``ACC * (LAT / T) ** w`` in
-log form::
-
-    R = sum_max log(max(v_j, eps)) + sum_min omega_i * log(clip(v_i / ref_i, 1 / c, c))
-
-``eps = 1e-6`` (a maximised value ``<= 0``, such as the 0.0 accuracy of an untrained
-candidate, scores as ``log(1e-6)``). ``q_i(v)`` is the share of the feasible complete trials
-numbered up to the trial itself whose objective ``i`` is below ``v`` (ties count half), and
-``ref_i`` the median of objective ``i`` over the same trials: deterministic functions of the
-history. ``c = 10``: a cost ten times below its reference earns no more than that.
-
-Why Tchebycheff by default: the weighted log-sum is a linear scalarisation in log space, and a
-linear scalarisation reaches only the parts of a front that are convex in its space, whatever
-the weights. On DTLZ2 (a concave front) the weighted-log policy collapsed onto the front's
-corners (measured on ``benchmarks/controllers.py``'s DTLZ2, seed 0: in trials 151-200, 49 of
-50 proposals put the first position variable at one of its two extreme levels, 43 of 50 the
-second) and its hypervolume stayed below random search's; the weighted maximum reaches every
-Pareto-optimal point (Miettinen 1999, thm. 3.4.5). Accuracy keeps its log, as in MnasNet; each
-cost is charged ``|omega_i|`` times its rank among the costs seen, so a weight near 0 lets that
-cost go and ``-1`` charges the dearest candidate so far about 1 (the log of a factor e in accuracy).
-Ranks, not the seen range ``(v - lo) / (hi - lo)``, because the range did worse than random
-search on the compression problem. Measured by ``benchmarks/controllers.py`` (200 trials, 3
-seeds, hypervolume over the reference front's): compression, ranks 0.804 +- 0.074 against
-random's 0.782 +- 0.015 (the range: 0.774 against 0.783); DTLZ2, ranks 0.953 against 0.935
-(the range: 0.947). Ranks are also blind to each cost's scale and units.
-
-A trial whose constraints (``Trial.set_constraint``) hold any value ``> 0``, a failed trial
-(an exception, or a NaN objective, which Optuna records as failed) and a complete trial with a
-non-finite value all get the fixed reward ``infeasible_reward`` (default ``-5.0``, below the
-``log(0.01) = -4.6`` of a feasible candidate at 1 % accuracy and the best costs seen): the policy
-learns from them, which is what steers it toward feasible candidates. Pruned trials carry no
-final values and are skipped, as are trials the policy did not propose (no weights recorded);
-running and waiting trials wait until they finish.
+Reward of a finished trial: :func:`tchebycheff_reward` of the costs' ranks (the default) or
+:func:`mnas_reward` (``scalarisation="weighted-log"``), both in :mod:`._rewards`. A trial
+whose constraints hold any value ``> 0``, a failed trial and a complete trial with a
+non-finite value get ``infeasible_reward`` (default ``-5.0``), which steers the policy toward
+feasible candidates. Pruned trials and trials the policy did not propose (no weights recorded)
+are skipped; running and waiting trials wait until they finish.
 
 Update, one REINFORCE step per finished trial, in trial-number order: the baseline is linear in
 the weights, ``B(omega) = c . [1, phi]``, updated by least mean squares with step
-``baseline_step`` (with no minimised objective this is an exponential moving average of the
-reward with decay ``1 - baseline_step``); the advantage ``R - B`` is divided by the root of a
-moving average of its square and clipped to ``[-advantage_clip, advantage_clip]``; the logits
-then move by ``learning_rate * (A * (onehot - pi) + entropy_weight * dH/dlogits)``, ``M_d`` by
-the same times ``phi``.
+``baseline_step``; the advantage ``R - B`` is divided by the root of a moving average of its
+square and clipped to ``[-advantage_clip, advantage_clip]``; the logits then move by
+``learning_rate * (A * (onehot - pi) + entropy_weight * dH/dlogits)``, ``M_d`` by the same
+times ``phi``.
 
 State: the policy, the baseline, the advantage scale and the numbers of the trials learned from
 (and skipped) are a JSON document in the study's system attribute :data:`RL_STATE_KEY`, written
 after every update; each trial's weights are in its system attribute :data:`RL_WEIGHTS_KEY`.
 ``before_trial`` reloads the state from the storage and learns from every finished trial not in
-it, so a resumed run (a new sampler on the same storage) and several workers sharing a study
-continue from the same policy. Proposals come from random streams seeded by ``(seed, trial
-number, parameter name)``, so the run is a deterministic function of the seed and the history:
-a run resumed after ``K`` trials ends with the same policy as an uninterrupted one. Two
-processes that update at the same time may each overwrite the other's step (the last write
-wins); threads of one process take turns.
+it, so a resumed run and several workers sharing a study continue from the same policy.
+Proposals come from random streams seeded by ``(seed, trial number, parameter name)``: the run
+is a deterministic function of the seed and the history. Two processes that update at the same
+time may each overwrite the other's step (the last write wins); threads of one process take
+turns. Design and benchmark figures: ``docs/controllers.md``.
 
 Example:
     >>> import optuna
@@ -98,13 +62,26 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.search._controllers import list_controllers, register_controller
+from autoprune.search._controllers import register_controller
+from autoprune.search._optuna import (
+    set_study_system_attr,
+    set_trial_system_attr,
+    study_key,
+    study_system_attrs,
+)
+from autoprune.search._rewards import (
+    SCALARISATIONS,
+    _FeasibleHistory,
+    mnas_reward,
+    tchebycheff_reward,
+)
 
 __all__ = [
     "RL_STATE_KEY",
     "RL_WEIGHTS_KEY",
     "PolicyGradientSampler",
     "PolicyState",
+    # defined in _rewards, still importable from here:
     "SCALARISATIONS",
     "mnas_reward",
     "tchebycheff_reward",
@@ -118,97 +95,8 @@ RL_STATE_KEY = "autoprune.rl:state"
 RL_WEIGHTS_KEY = "autoprune.rl:weights"
 
 _STATE_VERSION = 1
-#: Floor of every value and reference before the log (an untrained candidate's 0.0 accuracy).
-_EPS = 1e-6
-#: A minimised objective's ratio to its reference is clipped to [1 / this, this] in the reward.
-_RATIO_CLIP = 10.0
 #: Floor of the advantage scale, so that a run of equal rewards does not divide by zero.
 _MIN_SCALE = 1e-8
-
-
-def _accuracy_term(
-    values: Sequence[float],
-    directions: Sequence[StudyDirection],
-    weights: Sequence[float],
-    per_cost: Sequence[Any],
-    what: str,
-) -> tuple[float, list[float]]:
-    """``sum log(max(v, eps))`` over the maximised values, and the minimised values in order;
-    raises unless ``weights`` and ``per_cost`` (named ``what``) hold one entry per minimised."""
-    minimised = [v for v, d in zip(values, directions, strict=True) if d == StudyDirection.MINIMIZE]
-    if not len(weights) == len(per_cost) == len(minimised):
-        raise ValueError(
-            f"one weight and one {what} per minimised objective must be given, but got "
-            f"{len(minimised)} minimised objectives, weights={weights}, {what}s={per_cost}"
-        )
-    reward = sum(
-        math.log(max(v, _EPS))
-        for v, d in zip(values, directions, strict=True)
-        if d == StudyDirection.MAXIMIZE
-    )
-    return reward, minimised
-
-
-def mnas_reward(
-    values: Sequence[float],
-    directions: Sequence[StudyDirection],
-    weights: Sequence[float],
-    references: Sequence[float],
-) -> float:
-    """MnasNet-style scalar reward of one trial's objective values.
-
-    ``sum log(v)`` over the maximised objectives plus ``sum w_i log(v_i / ref_i)`` over the
-    minimised ones; ``weights`` and ``references`` hold one entry per minimised objective, in
-    the order of ``directions``. Maximised values are floored at ``1e-6`` before the log; the
-    ratios ``v_i / ref_i`` are clipped to ``[0.1, 10]``.
-
-    Example (MnasNet: accuracy 0.75, latency 80 ms against a 100 ms target, w = -0.07):
-        >>> max_, min_ = StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE
-        >>> round(mnas_reward([0.75, 80.0], [max_, min_], [-0.07], [100.0]), 4)
-        -0.2721
-        >>> round(math.log(0.75 * (80.0 / 100.0) ** -0.07), 4)
-        -0.2721
-    """
-    reward, minimised = _accuracy_term(values, directions, weights, references, "reference")
-    for value, weight, reference in zip(minimised, weights, references, strict=True):
-        ratio = max(value, 0.0) / max(reference, _EPS)
-        reward += weight * math.log(min(max(ratio, 1 / _RATIO_CLIP), _RATIO_CLIP))
-    return reward
-
-
-def tchebycheff_reward(
-    values: Sequence[float],
-    directions: Sequence[StudyDirection],
-    weights: Sequence[float],
-    ranges: Sequence[tuple[float, float]],
-) -> float:
-    """Scalar reward that combines the minimised objectives by a weighted Tchebycheff norm.
-
-    ``sum log(v)`` over the maximised objectives (MnasNet's accuracy term) minus
-    ``max_i |w_i| * (v_i - lo_i) / (hi_i - lo_i)`` over the minimised ones, ``(lo_i, hi_i)``
-    being the best and worst value seen (``ranges``; a zero span counts as 1). A weight near 0
-    lets that cost go; ``-1`` charges its whole normalised range. Unlike a weighted sum
-    (MnasNet's product form is one in log space, and reaches only the log-convex parts of a
-    front), the weighted maximum reaches every point of a front, concave parts included
-    (Miettinen 1999, *Nonlinear Multiobjective Optimization*, thm. 3.4.5).
-
-    Example (two costs, one at its best and one at its worst; the worse one counts):
-        >>> min_ = StudyDirection.MINIMIZE
-        >>> tchebycheff_reward([1.0, 3.0], [min_, min_], [-0.5, -0.5], [(1.0, 3.0), (1.0, 3.0)])
-        -0.5
-    """
-    reward, minimised = _accuracy_term(values, directions, weights, ranges, "range")
-    if not minimised:
-        return reward
-    worst = max(
-        abs(weight) * (value - lo) / (hi - lo if hi > lo else 1.0)
-        for value, weight, (lo, hi) in zip(minimised, weights, ranges, strict=True)
-    )
-    return reward - worst
-
-
-#: Scalarisations of the minimised objectives that the ``rl`` controller can use.
-SCALARISATIONS = ("tchebycheff", "weighted-log")
 
 
 @dataclass
@@ -382,12 +270,10 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         with self._lock:
             state = self.load_state(study)
             if self._learn(study, state):
-                # Optuna 5 has no public setter of study system attributes; this storage call is
-                # the one Optuna's own ``copy_study`` makes.
-                study._storage.set_study_system_attr(study._study_id, RL_STATE_KEY, state.to_json())
-            self._cache = (_study_key(study), state)
+                set_study_system_attr(study, RL_STATE_KEY, state.to_json())
+            self._cache = (study_key(study), state)
         weights = self._draw_weights(trial.number, state.n_weights)
-        study._storage.set_trial_system_attr(trial._trial_id, RL_WEIGHTS_KEY, weights.tolist())
+        set_trial_system_attr(study, trial, RL_WEIGHTS_KEY, weights.tolist())
 
     def sample_independent(
         self,
@@ -403,8 +289,8 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
             return fallback.sample_independent(study, trial, param_name, param_distribution)
         with self._lock:
             cache = self._cache
-            if cache is None or cache[0] != _study_key(study):
-                cache = (_study_key(study), self.load_state(study))
+            if cache is None or cache[0] != study_key(study):
+                cache = (study_key(study), self.load_state(study))
                 self._cache = cache
             state = cache[1]
             # The weights before_trial stored for this trial, recomputed: no storage read.
@@ -418,7 +304,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
     def load_state(self, study: Study) -> PolicyState:
         """The policy as last saved in ``study`` (a fresh one if none was saved yet)."""
         k = sum(d == StudyDirection.MINIMIZE for d in study.directions)
-        data = study._storage.get_study_system_attrs(study._study_id).get(RL_STATE_KEY)
+        data = study_system_attrs(study).get(RL_STATE_KEY)
         if data is None:
             return PolicyState(n_weights=k)
         if data.get("version") != _STATE_VERSION or data.get("n_weights") != k:
@@ -547,7 +433,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         ):
             return self._infeasible_reward
         if self._scalarisation == "tchebycheff":
-            # Each cost on its rank scale, whose range is [0, 1]: see the module docstring.
+            # Each cost on its rank scale, whose range is [0, 1] (see ``docs/controllers.md``).
             ranks = iter(history.ranks(trial.number, values))
             ranked = [
                 next(ranks) if d == StudyDirection.MINIMIZE else v
@@ -571,57 +457,8 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         return 2.0 * (omega - lo) / (hi - lo) - 1.0
 
 
-class _FeasibleHistory:
-    """Minimised objective values of the feasible, complete, finite trials, for references."""
-
-    def __init__(self, trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> None:
-        columns = [i for i, d in enumerate(directions) if d == StudyDirection.MINIMIZE]
-        self._columns = columns
-        rows = [
-            (t.number, [t.values[i] for i in columns])
-            for t in trials
-            if t.state == TrialState.COMPLETE
-            and t.values is not None
-            and all(math.isfinite(v) for v in t.values)
-            and all(c <= 0 for c in t.constraints.values())
-        ]
-        rows.sort(key=lambda row: row[0])
-        self._numbers = np.asarray([n for n, _ in rows], dtype=int)
-        self._values = np.asarray([v for _, v in rows], dtype=float).reshape(
-            len(rows), len(columns)
-        )
-
-    def references(self, number: int) -> list[float]:
-        """Median of each minimised objective over the feasible trials numbered ``<= number``."""
-        upto = int(np.searchsorted(self._numbers, number, side="right"))
-        if upto == 0:  # cannot happen for a feasible trial, which counts itself
-            return [1.0] * self._values.shape[1]
-        return np.median(self._values[:upto], axis=0).tolist()
-
-    def ranks(self, number: int, values: Sequence[float]) -> list[float]:
-        """Rank in ``[0, 1]`` of each minimised objective of ``values`` (all objectives, in
-        study order) among the feasible trials numbered ``<= number``: the share below it,
-        ties counting half."""
-        upto = int(np.searchsorted(self._numbers, number, side="right"))
-        mine = np.asarray([values[i] for i in self._columns], dtype=float)
-        if upto == 0:  # cannot happen for a feasible trial, which counts itself
-            return [0.5] * len(mine)
-        seen = self._values[:upto]
-        shares = (seen < mine).mean(axis=0) + 0.5 * (seen == mine).mean(axis=0)
-        return shares.tolist()
-
-
-def _study_key(study: Study) -> tuple[int, int]:
-    return id(study._storage), study._study_id
-
-
+@register_controller("rl")
 def _rl(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
     """REINFORCE (Williams 1992), weight-conditioned: log accuracy less max weighted cost rank."""
     del population_size  # one policy-gradient step per finished trial; no population
     return PolicyGradientSampler(seed=seed)
-
-
-# Registered once: pytest's importlib import mode (this project's) executes a doctested module a
-# second time after ``autoprune.search`` has imported it, and the registry refuses duplicates.
-if "rl" not in list_controllers():
-    register_controller("rl")(_rl)

@@ -14,12 +14,9 @@ import pytest
 from optuna.study import StudyDirection
 
 from autoprune.search import PolicyGradientSampler, create_sampler, list_controllers, mnas_reward
-from autoprune.search._rl import (
-    RL_STATE_KEY,
-    RL_WEIGHTS_KEY,
-    _FeasibleHistory,
-    tchebycheff_reward,
-)
+from autoprune.search._optuna import study_system_attrs
+from autoprune.search._rewards import _FeasibleHistory, tchebycheff_reward
+from autoprune.search._rl import RL_STATE_KEY, RL_WEIGHTS_KEY
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # autoprune's (accuracy, latency, energy)
 N_DECISIONS, N_CHOICES = 8, 4
@@ -249,7 +246,7 @@ def test_a_resumed_run_loads_the_saved_policy_and_ends_like_an_uninterrupted_one
     study = run(
         PolicyGradientSampler(seed=3), costly, first, DIRECTIONS, storage=storage, study_name="s"
     )
-    saved = study._storage.get_study_system_attrs(study._study_id)[RL_STATE_KEY]
+    saved = study_system_attrs(study)[RL_STATE_KEY]
     assert saved["learned"] == list(range(first - 1))
 
     resumed_sampler = PolicyGradientSampler(seed=3)
