@@ -41,8 +41,12 @@ def pareto_front(
     Duplicates of one architecture (same candidate hash) appear once, as the earliest trial.
 
     Example:
-        >>> [r.number for r in pareto_front(records)]
-        [7, 2, 9]
+        >>> def done(number, accuracy, cost):
+        ...     return TrialRecord(number=number, state="complete", feasible=True, trained=True,
+        ...                        accuracy=accuracy, latency_ms=cost, energy_mj=cost)
+        >>> records = [done(0, 0.9, 2.0), done(1, 0.8, 1.0), done(2, 0.7, 1.5)]
+        >>> [r.number for r in pareto_front(records)]  # trial 2 is dominated by trial 1
+        [0, 1]
     """
     pool: dict[str, TrialRecord] = {}
     for record in sorted(records, key=lambda r: r.number):

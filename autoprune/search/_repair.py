@@ -39,6 +39,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.config import Budget
+from autoprune.search._optuna import set_trial_user_attr
 from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
 
 __all__ = [
@@ -56,7 +57,7 @@ EXACT_METRICS = ("macs", "params", "size_bytes")
 
 def exact_costs(candidate: Candidate) -> dict[str, int]:
     """MACs, parameters and size (bytes, at the candidate's bit-widths), counted on the meta
-    device (shapes only: milliseconds)."""
+    device (shapes only: no weight is allocated)."""
     costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
     return {"macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes}
 
@@ -132,13 +133,10 @@ REPAIR_STEPS_KEY = "repair_steps"
 class RepairingSampler(optuna.samplers.BaseSampler):
     """A sampler whose proposals are repaired before they become the trial's parameters.
 
-    Lamarckian repair: the inner sampler proposes every decision at once (its own relative
-    proposal, the rest from its ``sample_independent``), :func:`repair` shrinks the proposal
-    to fit the exact budgets, and the *repaired* values are what the trial records. An
-    evolutionary controller then breeds from the candidates that were trained, not from
-    proposals that were shrunk after it chose them, and a model-based one learns the mapping
-    from trained architecture to objectives. The steps taken go to the trial's user attribute
-    ``repair_steps``, so the share of proposals that fit as proposed is still reported.
+    Lamarckian repair (see the module): the inner sampler proposes every decision at once (its
+    own relative proposal, the rest from its ``sample_independent``), :func:`repair` shrinks
+    the proposal to fit the exact budgets, and the *repaired* values are what the trial
+    records. The steps taken go to the trial's user attribute ``repair_steps``.
 
     A trial with fixed parameters (the enqueued base model, a re-queued interrupted trial) is
     left to Optuna's fixed-parameter path and never repaired here.
@@ -176,10 +174,7 @@ class RepairingSampler(optuna.samplers.BaseSampler):
             if name not in proposal:
                 proposal[name] = self.inner.sample_independent(study, trial, name, distribution)
         fitted, steps = repair(self._space, proposal, self._budgets)
-        # As ``Trial.set_user_attr`` does: the storage, and the trial's cached copy (``trial``
-        # is the running trial's own frozen view), so that the objective sees it.
-        study._storage.set_trial_user_attr(trial._trial_id, REPAIR_STEPS_KEY, steps)
-        trial.user_attrs[REPAIR_STEPS_KEY] = steps
+        set_trial_user_attr(study, trial, REPAIR_STEPS_KEY, steps)  # the objective reads it
         return fitted
 
     def sample_independent(
