@@ -140,8 +140,7 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -
 
     Points not strictly better than the reference in every objective add nothing. Exact by
     slicing along the last objective down to a 2-D sweep: ``O(n^(d-1) log n)`` for ``n``
-    non-dominated points in ``d`` objectives, milliseconds for fronts of a few hundred points
-    in three objectives.
+    non-dominated points in ``d`` objectives.
     """
     reference = tuple(float(r) for r in reference)
     inside = {

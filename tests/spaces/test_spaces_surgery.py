@@ -23,8 +23,8 @@ SHAPES = {
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    # spin-waiting makes them up to 100x slower.
+    # Tiny models gain nothing from intra-op threads, and on a shared machine OpenMP
+    # spin-waiting makes them much slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
