@@ -1,23 +1,17 @@
 """Early stopping that works with several objectives: stop a candidate dominated at its cost.
 
-Optuna's pruners compare one intermediate value per step and refuse multi-objective studies. A
-candidate's costs (latency, energy) are known exactly before it trains, and only its accuracy
-grows with training, so a multi-objective rule can be exact about the costs and careful about
-the accuracy:
+Optuna's pruners compare one intermediate value per step and refuse multi-objective studies.
+A candidate's costs (latency, energy) are known exactly before it trains and only its accuracy
+grows with training, so the rule is exact about the costs:
 
     After epoch ``e`` of ``E``, stop the candidate if a trial that already reached epoch ``e``
     of a schedule of at least ``E`` epochs is at least as cheap on every cost objective **and**
     was at least ``margin`` more accurate at that epoch.
 
-Such a candidate is dominated at equal fidelity, by a margin, by a trial the front already has
-(or had); finishing it would most likely add nothing to the front. Trials compare at the same
-epoch, and only with schedules at least as long: the learning rate anneals over the whole
-schedule, so at epoch ``e`` a longer schedule has annealed less and its accuracy there is, if
-anything, lower. A peer ahead on a longer schedule is therefore ahead for real, while one on a
-shorter schedule might only be further down its annealing. Under Scratch-B (fractional
-epochs, more of them for cheaper candidates) every cheaper peer is on a schedule at least as
-long, so none is left out. Nothing is stopped until ``min_trials`` trials have
-reached that epoch.
+Only schedules at least as long count: the learning rate anneals over the whole schedule, so at
+epoch ``e`` a longer schedule has annealed less, and a peer ahead on it is ahead for real.
+(Under Scratch-B every cheaper peer has a schedule at least as long.) Nothing is stopped until
+``min_trials`` trials have reached that epoch.
 
 A stopped trial is recorded as ``PRUNED`` with its last accuracy, the epoch it stopped at and
 the trial that dominated it (user attributes ``accuracy``, ``stopped_early``).
