@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from autoprune.errors import UnknownNameError
 from autoprune.hwprofiles import HardwareCoster, estimate_with_tvm, load_profile
 from autoprune.hwprofiles._power import (
     POWERCAP_ENV,
     EnergyMeasurement,
+    NvmlSensor,
     RaplSensor,
     find_energy_sensor,
+    list_energy_sensors,
     measure_energy,
 )
 from autoprune.spaces import Candidate
@@ -59,10 +62,20 @@ def test_measure_energy_per_call(tmp_path: Path) -> None:
     assert EnergyMeasurement.from_dict(result.to_dict()) == result
 
 
-def test_missing_sensors_fall_back_to_none(tmp_path: Path) -> None:
-    assert find_energy_sensor("cpu", rapl_root=tmp_path) is None
-    with pytest.raises(ValueError, match="kind must be"):
-        find_energy_sensor("tpu", rapl_root=tmp_path)
+def test_missing_sensors_fall_back_to_none(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(POWERCAP_ENV, str(tmp_path))  # an empty tree: no RAPL zone
+    assert find_energy_sensor("cpu") is None
+    with pytest.raises(UnknownNameError, match="unknown energy sensor kind 'tpu'.*cpu, gpu"):
+        find_energy_sensor("tpu")
+
+
+def test_sensors_are_registered_per_kind_and_tried_in_order(tmp_path: Path, monkeypatch) -> None:
+    assert list_energy_sensors("cpu") == ["rapl"] and list_energy_sensors("gpu") == ["nvml"]
+    assert RaplSensor.name == "rapl" and NvmlSensor.name == "nvml"
+    _zone(tmp_path, "intel-rapl:0", 7)
+    monkeypatch.setenv(POWERCAP_ENV, str(tmp_path))
+    sensor = find_energy_sensor("cpu")
+    assert isinstance(sensor, RaplSensor) and sensor.zones == [tmp_path / "intel-rapl:0"]
 
 
 def test_nvml_is_found_exactly_when_the_driver_answers() -> None:
