@@ -33,7 +33,7 @@ from autoprune.hwprofiles import (
     measure_pytorch_latency,
     measure_tvm_latency,
 )
-from autoprune.hwprofiles._measure import package_version
+from autoprune.hwprofiles._cache import package_version
 from autoprune.spaces import Candidate
 
 _logger = logging.getLogger("autoprune.benchmarks.tvm_smoke")

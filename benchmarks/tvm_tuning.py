@@ -33,7 +33,7 @@ from autoprune.hwprofiles import (
     measure_tvm_latency,
     tune_model,
 )
-from autoprune.hwprofiles._measure import package_version
+from autoprune.hwprofiles._cache import package_version
 from autoprune.spaces import Candidate
 
 _logger = logging.getLogger("autoprune.benchmarks.tvm_tuning")

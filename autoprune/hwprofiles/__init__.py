@@ -6,6 +6,13 @@ turns the exact per-layer costs of :mod:`autoprune.spaces` into an estimated bat
 (per-layer roofline with per-device efficiency factors) and energy (Horowitz's 45 nm energies
 scaled per device, plus idle power), labelled ``"estimated"``.
 
+Where the target can be run, latency is measured by a :class:`LatencyRunner`
+(:func:`create_latency_runner`: :class:`TvmRunner` on this host, :class:`RpcRunner` on a board
+behind a TVM RPC tracker; :class:`PyTorchRunner` for the PyTorch eager reference), and
+:class:`HardwareCoster` turns a candidate into the latency and energy a search uses
+(:func:`candidate_costs`, :func:`model_costs`). The TVM facts this relies on are in
+``docs/tvm.md``.
+
 Example:
     >>> from autoprune.hwprofiles import estimate_hardware, list_profiles, load_profile
     >>> [p.name for p in list_profiles()][:2]
@@ -17,32 +24,44 @@ Example:
 
 from __future__ import annotations
 
-from autoprune.hwprofiles._costing import LATENCY_MODES, HardwareCoster, MeasurementFailed
+from autoprune.hwprofiles._costing import (
+    LATENCY_MODES,
+    HardwareCoster,
+    MeasurementFailed,
+    candidate_costs,
+    create_latency_runner,
+    default_tuning_dir,
+    model_costs,
+)
 from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._library import target_host_arch, write_library
 from autoprune.hwprofiles._lowered import estimate_with_tvm, kernel_bits
-from autoprune.hwprofiles._measure import (
-    LatencyMeasurement,
-    MeasureProtocol,
-    measure_pytorch_latency,
-)
 from autoprune.hwprofiles._power import (
     EnergyMeasurement,
     EnergySensor,
     find_energy_sensor,
+    list_energy_sensors,
     measure_energy,
+    register_energy_sensor,
 )
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
+from autoprune.hwprofiles._pytorch import PyTorchRunner, measure_pytorch_latency
+from autoprune.hwprofiles._records import LatencyMeasurement, MeasureProtocol
 from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
-from autoprune.hwprofiles._rpc import RpcEndpoint, measure_rpc_latency
+from autoprune.hwprofiles._relax import (
+    build_for_target,
+    import_to_relax,
+    is_local_target,
+    resolve_target,
+)
+from autoprune.hwprofiles._rpc import RpcEndpoint, RpcRunner, measure_rpc_latency
+from autoprune.hwprofiles._runner import LatencyRunner
 from autoprune.hwprofiles._tune import TuningError, TuningReport, build_tuned, tune_model
 from autoprune.hwprofiles._tvm import (
     OutputMismatchError,
-    build_for_target,
+    TvmRunner,
     check_outputs_match,
-    import_to_relax,
-    is_local_target,
     measure_tvm_latency,
 )
 
@@ -57,30 +76,41 @@ __all__ = [
     "HardwareEstimate",
     "KernelCost",
     "LatencyMeasurement",
+    "LatencyRunner",
     "LayerEstimate",
     "MeasureProtocol",
     "MeasurementFailed",
     "OutputMismatchError",
+    "PyTorchRunner",
     "RpcEndpoint",
+    "RpcRunner",
     "TuningError",
     "TuningReport",
+    "TvmRunner",
     "build_for_target",
     "build_tuned",
+    "candidate_costs",
     "check_outputs_match",
+    "create_latency_runner",
+    "default_tuning_dir",
     "estimate_from_kernels",
     "estimate_hardware",
     "estimate_with_tvm",
     "find_energy_sensor",
     "fused_kernels",
-    "kernel_bits",
     "import_to_relax",
     "is_local_target",
+    "kernel_bits",
+    "list_energy_sensors",
     "list_profiles",
     "load_profile",
     "measure_energy",
     "measure_pytorch_latency",
     "measure_rpc_latency",
     "measure_tvm_latency",
+    "model_costs",
+    "register_energy_sensor",
+    "resolve_target",
     "target_host_arch",
     "tune_model",
     "write_library",

@@ -3,22 +3,23 @@
 ``latency="auto"`` measures TVM-built code when the target can be reached (the ``host`` profile
 on this machine, or any board behind an RPC tracker) and estimates it from the profile
 elsewhere; ``"measured"`` insists (an unreachable target is a config error); ``"estimated"``
-never measures. Every figure carries its source.
+never measures. Every figure carries its source. Measuring goes through the latency runner of
+the target (:func:`create_latency_runner`).
 
 Energy is measured where a sensor exists (:mod:`._power`: RAPL counters on this host's CPU,
-read by the measuring worker while the code runs). Otherwise it is the analytic estimate, whose
-idle-power part is taken over the *measured* latency when there is one, so the two figures
-agree with each other.
+read by the measuring worker while the code runs; a Jetson's rails over RPC). Otherwise it is
+the analytic estimate, whose idle-power part is taken over the *measured* latency when there is
+one, so the two figures agree with each other.
 
 Measured on this host, the candidate's kernels are first tuned with MetaSchedule into the run's
 shared tuning database (``tuning_dir``; :mod:`._tune`), ``tuning_trials_per_task`` trials per
 fused kernel the database does not hold yet, and the build uses the tuned schedules: untuned
-TVM code is naive loops, no latency signal (shared/TVM.md). Boards behind RPC are measured with
-TVM's default schedules (MetaSchedule over RPC is not wired yet), and the record says so.
+TVM code is naive loops, no latency signal (``docs/tvm.md``). Boards behind RPC are measured
+with TVM's default schedules (MetaSchedule over RPC is not wired yet), and the record says so.
 
 Fake-quantized layers (bit-widths below 32) have no TVM importer yet: a candidate with such
-layers is measured with float kernels for its architecture, and the record says so
-(``measured_precision: fp32``). Sub-native bit-widths save size, not latency (DESIGN.md).
+layers is measured with float kernels for its architecture, and the method says so (``fp32
+kernels``). Sub-native bit-widths save size, not latency.
 
 Example:
     >>> coster = HardwareCoster(load_profile("jetson"), latency="auto")
@@ -34,22 +35,120 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._estimate import HardwareEstimate
-from autoprune.hwprofiles._measure import LatencyMeasurement
+from autoprune.hwprofiles._lowered import estimate_with_tvm
 from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._rpc import RpcEndpoint, measure_rpc_latency
-from autoprune.hwprofiles._tune import TuningError, TuningReport, tune_model
-from autoprune.hwprofiles._tvm import is_local_target, measure_tvm_latency
-from autoprune.spaces import Candidate
+from autoprune.hwprofiles._records import LatencyMeasurement, MeasureProtocol, check_int
+from autoprune.hwprofiles._registry import load_profile
+from autoprune.hwprofiles._relax import is_local_target
+from autoprune.hwprofiles._rpc import RpcEndpoint, RpcRunner
+from autoprune.hwprofiles._runner import LatencyRunner
+from autoprune.hwprofiles._tune import TuningError, TuningReport
+from autoprune.hwprofiles._tvm import TvmRunner
+from autoprune.spaces import Candidate, CostReport, build_model, count_costs
 
-__all__ = ["LATENCY_MODES", "HardwareCoster", "MeasurementFailed"]
+__all__ = [
+    "LATENCY_MODES",
+    "HardwareCoster",
+    "MeasurementFailed",
+    "candidate_costs",
+    "create_latency_runner",
+    "default_tuning_dir",
+    "model_costs",
+]
 
 LATENCY_MODES = ("auto", "measured", "estimated")
 
 
 class MeasurementFailed(RuntimeError):
     """A latency measurement came back with an error (build failure, crash, timeout)."""
+
+
+def create_latency_runner(
+    profile: DeviceProfile | str,
+    *,
+    endpoint: RpcEndpoint | None = None,
+    protocol: MeasureProtocol | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    timeout_s: float | None = None,
+    tuning_dir: str | os.PathLike[str] | None = None,
+    tuning_trials_per_task: int = 0,
+    tuning_timeout_s: float | None = None,
+) -> LatencyRunner:
+    """The runner that measures TVM-built code for ``profile``.
+
+    * ``endpoint`` given: an :class:`RpcRunner` (the board behind that tracker; untuned).
+    * else the profile's target runs on this host: a :class:`TvmRunner`, tuning into
+      ``tuning_dir`` in :meth:`~LatencyRunner.prepare` and building with it when
+      ``tuning_trials_per_task > 0`` (else untuned, ``tuning_dir`` unused).
+
+    Args:
+        profile: a profile or its name.
+        endpoint: the RPC tracker and key of the board, or ``None``.
+        protocol: timing protocol; ``None``: the runner's default.
+        cache_dir: latency cache folder; ``None``: no cache.
+        timeout_s: wall-clock limit of one measurement worker, seconds; ``None``: the runner's
+            default (600 s here, 900 s over RPC).
+        tuning_dir: the MetaSchedule database folder (a run's ``<run_dir>/tuning/<profile>``,
+            or :func:`default_tuning_dir`).
+        tuning_trials_per_task: MetaSchedule trials per new fused kernel (0: no tuning).
+        tuning_timeout_s: wall-clock limit of the tuning worker, seconds; ``None``:
+            ``timeout_s``.
+
+    Raises:
+        ConfigError: the target does not run here and no endpoint is given (one line: the
+            target and the fix), or ``tuning_trials_per_task`` is negative.
+        UnknownNameError: no profile of that name.
+
+    Example:
+        >>> type(create_latency_runner("host")).__name__
+        'TvmRunner'
+        >>> create_latency_runner("jetson")
+        Traceback (most recent call last):
+        autoprune.errors.ConfigError: target jetson-orin-nano does not run on this machine: ...
+    """
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    check_int(tuning_trials_per_task, "tuning_trials_per_task", 0)
+    limit: dict[str, Any] = {} if timeout_s is None else {"timeout_s": timeout_s}
+    if endpoint is not None:
+        return RpcRunner(profile, endpoint, protocol=protocol, cache_dir=cache_dir, **limit)
+    if not is_local_target(profile.tvm_target_spec()):
+        raise ConfigError(
+            f"target {profile.name} does not run on this machine: measure it on the "
+            f"board with --rpc-tracker HOST:PORT --rpc-key KEY, or drop --measure"
+        )
+    return TvmRunner(
+        profile,
+        database_dir=tuning_dir if tuning_trials_per_task > 0 else None,
+        tuning_trials_per_task=tuning_trials_per_task,
+        tuning_timeout_s=tuning_timeout_s,
+        protocol=protocol,
+        cache_dir=cache_dir,
+        **limit,
+    )
+
+
+def default_tuning_dir(profile: DeviceProfile | str) -> Path:
+    """Tuning database folder kept between ``autoprune profile --measure`` calls.
+
+    ``$XDG_CACHE_HOME/autoprune/tuning/<profile name>``, with ``~/.cache`` when
+    ``XDG_CACHE_HOME`` is unset or empty. Nothing is created.
+
+    Example:
+        >>> default_tuning_dir("local")  # with XDG_CACHE_HOME=/cache
+        PosixPath('/cache/autoprune/tuning/host')
+    """
+    name = (load_profile(profile) if isinstance(profile, str) else profile).name
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "autoprune" / "tuning" / name
+
+
+def _float(candidate: Candidate) -> Candidate:
+    """The candidate's architecture with float layers (what TVM can import)."""
+    return dataclasses.replace(candidate, weight_bits=(), activation_bits=())
 
 
 @dataclass
@@ -107,6 +206,23 @@ class HardwareCoster:
             and (self.tuning_trials_per_task > 0)
         )
 
+    def runner(self) -> LatencyRunner:
+        """The target's latency runner with the current settings (:func:`create_latency_runner`).
+
+        Made at each call: a run sets ``cache_dir`` and ``tuning_dir`` after construction.
+
+        Raises:
+            ConfigError: the target cannot be reached from here.
+        """
+        return create_latency_runner(
+            self.profile,
+            endpoint=self.endpoint,
+            cache_dir=self.cache_dir,
+            timeout_s=self.timeout_s,
+            tuning_dir=self.tuning_dir,
+            tuning_trials_per_task=self.tuning_trials_per_task,
+        )
+
     def tune(self, candidate: Candidate) -> TuningReport | None:
         """Tune the candidate's new kernels into the shared database (``None``: no tuning).
 
@@ -115,45 +231,21 @@ class HardwareCoster:
         """
         if not self.tunes:
             return None
-        float_candidate = dataclasses.replace(candidate, weight_bits=(), activation_bits=())
-        try:
-            return tune_model(
-                float_candidate,
-                candidate.input_shape,
-                self.profile,
-                database_dir=Path(self.tuning_dir),  # type: ignore[arg-type]
-                max_trials=self.tuning_trials_per_task * 1000,
-                trials_per_task=self.tuning_trials_per_task,
-                timeout_s=self.timeout_s,
-            )
-        except TuningError as exc:
-            raise MeasurementFailed(str(exc)) from exc
+        return self._prepare(self.runner(), candidate)
 
     def measure(self, candidate: Candidate) -> LatencyMeasurement:
         """Measured latency of the candidate's architecture (float kernels; see module doc).
 
         Tuned kernels are used when the run's database holds them (:meth:`tune` first).
         """
-        float_candidate = dataclasses.replace(candidate, weight_bits=(), activation_bits=())
-        shape = candidate.input_shape
-        if self.endpoint is not None:
-            return measure_rpc_latency(
-                float_candidate,
-                shape,
-                self.profile,
-                self.endpoint,
-                cache_dir=self.cache_dir,
-                timeout_s=self.timeout_s,
-            )
-        database = self.tuning_dir if self.tunes else None
-        return measure_tvm_latency(
-            float_candidate,
-            shape,
-            self.profile,
-            cache_dir=self.cache_dir,
-            timeout_s=self.timeout_s,
-            database_dir=database,
-        )
+        return self.runner().measure(_float(candidate), candidate.input_shape)
+
+    @staticmethod
+    def _prepare(runner: LatencyRunner, candidate: Candidate) -> TuningReport | None:
+        try:
+            return runner.prepare(_float(candidate), candidate.input_shape)
+        except TuningError as exc:
+            raise MeasurementFailed(str(exc)) from exc
 
     def __call__(self, candidate: Candidate, estimate: HardwareEstimate) -> dict[str, Any]:
         """``latency_ms``, ``energy_mj``, their sources and how they were made.
@@ -169,8 +261,9 @@ class HardwareCoster:
                 "energy_source": estimate.energy_source,
                 "hardware_method": estimate.method,
             }
-        tuning = self.tune(candidate)
-        measurement = self.measure(candidate)
+        runner = self.runner()
+        tuning = self._prepare(runner, candidate)
+        measurement = runner.measure(_float(candidate), candidate.input_shape)
         if not measurement.ok:
             raise MeasurementFailed(
                 f"latency measurement on {self.profile.name} failed: {measurement.error}"
@@ -205,3 +298,51 @@ class HardwareCoster:
         if tuning is not None:
             result["tuning"] = tuning.to_dict()
         return result
+
+
+def _exact(costs: CostReport) -> dict[str, int]:
+    return {"macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes}
+
+
+def candidate_costs(
+    candidate: Candidate, profile: DeviceProfile, coster: HardwareCoster | None = None
+) -> dict[str, Any]:
+    """Exact costs of a candidate and its latency and energy on the target, as flat fields.
+
+    Keys, in order: ``macs``, ``params``, ``size_bytes`` (exact, counted on the meta device:
+    shapes only, no weights), then the coster's (``latency_ms``, ``latency_source``,
+    ``energy_mj``, ``energy_source``, ``hardware_method``, and when measured
+    ``latency_measurement``, ``estimated_latency_ms`` and ``tuning``). The estimate comes from
+    the candidate's fused TVM kernels (:func:`estimate_with_tvm`, cached in the coster's
+    ``cache_dir``); ``coster`` decides whether latency is measured instead (default: the
+    estimate). Latency in ms, energy in mJ per batch-1 inference.
+
+    Raises:
+        MeasurementFailed: latency was to be measured and the build or measurement failed.
+    """
+    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+    coster = coster or HardwareCoster(profile, latency="estimated")
+    estimate = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=coster.cache_dir
+    )
+    return {**_exact(costs), **coster(candidate, estimate)}
+
+
+def model_costs(
+    model: nn.Module, input_shape: tuple[int, int, int], profile: DeviceProfile
+) -> dict[str, Any]:
+    """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target.
+
+    Keys, in order: ``macs``, ``params``, ``size_bytes``, ``latency_ms``, ``latency_source``,
+    ``energy_mj``, ``energy_source``, ``hardware_method`` (:func:`estimate_with_tvm`, no cache).
+    """
+    costs = count_costs(model, input_shape)
+    hardware = estimate_with_tvm(model, input_shape, profile)
+    return {
+        **_exact(costs),
+        "latency_ms": hardware.latency_ms,
+        "latency_source": hardware.latency_source,
+        "energy_mj": hardware.energy_mj,
+        "energy_source": hardware.energy_source,
+        "hardware_method": hardware.method,
+    }

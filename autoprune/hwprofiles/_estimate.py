@@ -10,8 +10,8 @@ Used wherever the target device cannot be measured. Every number it returns is l
 * memory time = bytes moved / ``(memory_bandwidth_bytes_per_s * memory_efficiency)``, with input
   and output activations at ``activation_bits`` and weights at ``weight_bits``, each rounded up
   to a whole-byte load width (8, 16 or 32 bits): no device loads packed sub-byte tensors
-  natively, so a 4-bit layer moves what an 8-bit one moves (DESIGN: sub-native widths save size,
-  not latency).
+  natively, so a 4-bit layer moves what an 8-bit one moves (sub-native widths save size, not
+  latency).
 * latency = ``max(compute, memory) + kernel_launch_overhead``; zero-MAC elementwise layers that a
   compiler fuses into the producing conv (batchnorm, activations) cost memory time only.
 * energy = ``energy_scale * (macs * e_mac + 2 * macs * e_sram + dram_bytes * e_dram)`` +
@@ -26,13 +26,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
-
-if TYPE_CHECKING:
-    from autoprune.spaces import CostReport, LayerCost
+from autoprune.spaces import CostReport, LayerCost
 
 __all__ = [
     "DRAM_PJ_PER_BYTE",

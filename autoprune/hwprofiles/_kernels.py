@@ -1,7 +1,7 @@
 """Costs of the fused TVM kernels of a model, and a roofline latency/energy estimate over them.
 
-DESIGN.md: where the target cannot be measured, latency is "estimated per fused TVM kernel from
-the device profile". A module-level roofline (:func:`~autoprune.hwprofiles.estimate_hardware`)
+Where the target cannot be measured, latency is estimated per fused TVM kernel from the device
+profile. A module-level roofline (:func:`~autoprune.hwprofiles.estimate_hardware`)
 charges one kernel launch per conv and treats batchnorm/activations as free riders by fiat; this
 module lets TVM decide what fuses. The imported Relax module goes through the legalization and
 fusion passes of TVM 0.27's default CPU pipeline (``relax.backend.cpu_generic.legalize_passes``):
@@ -17,7 +17,7 @@ Each ``R.call_tir`` left in ``main`` is one kernel launch. For its PrimFunc:
 * ``macs``: every ``BufferStore`` of the form ``C[i] = C[i] + a * b`` (casts allowed around the
   product, as in int8 x int8 -> int32 kernels) counts the product of the extents of the loops
   around it. Sums without a product (average pooling, ``mean``) and ``max`` reductions count
-  none: the project's convention (DESIGN.md, "FLOPs" means multiply-accumulates).
+  none: the project's convention ("FLOPs" means multiply-accumulates).
 * ``flops``: TVM's own count, ``tvm.s_tir.analysis.estimate_tir_flops`` (a MAC is 2, every
   elementwise op of the fused epilogue counts too).
 * bytes: the sizes of the PrimFunc's parameter buffers at their dtypes; arguments that are Relax

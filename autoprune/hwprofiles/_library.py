@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from autoprune.hwprofiles._relax import is_local_target
+
 __all__ = ["CROSS_COMPILERS", "target_host_arch", "write_library"]
 
 _logger = logging.getLogger("autoprune.hwprofiles")
@@ -40,8 +42,6 @@ def write_library(
         'model.so'
     """
     from tvm.support import cc, tar
-
-    from autoprune.hwprofiles._tvm import is_local_target
 
     folder.mkdir(parents=True, exist_ok=True)
     if is_local_target(target_spec):

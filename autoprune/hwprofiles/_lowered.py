@@ -25,11 +25,12 @@ from pathlib import Path
 
 from torch import nn
 
+from autoprune.hwprofiles._cache import package_version
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
-from autoprune.hwprofiles._measure import ModelLike, fingerprint, package_version
 from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._tvm import import_to_relax
+from autoprune.hwprofiles._relax import import_to_relax
+from autoprune.hwprofiles._workers import ModelLike, fingerprint
 from autoprune.spaces import Candidate, LayerCost, build_model, count_costs
 
 __all__ = ["estimate_with_tvm", "kernel_bits"]

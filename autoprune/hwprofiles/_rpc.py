@@ -18,14 +18,13 @@ or, to have energy measured from the board's power rails too (:mod:`._board`)::
 
 Example:
     >>> endpoint = RpcEndpoint.parse("127.0.0.1:9190", key="host")
-    >>> m = measure_rpc_latency(candidate, candidate.input_shape, "host", endpoint)
+    >>> m = RpcRunner("host", endpoint).measure(candidate, candidate.input_shape)
     >>> m.ok, m.source
     (True, 'measured')
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import tempfile
@@ -37,29 +36,26 @@ from typing import Any
 
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._board import ENERGY_FUNCTION, JetsonRailSensor
-from autoprune.hwprofiles._measure import (
-    LatencyMeasurement,
-    MeasureProtocol,
-    cache_load,
-    cache_store,
-    check_input_shape,
-    default_threads,
-    example_input,
-    failed,
-    fingerprint,
-    from_runs,
-    model_from_payload,
-    model_payload,
-    package_version,
-    run_in_worker,
-)
+from autoprune.hwprofiles._cache import package_version
+from autoprune.hwprofiles._library import write_library
 from autoprune.hwprofiles._power import EnergyMeasurement
 from autoprune.hwprofiles._profile import DeviceProfile
+from autoprune.hwprofiles._records import LatencyMeasurement, MeasureProtocol
 from autoprune.hwprofiles._registry import load_profile
+from autoprune.hwprofiles._relax import build_for_target, import_to_relax, resolve_target
+from autoprune.hwprofiles._runner import LatencyRunner
+from autoprune.hwprofiles._workers import (
+    ModelLike,
+    example_input,
+    fingerprint,
+    model_from_payload,
+    model_payload,
+)
 
-__all__ = ["RpcEndpoint", "measure_rpc_latency"]
+__all__ = ["RPC_TIMEOUT_S", "RpcEndpoint", "RpcRunner", "measure_rpc_latency"]
 
-_logger = logging.getLogger("autoprune.hwprofiles")
+#: Default wall-clock limit of one RPC measurement (build here, upload, timing), seconds.
+RPC_TIMEOUT_S = 900.0
 _ADDRESS = re.compile(r"^\s*([A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})\s*$")
 
 
@@ -107,9 +103,6 @@ def _rpc_latency_job(payload: Mapping[str, Any]) -> dict[str, Any]:
     """Worker body: build here, upload, time on the board; per-repeat times in ms."""
     import tvm
     from tvm import relax, rpc
-
-    from autoprune.hwprofiles._library import write_library
-    from autoprune.hwprofiles._tvm import build_for_target, import_to_relax
 
     shape = tuple(payload["input_shape"])
     protocol = MeasureProtocol.from_dict(payload["protocol"])
@@ -179,84 +172,111 @@ def _board_energy(
     ).to_dict()
 
 
+class RpcRunner(LatencyRunner):
+    """TVM-built code timed on the board behind an RPC tracker (``backend="tvm"``, untuned).
+
+    The model is built here for the profile's target (a host-like LLVM board gets this CPU's
+    ``mcpu``: a loopback server), uploaded and timed on the board; energy comes from the
+    board's rails when its server offers them (``autoprune board``). :meth:`prepare` does
+    nothing: MetaSchedule over RPC is not wired, so records say ``tuned=False``.
+
+    Cache key: model fingerprint (candidate hash), profile name, target, RPC key, input shape,
+    protocol and TVM version; a hit contacts no board.
+
+    Args:
+        profile: the board's profile or its name (its TVM target is the build target).
+        endpoint: tracker address and key.
+        protocol, cache_dir, timeout_s: as for :class:`LatencyRunner` (``timeout_s`` covers
+            build, upload and timing); the default protocol's ``threads`` (the cores here) is
+            recorded, the board's runtime uses its own thread pool.
+    """
+
+    backend = "tvm"
+    job = staticmethod(_rpc_latency_job)
+
+    def __init__(
+        self,
+        profile: DeviceProfile | str,
+        endpoint: RpcEndpoint,
+        *,
+        protocol: MeasureProtocol | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout_s: float = RPC_TIMEOUT_S,
+    ) -> None:
+        super().__init__(protocol=protocol, cache_dir=cache_dir, timeout_s=timeout_s)
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        self.endpoint = endpoint
+        self._target: str | dict[str, Any] | None = None
+
+    @property
+    def target_spec(self) -> str | dict[str, Any]:
+        """The build target: the profile's, with this CPU's ``mcpu`` for a dict LLVM target."""
+        if self._target is None:
+            spec = self.profile.tvm_target_spec()
+            if isinstance(spec, dict) and spec.get("kind") == "llvm":
+                spec = resolve_target(spec)  # a host-like board: its mcpu is this CPU's
+            self._target = spec
+        return self._target
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile.name
+
+    def cache_key(
+        self, model: ModelLike, shape: tuple[int, int, int], protocol: MeasureProtocol
+    ) -> dict[str, Any]:
+        return {
+            "backend": "tvm-rpc",
+            "model": fingerprint(model),
+            "profile": self.profile.name,
+            "target": self.target_spec,
+            "rpc_key": self.endpoint.key,
+            "input_shape": list(shape),
+            "protocol": protocol.to_dict(),
+            "tuned": False,
+            "tvm": package_version("apache-tvm"),
+        }
+
+    def payload(
+        self, model: ModelLike, shape: tuple[int, int, int], protocol: MeasureProtocol
+    ) -> dict[str, Any]:
+        endpoint = self.endpoint
+        return {
+            "model": model_payload(model),
+            "input_shape": shape,
+            "target": self.target_spec,
+            "protocol": protocol.to_dict(),
+            "endpoint": {
+                "host": endpoint.host,
+                "port": endpoint.port,
+                "key": endpoint.key,
+                "session_timeout_s": endpoint.session_timeout_s,
+            },
+        }
+
+    def failure_target(self) -> str:
+        return str(self.target_spec)
+
+    def measured_target(self, answer: Mapping[str, Any]) -> str:
+        return f"{answer['target']} via rpc {self.endpoint.describe()}"
+
+    def describe(self) -> str:
+        return f"TVM on {self.profile.name} over RPC ({self.endpoint.describe()})"
+
+
 def measure_rpc_latency(
-    model: Any,
+    model: ModelLike,
     input_shape: tuple[int, int, int],
     profile: DeviceProfile | str,
     endpoint: RpcEndpoint,
     *,
     protocol: MeasureProtocol | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    timeout_s: float = 900.0,
+    timeout_s: float = RPC_TIMEOUT_S,
 ) -> LatencyMeasurement:
-    """Build ``model`` for ``profile`` here and time it on the board behind ``endpoint``.
-
-    Args:
-        model: an ``nn.Module`` (module-level classes) or a :class:`~autoprune.spaces.Candidate`.
-        input_shape: ``(C, H, W)`` of one input, pixels.
-        profile: the board's profile (its TVM target is the build target).
-        endpoint: tracker address and key.
-        protocol: timing protocol; default ``MeasureProtocol(threads=<cores here>)`` (``threads``
-            is recorded; the board's runtime uses its own thread pool).
-        cache_dir: cache folder; a hit (same model, profile, target, shape, protocol, key, TVM
-            version) contacts no board.
-        timeout_s: wall-clock limit of the worker (build, upload, timing), seconds.
-    """
-    shape = check_input_shape(input_shape)
-    profile = load_profile(profile) if isinstance(profile, str) else profile
-    spec = profile.tvm_target_spec()
-    if isinstance(spec, dict) and spec.get("kind") == "llvm":
-        from autoprune.hwprofiles._tvm import resolve_target
-
-        spec = resolve_target(spec)  # a host-like board: its mcpu is this CPU's (loopback)
-    protocol = protocol or MeasureProtocol(threads=default_threads())
-    fields: dict[str, Any] = {
-        "protocol": protocol,
-        "backend": "tvm",
-        "tuned": False,
-        "profile": profile.name,
-        "input_shape": shape,
-    }
-    key = {
-        "backend": "tvm-rpc",
-        "model": fingerprint(model),
-        "profile": profile.name,
-        "target": spec,
-        "rpc_key": endpoint.key,
-        "input_shape": list(shape),
-        "protocol": protocol.to_dict(),
-        "tuned": False,
-        "tvm": package_version("apache-tvm"),
-    }
-    cached = cache_load(cache_dir, key)
-    if cached is not None:
-        return cached
-    payload = {
-        "model": model_payload(model),
-        "input_shape": shape,
-        "target": spec,
-        "protocol": protocol.to_dict(),
-        "endpoint": {
-            "host": endpoint.host,
-            "port": endpoint.port,
-            "key": endpoint.key,
-            "session_timeout_s": endpoint.session_timeout_s,
-        },
-    }
-    _logger.info("building for %s and timing on %s over RPC", profile.name, endpoint.describe())
-    ok, value = run_in_worker(
-        _rpc_latency_job, payload, threads=protocol.threads, timeout_s=timeout_s
+    """``RpcRunner(profile, endpoint, protocol=..., cache_dir=..., timeout_s=...)
+    .measure(model, input_shape)``."""
+    runner = RpcRunner(
+        profile, endpoint, protocol=protocol, cache_dir=cache_dir, timeout_s=timeout_s
     )
-    if not ok:
-        _logger.warning("RPC latency measurement on %s failed: %s", endpoint.describe(), value)
-        return failed(value, target=str(spec), **fields)
-    target = f"{value['target']} via rpc {endpoint.describe()}"
-    energy = value.get("energy")
-    measurement = from_runs(
-        value["runs_ms"],
-        target=target,
-        energy=EnergyMeasurement.from_dict(energy) if energy else None,
-        **fields,
-    )
-    cache_store(cache_dir, key, measurement)
-    return measurement
+    return runner.measure(model, input_shape)

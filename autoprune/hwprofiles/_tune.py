@@ -1,11 +1,10 @@
 """MetaSchedule tuning on this host, with one tuning database shared by every candidate of a run.
 
-Untuned TVM code on a CPU is naive loops and no latency signal (shared/TVM.md), so measured TVM
-latency needs MetaSchedule. Tuning one candidate costs seconds to minutes; candidates of one run
-share most of their kernels (channel counts are rounded to the profile's multiple), so records
-go into ONE :class:`tvm.s_tir.meta_schedule.database.JSONDatabase` per run and target
-(``database_dir``), keyed by workload (the fused TIR function, compared structurally): a workload
-already tuned there is not tuned again.
+Untuned TVM code on a CPU is naive loops and no latency signal (``docs/tvm.md``), so measured TVM
+latency needs MetaSchedule. Candidates of one run share most of their kernels (channel counts
+are rounded to the profile's multiple), so records go into ONE database per run and target
+(``database_dir``, :mod:`._database`), keyed by workload (the fused TIR function, compared
+structurally): a workload already tuned there is not tuned again.
 
 The flow (TVM 0.27, ``tvm.s_tir.meta_schedule``):
 
@@ -17,22 +16,19 @@ The flow (TVM 0.27, ``tvm.s_tir.meta_schedule``):
 2. ``relax_integration.extract_tasks``; tasks with a record in the database are reused;
 3. ``tune_tasks`` on the new ones: ``EvolutionarySearch(population_size=64,
    genetic_num_iters=1)``, ``cost_model="random"``, a ``LocalBuilder`` whose ``f_build`` skips
-   the 39 s import of ``tvm.s_tir.tensor_intrin`` in every build worker (shared/TVM.md), and the
-   default ``LocalRunner``;
+   the slow import of ``tvm.s_tir.tensor_intrin`` in every build worker (``docs/tvm.md``), and
+   the default ``LocalRunner``;
 4. :func:`build_tuned`: the same decomposition, then
    ``relax_integration.compile_relax(database, ...)``, which applies the best
    record of each workload (``MetaScheduleApplyDatabase``) and compiles the rest untuned.
 
-Tuning runs in a fresh worker process with a timeout (``run_in_worker``). Writers of one
-database are serialised by an exclusive ``flock`` on ``<database_dir>/autoprune-tune.lock``
-(readers take it shared), so parallel trials of one run can share it on one host.
+Tuning runs in a fresh worker process with a timeout (:func:`~._workers.run_in_worker`) and
+holds the database's exclusive lock while it writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import importlib.util
 import logging
 import os
@@ -40,23 +36,35 @@ import platform
 import sys
 import time
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError
-from autoprune.hwprofiles._measure import (
+from autoprune.hwprofiles._database import (
+    WORKLOADS_NAME,
+    database_lock,
+    load_database,
+    record_lines,
+    set_aside_unloadable,
+    workload_records,
+)
+from autoprune.hwprofiles._profile import DeviceProfile
+from autoprune.hwprofiles._records import check_input_shape, check_int
+from autoprune.hwprofiles._relax import (
+    import_to_relax,
+    local_profile,
+    profile_threads,
+    resolve_target,
+)
+from autoprune.hwprofiles._workers import (
     DEFAULT_TIMEOUT_S,
     ModelLike,
-    check_input_shape,
-    default_threads,
     model_from_payload,
     model_payload,
     run_in_worker,
 )
-from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._tvm import _local_profile, import_to_relax, resolve_target
 
 if TYPE_CHECKING:
     import tvm
@@ -70,14 +78,8 @@ __all__ = [
 
 _logger = logging.getLogger("autoprune.hwprofiles.tune")
 
-#: Name of the lock file in a database folder (exclusive while tuning, shared while building).
-LOCK_NAME = "autoprune-tune.lock"
-#: MetaSchedule's JSONDatabase files in ``work_dir``.
-RECORDS_NAME = "database_tuning_record.json"
-WORKLOADS_NAME = "database_workload.json"
-
-# EvolutionarySearch settings measured in shared/TVM.md on resnet18 at 32x32 with a random cost
-# model: population 64 and one genetic iteration keep the per-round search cheap on 2 cores.
+# EvolutionarySearch settings for a random cost model on few cores: a population of 64 and one
+# genetic iteration keep the search of each round cheap next to the measurements it proposes.
 _POPULATION = 64
 _GENETIC_ITERS = 1
 
@@ -157,111 +159,6 @@ class TuningReport:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database_lock(database_dir: str | os.PathLike[str], *, exclusive: bool) -> Iterator[None]:
-    """Hold ``flock`` on the database's lock file: exclusive to tune, shared to read."""
-    path = Path(database_dir) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def record_count(database_dir: str | os.PathLike[str]) -> int:
-    """Tuning records in a database folder (lines of its record file; 0 when absent).
-
-    Example:
-        >>> record_count("/nonexistent")
-        0
-    """
-    try:
-        with open(Path(database_dir) / RECORDS_NAME, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    except FileNotFoundError:
-        return 0
-
-
-def _database_loads(work_dir: str | os.PathLike[str]) -> bool:
-    """Whether MetaSchedule can load the JSON database in ``work_dir``."""
-    from tvm.s_tir import meta_schedule as ms
-
-    try:
-        ms.database.JSONDatabase(work_dir=str(work_dir))
-    except Exception:  # noqa: BLE001 - any parse or replay error makes it unloadable
-        return False
-    return True
-
-
-def _loads(scratch: Path, lines: list[str]) -> bool:
-    """Whether ``lines`` (records) load beside the database's workloads, in ``scratch``."""
-    (scratch / RECORDS_NAME).write_text("".join(lines))
-    return _database_loads(scratch)
-
-
-def set_aside_unloadable(work_dir: str | os.PathLike[str], *, first: int = 0) -> int:
-    """Move the record lines from ``first`` on that TVM cannot load out of the database.
-
-    TVM 0.27 writes some records that it then fails to parse (seen: a ``mean`` reduction's
-    trace with ``RFactor`` tuned here; loading stops with "parallel_for_dynamic error"), and
-    one such line makes the whole database unloadable: every later tuning and tuned build of
-    the run would fail. Records parse independently, so the lines from ``first`` on are loaded
-    alone (beside the workloads) in a scratch folder, and a bad line is found by bisection.
-    Bad lines go to ``database_tuning_record.rejected.json``. Returns how many were set aside.
-    Hold the database's exclusive lock (:func:`database_lock`) when calling this.
-    """
-    folder = Path(work_dir)
-    records = folder / RECORDS_NAME
-    if not records.exists():
-        return 0
-    scratch = folder / "autoprune-scratch"
-    scratch.mkdir(exist_ok=True)
-    rejected: list[str] = []
-    try:
-        (scratch / WORKLOADS_NAME).write_bytes((folder / WORKLOADS_NAME).read_bytes())
-        lines = records.read_text().splitlines(keepends=True)
-        while first < len(lines) and not _loads(scratch, lines[first:]):
-            good, bad = first, len(lines)  # lines[first:good] load, lines[first:bad] do not
-            while bad - good > 1:
-                middle = (good + bad) // 2
-                good, bad = (
-                    (middle, bad) if _loads(scratch, lines[first:middle]) else (good, middle)
-                )
-            rejected.append(lines.pop(bad - 1))
-            first = bad - 1  # the lines before it load
-        if rejected:
-            temporary = records.with_suffix(".tmp")
-            temporary.write_text("".join(lines))
-            os.replace(temporary, records)
-            with open(folder / "database_tuning_record.rejected.json", "a") as handle:
-                handle.writelines(r if r.endswith("\n") else r + "\n" for r in rejected)
-            _logger.warning(
-                "%d tuning record(s) of %s cannot be loaded by TVM; set aside in %s",
-                len(rejected),
-                records,
-                "database_tuning_record.rejected.json",
-            )
-    finally:
-        for child in scratch.iterdir():
-            child.unlink()
-        scratch.rmdir()
-    return len(rejected)
-
-
-def load_database(work_dir: str | os.PathLike[str]) -> Any:
-    """MetaSchedule's JSON database in ``work_dir``; records TVM cannot load are set aside
-    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this."""
-    from tvm.s_tir import meta_schedule as ms
-
-    try:
-        return ms.database.JSONDatabase(work_dir=str(work_dir))
-    except Exception:  # noqa: BLE001 - a record TVM cannot parse
-        set_aside_unloadable(work_dir)
-        return ms.database.JSONDatabase(work_dir=str(work_dir))
-
-
 def prepare_for_tuning(mod: tvm.IRModule) -> tvm.IRModule:
     """Decompose inference-time composite ops, as TVM's ``static_shape_tuning_pipeline`` does.
 
@@ -297,10 +194,10 @@ def _fusion_passes(target: tvm.target.Target) -> list[Any]:
 
 
 def _import_cpu_tensor_intrinsics_only() -> None:
-    """Register this host's CPU tensor intrinsics without the 23-39 s of GPU ones.
+    """Register this host's CPU tensor intrinsics without importing the GPU ones.
 
     ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose ``__init__`` imports the CUDA,
-    ROCm and Hexagon intrinsics too (23-26 s here, 15 s of it CUDA). Tuning targets this host's
+    ROCm and Hexagon intrinsics too, most of the import time. Tuning targets this host's
     CPU, where only its own intrinsics can apply, so a bare package module is put in
     ``sys.modules`` and only its ``x86`` (or ``arm_cpu`` on aarch64) submodule imported. Only
     done in the tuning worker (a fresh process), and only when the package is not imported yet;
@@ -346,21 +243,13 @@ def _make_f_build() -> Callable[..., Any]:
 
 
 def trials_per_round(max_trials: int, new_tasks: int) -> int:
-    """Trials per task and round: 8 (shared/TVM.md), fewer so that every new task gets one.
+    """Trials per task and round: 8, fewer so that every new task gets one round.
 
     Example:
         >>> trials_per_round(64, 4), trials_per_round(8, 2), trials_per_round(3, 5)
         (8, 4, 1)
     """
     return max(1, min(8, max_trials // max(1, new_tasks)))
-
-
-def _records(database: Any, mod: Any, at_most: int) -> int:
-    """Tuning records of a workload in the database, counting up to ``at_most``."""
-    # has_workload first: commit_workload (needed by get_top_k) would write the workload.
-    if not database.has_workload(mod):
-        return 0
-    return len(database.get_top_k(database.commit_workload(mod), at_most))
 
 
 def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,12 +267,14 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
     with database_lock(work_dir, exclusive=True):
         database = load_database(work_dir)
         before = len(database)
-        lines_before = _record_lines(work_dir)
+        lines_before = record_lines(work_dir)
         # Trials each task still lacks: a task without records is new; with trials_per_task,
         # one tuned with fewer trials (a run resumed with a larger budget) is tuned further.
         cap = payload["trials_per_task"]
         wanted = 1 if cap is None else int(cap)
-        missing = [wanted - _records(database, task.dispatched[0], wanted) for task in tasks]
+        missing = [
+            wanted - workload_records(database, task.dispatched[0], wanted) for task in tasks
+        ]
         new = [task for task, lack in zip(tasks, missing, strict=True) if lack > 0]
         lacking = [lack for lack in missing if lack > 0]
         failed: list[str] = []
@@ -403,7 +294,7 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
                 # tune one task at a time and keep going past the ones that fail.
                 _logger.warning("tuning the tasks together failed (%s); one at a time", error)
                 for task in new:
-                    lack = wanted - _records(database, task.dispatched[0], wanted)
+                    lack = wanted - workload_records(database, task.dispatched[0], wanted)
                     if lack <= 0:  # tuned before the crash
                         continue
                     try:
@@ -422,15 +313,6 @@ def _tune_job(payload: Mapping[str, Any]) -> dict[str, Any]:
         "trials": trials,
         "failed_tasks": failed,
     }
-
-
-def _record_lines(work_dir: str | os.PathLike[str]) -> int:
-    """Lines in the database's record file (0 when it does not exist yet)."""
-    path = Path(work_dir) / RECORDS_NAME
-    if not path.exists():
-        return 0
-    with open(path, "rb") as handle:
-        return sum(1 for _ in handle)
 
 
 def _tune_tasks(
@@ -461,17 +343,6 @@ def _tune_tasks(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# public
-# --------------------------------------------------------------------------------------------
-
-
-def _check_positive_int(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"`{what}` must be an integer >= {minimum}, but got {value!r}")
-    return value
-
-
 def tune_model(
     model: ModelLike,
     input_shape: tuple[int, int, int],
@@ -491,11 +362,10 @@ def tune_model(
     most ``max_trials`` measured candidates (``cost_model="random"``, module docstring) and
     their records appended. Give every candidate of a run (and target) the same
     ``database_dir``: a later candidate with the same conv workloads tunes nothing. Then
-    :func:`~autoprune.hwprofiles.measure_tvm_latency` with ``database_dir=`` builds with it.
+    a :class:`~autoprune.hwprofiles.TvmRunner` with that ``database_dir`` builds with it.
 
-    Everything runs in a fresh worker process limited to ``timeout_s`` seconds. Measured here
-    (2 cores): a 2-conv net at 1x8x8, 8 trials, about 20 s; resnet20 at 1x28x28, see
-    ``benchmarks/results/tvm_tuning.json``.
+    Everything runs in a fresh worker process limited to ``timeout_s`` seconds (tuning times
+    of a resnet20: ``benchmarks/results/tvm_tuning.json``).
 
     Args:
         model: an ``nn.Module`` (picklable) or a :class:`Candidate`.
@@ -529,16 +399,15 @@ def tune_model(
         (2, 2, 8)
     """
     shape = check_input_shape(input_shape)
-    profile = _local_profile(profile)
-    _check_positive_int(max_trials, "max_trials", 0)
+    profile = local_profile(profile)
+    check_int(max_trials, "max_trials", 0)
     if trials_per_task is not None:
-        _check_positive_int(trials_per_task, "trials_per_task", 1)
+        check_int(trials_per_task, "trials_per_task", 1)
     spec = profile.tvm_target_spec()
     if threads is None:
-        cores = spec.get("num-cores") if isinstance(spec, Mapping) else None
-        threads = int(cores) if cores else default_threads()
-    _check_positive_int(threads, "threads", 1)
-    _check_positive_int(seed, "seed", 0)
+        threads = profile_threads(profile)
+    check_int(threads, "threads", 1)
+    check_int(seed, "seed", 0)
     folder = Path(database_dir).resolve()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(
@@ -594,9 +463,8 @@ def build_tuned(
 
     ``meta_schedule.relax_integration.compile_relax``: fuse, replace each fused TIR function
     that has a record by its best schedule (``MetaScheduleApplyDatabase``), lower the rest as
-    :func:`~autoprune.hwprofiles.build_for_target` does. Runs in the calling process (about
-    0.2 s for a 2-conv net); reads under a shared lock, so a tuner writing the same database
-    waits.
+    :func:`~autoprune.hwprofiles.build_for_target` does. Runs in the calling process; reads
+    under a shared lock, so a tuner writing the same database waits.
 
     Raises:
         ConfigError: ``database_dir`` holds no MetaSchedule database.

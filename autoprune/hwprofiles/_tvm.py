@@ -1,174 +1,63 @@
-"""TVM backend: import a PyTorch model to Relax, build it for a profile, measure it on this host.
+"""TVM-built code on this host: :class:`TvmRunner`, and the check that TVM computes as PyTorch.
 
-The path is TVM 0.27's (shared/TVM.md): ``torch.export.export`` -> ``from_exported_program`` ->
-``tvm.compile`` -> ``relax.VirtualMachine``, timed with the VM's ``time_evaluator``. Builds and
-measurements run in a fresh worker process with a timeout (see ``_measure.py``), so a TVM crash
-or hang becomes a :class:`LatencyMeasurement` with ``error`` set.
-
-By default the code measured here is **untuned**: TVM's default CPU pipeline fuses and
-legalizes but schedules nothing, so kernels are naive loops, 5-50x slower than PyTorch eager on
-this CPU. Records say so (``tuned=False``); they are no latency signal for the search. With
-``database_dir=`` the kernels tuned by MetaSchedule (``_tune.py``) are applied
-(``tuned=True``). ``tvm`` is imported lazily, in the worker (and by :func:`import_to_relax` and
-:func:`build_for_target` when called directly).
+Import, build and timing run in a fresh worker process with a timeout (:mod:`._workers`), so a
+TVM crash or hang becomes a :class:`LatencyMeasurement` with ``error`` set. Without a tuning
+database the code measured is **untuned**: TVM's default CPU pipeline fuses and legalizes but
+schedules nothing, so kernels are naive loops and records say so (``tuned=False``); they are no
+latency signal for the search (``docs/tvm.md``). With a database the kernels tuned there by
+MetaSchedule (:mod:`._tune`) are applied (``tuned=True``).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import platform
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from autoprune.errors import ConfigError
-from autoprune.hwprofiles._measure import (
-    DEFAULT_TIMEOUT_S,
+from autoprune.hwprofiles._cache import package_version
+from autoprune.hwprofiles._database import check_database_dir, record_count
+from autoprune.hwprofiles._power import find_energy_sensor, measure_energy
+from autoprune.hwprofiles._profile import DeviceProfile
+from autoprune.hwprofiles._records import (
     LatencyMeasurement,
     MeasureProtocol,
-    ModelLike,
-    cache_load,
-    cache_store,
     check_input_shape,
     default_threads,
+)
+from autoprune.hwprofiles._relax import (
+    host_arch,
+    import_to_relax,
+    local_profile,
+    profile_threads,
+    resolve_target,
+)
+from autoprune.hwprofiles._runner import LatencyRunner
+from autoprune.hwprofiles._tune import TuningReport, build_tuned, tune_model
+from autoprune.hwprofiles._workers import (
+    DEFAULT_TIMEOUT_S,
+    ModelLike,
     example_input,
-    failed,
     fingerprint,
-    from_runs,
     model_from_payload,
     model_payload,
-    package_version,
     run_in_worker,
-    warn_if_noisy,
 )
-from autoprune.hwprofiles._power import EnergyMeasurement, find_energy_sensor, measure_energy
-from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._registry import load_profile
-
-if TYPE_CHECKING:
-    import tvm
 
 __all__ = [
     "OutputMismatchError",
-    "build_for_target",
+    "TvmRunner",
     "check_outputs_match",
-    "import_to_relax",
-    "is_local_target",
     "measure_tvm_latency",
-    "resolve_target",
 ]
-
-_logger = logging.getLogger("autoprune.hwprofiles.tvm")
-
-TargetSpec = str | Mapping[str, Any]
 
 
 class OutputMismatchError(RuntimeError):
     """TVM's output differs from PyTorch's beyond the tolerance, or could not be computed."""
-
-
-# --------------------------------------------------------------------------------------------
-# import and build (in the calling process; the measuring functions call them in a worker)
-# --------------------------------------------------------------------------------------------
-
-
-def import_to_relax(model: nn.Module, input_shape: tuple[int, int, int]) -> tvm.IRModule:
-    """Import ``model`` (set to eval mode) at batch 1 into a Relax ``IRModule``.
-
-    ``torch.export.export(model.eval(), (randn(1, *input_shape),))`` then TVM's
-    ``from_exported_program``; the module's ``main`` takes one ``(1, C, H, W)`` float32 tensor
-    and returns a 1-tuple.
-
-    Raises:
-        Exception: whatever ``torch.export`` or the TVM frontend raise for an op they do not
-            support (e.g. ``AssertionError: Unsupported function types ['rrelu_...']``).
-
-    Example:
-        >>> from torch import nn
-        >>> mod = import_to_relax(nn.Conv2d(1, 8, 3), (1, 16, 16))
-        >>> "main" in [gv.name_hint for gv in mod.get_global_vars()]
-        True
-    """
-    import torch
-    from tvm.relax.frontend.torch import from_exported_program
-
-    shape = check_input_shape(input_shape)
-    exported = torch.export.export(model.eval(), (example_input(shape),))
-    return from_exported_program(exported)
-
-
-def _host_arch() -> str:
-    arch = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
-
-
-def is_local_target(target_spec: TargetSpec) -> bool:
-    """Whether code built for ``target_spec`` runs on this host's CPU.
-
-    True for ``"llvm"`` and for a dict-form LLVM target whose ``mtriple`` (if any) names this
-    machine's architecture; false for tags (``"nvidia/jetson-nano"``) and cross targets.
-
-    Example:
-        >>> is_local_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu"})  # on x86_64
-        True
-        >>> is_local_target("nvidia/jetson-orin-nano")
-        False
-    """
-    if isinstance(target_spec, str):
-        return target_spec.strip() == "llvm"
-    if target_spec.get("kind") != "llvm":
-        return False
-    triple = str(target_spec.get("mtriple", ""))
-    return not triple or triple.split("-")[0].lower() == _host_arch()
-
-
-def resolve_target(target_spec: TargetSpec) -> str | dict[str, Any]:
-    """The target to build with: a local LLVM target gets this CPU's ``mcpu``.
-
-    LLVM rejects ``mcpu=native`` with the ``x86_64-linux-gnu`` triple and the plain ``"llvm"``
-    target carries a conda triple (shared/TVM.md), so the host's CPU name is asked of LLVM
-    (``tvm.target.codegen.llvm_get_system_cpu()``, e.g. ``"rocketlake"``) at build time; it is
-    not in the profile because it is per machine. Other targets are returned unchanged; an
-    explicit ``mcpu`` is kept.
-
-    Example:
-        >>> resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": 2})
-        {'kind': 'llvm', 'mtriple': 'x86_64-linux-gnu', 'num-cores': 2, 'mcpu': 'rocketlake'}
-    """
-    if isinstance(target_spec, str):
-        if target_spec.strip() != "llvm":
-            return target_spec
-        target_spec = {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
-    spec = dict(target_spec)
-    if is_local_target(spec) and "mcpu" not in spec:
-        import tvm
-
-        spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
-    return spec
-
-
-def build_for_target(mod: tvm.IRModule, target_spec: TargetSpec) -> tvm.runtime.Executable:
-    """Compile a Relax module with ``tvm.compile`` for ``target_spec`` (via :func:`resolve_target`).
-
-    ``target_spec`` is a tag string or a dict-form target, as
-    :meth:`DeviceProfile.tvm_target_spec` returns it (CLI strings like ``"llvm -mcpu=x"`` are
-    rejected by TVM 0.27). The default pipeline is used: no tuning. A resnet20 at 1x16x16
-    builds in about 1 s here.
-
-    Example:
-        >>> ex = build_for_target(import_to_relax(nn.Conv2d(1, 8, 3), (1, 16, 16)),
-        ...                       load_profile("host").tvm_target_spec())
-        >>> type(ex).__name__
-        'VMExecutable'
-    """
-    import tvm
-
-    return tvm.compile(mod, target=tvm.target.Target(resolve_target(target_spec)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,8 +75,6 @@ def _build_local(payload: Mapping[str, Any]) -> tuple[Any, Any, Any, nn.Module, 
     target = resolve_target(payload["target"])
     mod = import_to_relax(model, shape)
     if payload.get("database_dir") is not None:
-        from autoprune.hwprofiles._tune import build_tuned
-
         executable = build_tuned(mod, target, payload["database_dir"])
     else:
         executable = tvm.compile(mod, target=tvm.target.Target(target))
@@ -198,7 +85,7 @@ def _build_local(payload: Mapping[str, Any]) -> tuple[Any, Any, Any, nn.Module, 
 
 
 def _tvm_latency_job(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Worker body of :func:`measure_tvm_latency`: per-repeat times (ms) and the target."""
+    """Worker body of :class:`TvmRunner`: per-repeat times (ms), the built target, energy."""
     import tvm
 
     protocol = MeasureProtocol.from_dict(payload["protocol"])
@@ -240,35 +127,139 @@ def _outputs_job(payload: Mapping[str, Any]) -> tuple[float, bool]:
 
 
 # --------------------------------------------------------------------------------------------
-# public measuring functions
+# the runner
 # --------------------------------------------------------------------------------------------
 
 
-def _local_profile(profile: DeviceProfile | str) -> DeviceProfile:
-    profile = load_profile(profile) if isinstance(profile, str) else profile
-    spec = profile.tvm_target_spec()
-    if not is_local_target(spec):
-        raise ConfigError(
-            f"profile {profile.name!r} targets {spec!r}, which does not run on this "
-            f"{_host_arch()} host; measured latency needs a local LLVM target (profile 'host'); "
-            "use estimate_hardware() for other devices"
+class TvmRunner(LatencyRunner):
+    """TVM-built code for a profile whose target runs on this host's CPU (``backend="tvm"``).
+
+    :meth:`prepare` tunes the model's kernels that the database lacks with MetaSchedule
+    (:func:`~autoprune.hwprofiles.tune_model`, ``tuning_trials_per_task`` trials per fused
+    kernel, at most ``1000 *`` that in all) when a database folder is given and
+    ``tuning_trials_per_task > 0``; otherwise it does nothing. :meth:`measure` builds with the
+    database's tuned kernels whenever ``database_dir`` is given (``tuned=True``; kernels without
+    a record stay untuned), else untuned. Records carry the energy read from RAPL while the code
+    ran, where RAPL can be read.
+
+    Cache key: model fingerprint (candidate hash), profile name, target, input shape, protocol,
+    ``tuned``, TVM version and machine, and when tuned the database folder and its record count
+    (more tuning, new key).
+
+    Args:
+        profile: a profile or its name; its target must run here (``"host"``).
+        database_dir: the run's MetaSchedule database folder (``<run_dir>/tuning/<profile>``),
+            or ``None`` for untuned code. It must hold a database by the time of
+            :meth:`measure` (:meth:`prepare` creates it).
+        tuning_trials_per_task: trials per new fused kernel in :meth:`prepare` (0: no tuning).
+        tuning_timeout_s: wall-clock limit of the tuning worker, seconds (default
+            ``timeout_s``).
+        protocol, cache_dir, timeout_s: as for :class:`LatencyRunner`; the default protocol
+            uses the profile's ``num-cores`` threads (else the cores available).
+
+    Raises:
+        ConfigError: the profile's target does not run on this host.
+
+    Example:
+        >>> from autoprune.spaces import Candidate
+        >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1,
+        ...               input_shape=(1, 16, 16))
+        >>> m = TvmRunner("host").measure(c, c.input_shape)
+        >>> m.ok, m.tuned, m.latency_ms
+        (True, False, 7.36...)
+    """
+
+    backend = "tvm"
+    job = staticmethod(_tvm_latency_job)
+
+    def __init__(
+        self,
+        profile: DeviceProfile | str,
+        *,
+        database_dir: str | os.PathLike[str] | None = None,
+        tuning_trials_per_task: int = 0,
+        tuning_timeout_s: float | None = None,
+        protocol: MeasureProtocol | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        super().__init__(protocol=protocol, cache_dir=cache_dir, timeout_s=timeout_s)
+        self.profile = local_profile(profile)
+        self.database_dir = database_dir
+        self.tuning_trials_per_task = tuning_trials_per_task
+        self.tuning_timeout_s = tuning_timeout_s
+
+    @property
+    def tunes(self) -> bool:
+        """Whether :meth:`prepare` tunes (a database folder and trials per task > 0)."""
+        return self.database_dir is not None and self.tuning_trials_per_task > 0
+
+    @property
+    def tuned(self) -> bool:
+        return self.database_dir is not None
+
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile.name
+
+    def prepare(self, model: ModelLike, input_shape: tuple[int, int, int]) -> TuningReport | None:
+        """Tune ``model``'s new kernels into the database; ``None`` when this runner does not
+        tune (see the class docstring).
+
+        Raises:
+            TuningError: the tuning worker failed (exception, crash or timeout).
+        """
+        if not self.tunes:
+            return None
+        trials = self.tuning_trials_per_task
+        return tune_model(
+            model,
+            input_shape,
+            self.profile,
+            database_dir=self.database_dir,  # type: ignore[arg-type]
+            max_trials=trials * 1000,
+            trials_per_task=trials,
+            timeout_s=self.timeout_s if self.tuning_timeout_s is None else self.tuning_timeout_s,
         )
-    return profile
 
+    def default_protocol(self) -> MeasureProtocol:
+        return MeasureProtocol(threads=profile_threads(self.profile))
 
-def _check_database_dir(database_dir: str | os.PathLike[str] | None) -> str | None:
-    """The absolute tuning database folder, or ``None``; one without a database is refused."""
-    if database_dir is None:
-        return None
-    from autoprune.hwprofiles._tune import WORKLOADS_NAME
+    def cache_key(
+        self, model: ModelLike, shape: tuple[int, int, int], protocol: MeasureProtocol
+    ) -> dict[str, Any]:
+        database = check_database_dir(self.database_dir)
+        key: dict[str, Any] = {
+            "backend": "tvm",
+            "model": fingerprint(model),
+            "profile": self.profile.name,
+            "target": self.profile.tvm_target_spec(),
+            "input_shape": list(shape),
+            "protocol": protocol.to_dict(),
+            "tuned": self.tuned,
+            "tvm": package_version("apache-tvm"),
+            "machine": host_arch(),
+        }
+        if database is not None:
+            key["database"] = {"dir": database, "records": record_count(database)}
+        return key
 
-    folder = Path(database_dir).resolve()
-    if not (folder / WORKLOADS_NAME).is_file():
-        raise ConfigError(
-            f"`database_dir` {str(folder)!r} holds no MetaSchedule database ({WORKLOADS_NAME}); "
-            "run tune_model(..., database_dir=...) first, or pass database_dir=None (untuned)"
-        )
-    return str(folder)
+    def payload(
+        self, model: ModelLike, shape: tuple[int, int, int], protocol: MeasureProtocol
+    ) -> dict[str, Any]:
+        return {
+            "model": model_payload(model),
+            "input_shape": shape,
+            "target": self.profile.tvm_target_spec(),
+            "protocol": protocol.to_dict(),
+            "database_dir": check_database_dir(self.database_dir),
+        }
+
+    def failure_target(self) -> str:
+        return json.dumps(self.profile.tvm_target_spec(), sort_keys=True)
+
+    def describe(self) -> str:
+        return f"TVM on {self.profile.name} ({'tuned' if self.tuned else 'untuned'})"
 
 
 def measure_tvm_latency(
@@ -281,104 +272,16 @@ def measure_tvm_latency(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     database_dir: str | os.PathLike[str] | None = None,
 ) -> LatencyMeasurement:
-    """Build ``model`` with TVM for ``profile`` and measure its batch-1 latency on this host.
-
-    Import, build and timing run in a fresh worker process limited to ``timeout_s`` seconds; an
-    exception (an op the frontend rejects), a crash (segfault) or a timeout comes back as a
-    record with ``error`` set, never as an exception. Without ``database_dir`` the code is
-    untuned (``tuned=False``): naive loops, not a latency signal (module docstring). With it,
-    the kernels tuned there by :func:`~autoprune.hwprofiles.tune_model` are applied
-    (``tuned=True``; kernels without a record stay untuned). Successful records are cached
-    under ``cache_dir`` keyed by the model fingerprint (candidate hash), profile name, input
-    shape, protocol, target, TVM version and, when tuned, the database folder and its record
-    count (more tuning, new key); a hit starts no worker.
-
-    Args:
-        model: an ``nn.Module`` (picklable: module-level classes) or a :class:`Candidate`
-            (built with ``build_model(candidate, seed=0)`` in the worker).
-        input_shape: ``(C, H, W)`` of one input, pixels.
-        profile: a profile or its name; its target must run here (``"host"``).
-        protocol: the timing protocol; default ``MeasureProtocol(threads=<profile num-cores, or
-            the cores available>)``.
-        cache_dir: cache folder (e.g. ``<run_dir>/hw-cache``); ``None`` disables the cache.
-        timeout_s: wall-clock limit of the worker (start, import, build, timing), seconds.
-        database_dir: a MetaSchedule tuning database folder (``tune_model``'s), or ``None``
-            for untuned code.
-
-    Raises:
-        ConfigError: the profile's target does not run on this host, ``database_dir`` holds
-            no tuning database, or a bad argument.
-
-    Example:
-        >>> from autoprune.spaces import Candidate
-        >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1,
-        ...               input_shape=(1, 16, 16))
-        >>> m = measure_tvm_latency(c, c.input_shape, "host")
-        >>> m.ok, m.tuned, m.latency_ms   # untuned: about 7.4 ms here; PyTorch 0.9 ms
-        (True, False, 7.36...)
-    """
-    shape = check_input_shape(input_shape)
-    profile = _local_profile(profile)
-    spec = profile.tvm_target_spec()
-    if protocol is None:
-        cores = spec.get("num-cores") if isinstance(spec, Mapping) else None
-        protocol = MeasureProtocol(threads=int(cores) if cores else default_threads())
-    database = _check_database_dir(database_dir)
-    tuned = database is not None
-    fields: dict[str, Any] = {
-        "protocol": protocol,
-        "backend": "tvm",
-        "tuned": tuned,
-        "profile": profile.name,
-        "input_shape": shape,
-    }
-    key = {
-        "backend": "tvm",
-        "model": fingerprint(model),
-        "profile": profile.name,
-        "target": spec,
-        "input_shape": list(shape),
-        "protocol": protocol.to_dict(),
-        "tuned": tuned,
-        "tvm": package_version("apache-tvm"),
-        "machine": _host_arch(),
-    }
-    if database is not None:
-        from autoprune.hwprofiles._tune import record_count
-
-        key["database"] = {"dir": database, "records": record_count(database)}
-    cached = cache_load(cache_dir, key)
-    if cached is not None:
-        return cached
-    payload = {
-        "model": model_payload(model),
-        "input_shape": shape,
-        "target": spec,
-        "protocol": protocol.to_dict(),
-        "database_dir": database,
-    }
-    _logger.info(
-        "building and timing %s on %s with TVM (%s)",
-        key["model"],
-        profile.name,
-        "tuned" if tuned else "untuned",
+    """``TvmRunner(profile, database_dir=..., protocol=..., cache_dir=..., timeout_s=...)
+    .measure(model, input_shape)``: no tuning, the database's tuned kernels when given."""
+    runner = TvmRunner(
+        profile,
+        database_dir=database_dir,
+        protocol=protocol,
+        cache_dir=cache_dir,
+        timeout_s=timeout_s,
     )
-    ok, value = run_in_worker(
-        _tvm_latency_job, payload, threads=protocol.threads, timeout_s=timeout_s
-    )
-    if not ok:
-        _logger.warning("TVM latency measurement on %s failed: %s", profile.name, value)
-        return failed(value, target=json.dumps(spec, sort_keys=True), **fields)
-    energy = value.get("energy")
-    measurement = from_runs(
-        value["runs_ms"],
-        target=value["target"],
-        energy=None if energy is None else EnergyMeasurement.from_dict(energy),
-        **fields,
-    )
-    warn_if_noisy(measurement)
-    cache_store(cache_dir, key, measurement)
-    return measurement
+    return runner.measure(model, input_shape)
 
 
 def check_outputs_match(
@@ -394,8 +297,8 @@ def check_outputs_match(
     """Max absolute difference between TVM's and PyTorch's outputs on ``randn(1, *input_shape)``.
 
     Both run in one worker process (eval mode, seed-0 input); the TVM side is built for
-    ``profile`` as :func:`measure_tvm_latency` builds it (with the tuned kernels of
-    ``database_dir`` when given).
+    ``profile`` as :class:`TvmRunner` builds it (with the tuned kernels of ``database_dir``
+    when given).
 
     Raises:
         OutputMismatchError: the outputs are not close (``|tvm - torch| <= atol + rtol *
@@ -403,11 +306,11 @@ def check_outputs_match(
         ConfigError: the profile's target does not run on this host.
 
     Example:
-        >>> check_outputs_match(nn.Conv2d(1, 8, 3), (1, 16, 16), "host")  # about 1e-7
+        >>> check_outputs_match(nn.Conv2d(1, 8, 3), (1, 16, 16), "host")
         5.960464477539063e-08
     """
     shape = check_input_shape(input_shape)
-    profile = _local_profile(profile)
+    profile = local_profile(profile)
     for name, value in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
             raise ConfigError(f"`{name}` must be a finite number >= 0, but got {value!r}")
@@ -417,7 +320,7 @@ def check_outputs_match(
         "target": profile.tvm_target_spec(),
         "rtol": float(rtol),
         "atol": float(atol),
-        "database_dir": _check_database_dir(database_dir),
+        "database_dir": check_database_dir(database_dir),
     }
     ok, value = run_in_worker(_outputs_job, payload, threads=default_threads(), timeout_s=timeout_s)
     if not ok:

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from autoprune.errors import UnknownNameError
-from autoprune.hwprofiles import DeviceProfile, HardwareEstimate, load_profile
+from autoprune.hwprofiles import DeviceProfile, HardwareEstimate, import_to_relax, load_profile
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
-from autoprune.hwprofiles._tvm import import_to_relax
 from autoprune.spaces import count_costs, create_model
 
 F32 = 4  # bytes per float32 element

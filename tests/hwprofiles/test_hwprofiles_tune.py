@@ -1,8 +1,8 @@
 """MetaSchedule tuning into a shared database: real torch.export, real TVM, real worker processes.
 
-One tiny tuning run (a 2-conv net at 1x8x8, 8 trials, about 17 s on 2 cores) is shared by the
-module (its tests are marked slow); the reuse checks run with ``max_trials=0`` or on fully tuned
-workloads, so they start a worker (about 5 s) but tune nothing.
+One tiny tuning run (a 2-conv net at 1x8x8, 8 trials) is shared by the module (its tests are
+marked slow); the reuse checks run with ``max_trials=0`` or on fully tuned workloads, so they
+start a worker but tune nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from autoprune.hwprofiles import (
     measure_tvm_latency,
     tune_model,
 )
-from autoprune.hwprofiles._measure import cache_path
-from autoprune.hwprofiles._tune import RECORDS_NAME, WORKLOADS_NAME, record_count
+from autoprune.hwprofiles._cache import cache_path
+from autoprune.hwprofiles._database import RECORDS_NAME, WORKLOADS_NAME, record_count
 
 SHAPE = (1, 8, 8)
 QUICK = MeasureProtocol(warmup=1, number=2, repeat=3, min_repeat_ms=5.0, threads=1)
@@ -57,7 +57,7 @@ def tuned_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TuningRepo
     return database, report
 
 
-@pytest.mark.slow  # the shared tuning run: about 17 s on 2 cores
+@pytest.mark.slow  # the shared tuning run
 def test_tuning_writes_records_to_the_database(tuned_db: tuple[Path, TuningReport]) -> None:
     database, report = tuned_db
     # conv+bias+bn+relu and conv+bias: two fused workloads, both new in an empty database
@@ -70,7 +70,7 @@ def test_tuning_writes_records_to_the_database(tuned_db: tuple[Path, TuningRepor
     assert report.seconds > 0
 
 
-@pytest.mark.slow  # the shared tuning run: about 17 s on 2 cores
+@pytest.mark.slow  # the shared tuning run
 def test_the_same_workloads_are_reused_not_tuned_again(
     tuned_db: tuple[Path, TuningReport],
 ) -> None:
@@ -84,7 +84,7 @@ def test_the_same_workloads_are_reused_not_tuned_again(
     assert record_count(database) == before
 
 
-@pytest.mark.slow  # the shared tuning run: about 17 s on 2 cores
+@pytest.mark.slow  # the shared tuning run
 def test_a_model_sharing_one_conv_needs_only_the_other(
     tuned_db: tuple[Path, TuningReport],
 ) -> None:
@@ -97,7 +97,7 @@ def test_a_model_sharing_one_conv_needs_only_the_other(
     assert (report.tasks, report.new_tasks, report.trials) == (2, 1, 0)
 
 
-@pytest.mark.slow  # the shared tuning run: about 17 s on 2 cores
+@pytest.mark.slow  # the shared tuning run
 def test_tuned_build_matches_pytorch(tuned_db: tuple[Path, TuningReport]) -> None:
     database, _ = tuned_db
     # tolerance: |tvm - torch| <= 1e-4 + 1e-4 * |torch| elementwise (fp32, 72-term dot products)
@@ -107,7 +107,7 @@ def test_tuned_build_matches_pytorch(tuned_db: tuple[Path, TuningReport]) -> Non
     assert max_abs < 1e-4
 
 
-@pytest.mark.slow  # the shared tuning run: about 17 s on 2 cores
+@pytest.mark.slow  # the shared tuning run
 def test_tuned_latency_is_labelled_and_cached_apart_from_untuned(
     tuned_db: tuple[Path, TuningReport], tmp_path: Path
 ) -> None:
@@ -161,7 +161,7 @@ def test_a_worker_that_runs_out_of_time_raises_tuning_error(tmp_path: Path) -> N
         tune_model(_two_conv(), SHAPE, "host", database_dir=tmp_path, max_trials=8, timeout_s=0.5)
 
 
-@pytest.mark.slow  # two small tuning runs: about 40 s on 2 cores
+@pytest.mark.slow  # two small tuning runs
 def test_a_larger_trials_per_task_tunes_tuned_kernels_further(tmp_path: Path) -> None:
     first = tune_model(
         _two_conv(),
