@@ -33,18 +33,17 @@ import torch
 import yaml
 
 from autoprune.errors import AutopruneError, RunDirError
-from autoprune.hwprofiles import DeviceProfile, load_profile
+from autoprune.hwprofiles import (
+    DeviceProfile,
+    build_for_target,
+    import_to_relax,
+    load_profile,
+    write_library,
+)
 from autoprune.retrain import Retrained, Retrainer, RetrainSettings
-from autoprune.search import TrialRecord, load_records, pareto_front, trial_dir
-from autoprune.spaces import Candidate, build_model
+from autoprune.search import RunDir, TrialRecord, pareto_front
 
-__all__ = [
-    "DEFAULT_FORMATS",
-    "EXPORT_FORMATS",
-    "ExportedModel",
-    "export_run",
-    "load_trained_model",
-]
+__all__ = ["DEFAULT_FORMATS", "EXPORT_FORMATS", "ExportedModel", "export_run"]
 
 _logger = logging.getLogger("autoprune.export")
 EXPORT_FORMATS = ("onnx", "torchscript", "tvm")
@@ -58,35 +57,6 @@ class ExportedModel:
     trial: int
     folder: Path
     files: tuple[Path, ...]
-
-
-#: State of the fake quantizer before LSQ (an EMA of the input's range); it cannot be converted.
-_LEGACY_QUANTIZER_KEYS = (".act_min", ".act_max", ".act_observed")
-
-
-def load_trained_model(run_dir: Path, record: TrialRecord) -> torch.nn.Module:
-    """Rebuild a trained trial's model and load its weights (eval mode)."""
-    if not record.trained:
-        raise RunDirError(
-            f"trial {record.number} of {str(run_dir)!r} was not trained "
-            f"(state {record.state}, feasible {record.feasible}); export a trained "
-            f"trial, e.g. one listed by `autoprune report {run_dir}`"
-        )
-    source = record.cached_from if record.cached_from is not None else record.number
-    weights = trial_dir(run_dir, source) / "model.pt"
-    if not weights.exists():
-        raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
-    state = torch.load(weights, weights_only=True)
-    legacy = sorted(k for k in state if k.endswith(_LEGACY_QUANTIZER_KEYS))
-    if legacy:
-        raise RunDirError(
-            f"weights of trial {record.number} were saved by an autoprune older than its LSQ "
-            f"quantizer ({legacy[0]}, {len(legacy)} such tensors); export them with the "
-            f"autoprune that trained them, or search again in a new run directory"
-        )
-    model = build_model(Candidate.from_dict(record.candidate), seed=0)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -114,8 +84,6 @@ def _export_tvm(
     model: torch.nn.Module, input_shape: tuple[int, int, int], folder: Path, profile: DeviceProfile
 ) -> Path:
     """Build ``model`` with TVM for the profile's target and write the library into ``folder``."""
-    from autoprune.hwprofiles import build_for_target, import_to_relax, write_library
-
     if any(
         getattr(m, "weight_bits", 32) < 32 or getattr(m, "activation_bits", 32) < 32
         for m in model.modules()
@@ -171,11 +139,6 @@ def _card(record: TrialRecord, run_dir: Path, retrained: Retrained | None = None
     )
 
 
-def _run_target(run_dir: Path) -> DeviceProfile:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    return load_profile(config.get("target", "jetson"))
-
-
 def export_run(
     run_dir: Path,
     *,
@@ -197,7 +160,8 @@ def export_run(
         raise AutopruneError(
             f"unknown export format {unknown[0]!r}; valid formats: {', '.join(EXPORT_FORMATS)}"
         )
-    records = {r.number: r for r in load_records(run_dir)}
+    run = RunDir(run_dir)
+    records = {r.number: r for r in run.records()}
     if pareto:
         chosen = pareto_front(list(records.values()))
         if not chosen:
@@ -210,13 +174,13 @@ def export_run(
                 f"0..{max(records, default=-1)}"
             )
         chosen = [records[n] for n in trials]
-    retrainer = Retrainer(run_dir, retrain, progress=progress) if retrain is not None else None
-    out_dir = out_dir or run_dir / "export"
+    retrainer = Retrainer(run, retrain, progress=progress) if retrain is not None else None
+    out_dir = out_dir or run.export_dir
     exported = []
     for record in chosen:
         retrained = None
         if retrainer is None:
-            model = load_trained_model(run_dir, record)
+            model = run.trained_model(record)
         else:
             model, retrained = retrainer.retrain(record)
         folder = out_dir / f"trial-{record.number:04d}"
@@ -241,7 +205,10 @@ def export_run(
         if "tvm" in formats:
             files.append(
                 _export_tvm(
-                    model, tuple(record.candidate["input_shape"]), folder, _run_target(run_dir)
+                    model,
+                    tuple(record.candidate["input_shape"]),
+                    folder,
+                    load_profile(run.config().target),
                 )
             )
         _logger.info("trial %d exported to %s", record.number, folder)

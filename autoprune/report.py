@@ -294,7 +294,7 @@ def _plot_hypervolume(path: Path, hypervolume: Hypervolume, title: str) -> None:
 
 
 def write_report_files(
-    run_dir: Path,
+    folder: Path,
     front: Sequence[TrialRecord],
     records: Sequence[TrialRecord],
     *,
@@ -302,17 +302,17 @@ def write_report_files(
     hypervolume: Hypervolume | None = None,
 ) -> list[Path]:
     """Write ``pareto.json``, ``pareto.csv``, ``pareto.png`` and, with a ``hypervolume``,
-    ``hypervolume.png`` into the run directory."""
+    ``hypervolume.png`` into ``folder`` (the CLI: the run directory); their paths."""
     rows = front_records(front)
     payload: dict[str, Any] = {"summary": summary(records), "pareto": rows}
     if hypervolume is not None:
         payload["hypervolume"] = hypervolume_payload(hypervolume)
-    paths = [run_dir / "pareto.json", run_dir / "pareto.csv", run_dir / "pareto.png"]
+    paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.png"]
     paths[0].write_text(json.dumps(payload, indent=2) + "\n")
     paths[1].write_text(_csv_text(rows))
-    title = title or f"autoprune run {run_dir.name}"
+    title = title or f"autoprune run {folder.name}"
     _plot(paths[2], front, records, title)
     if hypervolume is not None:
-        paths.append(run_dir / "hypervolume.png")
+        paths.append(folder / "hypervolume.png")
         _plot_hypervolume(paths[3], hypervolume, title)
     return paths

@@ -13,7 +13,7 @@ finished, and the same command continues with the rest.
 
 Example:
     >>> settings = RetrainSettings(epochs=3)
-    >>> retrainer = Retrainer(Path("runs/default-jetson-2gflops"), settings)  # doctest: +SKIP
+    >>> retrainer = Retrainer(RunDir("runs/default-jetson-2gflops"), settings)  # doctest: +SKIP
     >>> model, retrained = retrainer.retrain(record)  # doctest: +SKIP
     >>> retrained.label  # doctest: +SKIP
     'scratch-b at all samples x 3 epochs @ 28x28, seed 812: val 91.02 %, test 90.64 %'
@@ -32,25 +32,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoprune.config import Config, load_config
+from autoprune.config import EvaluatorConfig
 from autoprune.errors import ConfigError, RunDirError
 from autoprune.evaluators import (
-    DatasetSplits,
-    TrainedBase,
-    create_evaluator,
     evaluate_accuracy,
+    evaluator_class,
     fidelity_of,
+    list_evaluators,
 )
-from autoprune.hwprofiles import load_profile
-from autoprune.search import TrialRecord, build_space, candidate_seed, load_run_dataset
+from autoprune.search import RunDir, TrialRecord, assemble, candidate_seed
 from autoprune.spaces import Candidate, build_model
 
-__all__ = ["RETRAIN_EVALUATORS", "RetrainSettings", "Retrained", "Retrainer"]
+__all__ = ["RetrainSettings", "Retrained", "Retrainer", "retrain_evaluators"]
 
 _logger = logging.getLogger("autoprune.retrain")
 
-#: Evaluators that train, and so can retrain (the ``proxy`` evaluator only scores).
-RETRAIN_EVALUATORS = ("scratch-b", "scratch-e", "finetune", "distill")
+
+def retrain_evaluators() -> list[str]:
+    """The registered evaluators that train, and so can retrain (a proxy only scores)."""
+    return [name for name in list_evaluators() if evaluator_class(name).trains]
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class RetrainSettings:
     """How chosen trials are retrained.
 
     Attributes:
-        evaluator: One of :data:`RETRAIN_EVALUATORS`; its options (Scratch-B's cap, the
-            distillation temperature) are the run's.
+        evaluator: One of :func:`retrain_evaluators`; its settings (Scratch-B's cap, the
+            distillation temperature) are the run's when the run searched with it, else its
+            defaults.
         samples: Training images per epoch; ``None`` for the whole training split.
         epochs: Passes over them (Scratch-B scales them as in the search); ``None`` for the
             run's ``training.epochs``.
@@ -72,10 +73,10 @@ class RetrainSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.evaluator not in RETRAIN_EVALUATORS:
+        if self.evaluator not in retrain_evaluators():
             raise ConfigError(
                 f"cannot retrain with evaluator {self.evaluator!r}; valid: "
-                f"{', '.join(RETRAIN_EVALUATORS)} (proxy scores without training)"
+                f"{', '.join(retrain_evaluators())} (a proxy scores without training)"
             )
         if self.samples is not None and self.samples < 1:
             raise ConfigError(f"retrain samples must be >= 1, but got {self.samples}; or omit it")
@@ -133,54 +134,33 @@ class Retrained:
 class Retrainer:
     """Retrains trials of one run with one :class:`RetrainSettings`.
 
-    The run's data set, split seed, optimiser and evaluator options are read from
-    ``RUN_DIR/config.yaml``; the training fidelity is replaced by the settings' at resolution
-    scale 1 (the deploy shape). The data set is loaded on the first trial that is not kept yet.
+    The run's data set, split seed, optimiser and evaluator settings are read from its
+    ``config.yaml``; the training fidelity is replaced by the settings' at resolution scale 1
+    (the deploy shape). The data set is loaded on the first trial that is not kept yet.
     """
 
-    def __init__(self, run_dir: Path, settings: RetrainSettings, *, progress: bool = False):
-        config_path = run_dir / "config.yaml"
-        if not config_path.is_file():
-            raise RunDirError(
-                f"{str(run_dir)!r} holds no run (no config.yaml); pass the run directory "
-                f"that `autoprune search` printed"
-            )
-        config: Config = load_config(config_path)
-        self.run_dir = run_dir
-        self.settings = settings
-        self.config = config
-        self.training = dataclasses.replace(
+    def __init__(self, run: RunDir, settings: RetrainSettings, *, progress: bool = False):
+        config = run.config()
+        training = dataclasses.replace(
             config.training,
             samples=settings.samples,
             epochs=config.training.epochs if settings.epochs is None else settings.epochs,
             resolution_scale=1.0,
         )
-        self.folder = run_dir / "retrain" / settings.slug(config.training.epochs)
-        self.progress = progress
-        self._data: DatasetSplits | None = None
-        base = build_space(config, load_profile(config.target)).largest()
-        self.base = TrainedBase(
-            base,
-            data=lambda: self.data,
-            training=self.training,
-            seed=self._seed(base),
-            folder=self.folder / "base",
-            progress=progress,
+        evaluator = config.evaluator
+        if evaluator.name != settings.evaluator:
+            evaluator = EvaluatorConfig(name=settings.evaluator)
+        self.run = run
+        self.settings = settings
+        self.config = config
+        self.training = training
+        self.folder = run.retrain_dir(settings.slug(config.training.epochs))
+        self.parts = assemble(
+            dataclasses.replace(config, training=training, evaluator=evaluator), progress=progress
         )
-        self.evaluator = create_evaluator(
-            dataclasses.replace(config.evaluator, name=settings.evaluator),
-            data=lambda: self.data,
-            training=self.training,
-            base=self.base,
-            progress=progress,
-        )
-
-    @property
-    def data(self) -> DatasetSplits:
-        """The run's data set and splits (the same validation split as the search)."""
-        if self._data is None:
-            self._data = load_run_dataset(self.config)
-        return self._data
+        base = self.parts.space.largest()
+        self.base = self.parts.trained_base(self.folder / "base", seed=self._seed(base), base=base)
+        self.evaluator = self.parts.evaluator(self.base)
 
     def kept(self, record: TrialRecord) -> Retrained | None:
         """The trial's retrained result if these settings retrained it before, else ``None``."""
@@ -200,9 +180,9 @@ class Retrainer:
         mode, CPU) and result."""
         if record.candidate is None or record.candidate_hash is None or not record.feasible:
             raise RunDirError(
-                f"trial {record.number} of {str(self.run_dir)!r} has no feasible architecture "
+                f"trial {record.number} of {str(self.run.path)!r} has no feasible architecture "
                 f"to retrain (state {record.state}, feasible {record.feasible}); pick one "
-                f"listed by `autoprune report {self.run_dir}`"
+                f"listed by `autoprune report {self.run.path}`"
             )
         candidate = Candidate.from_dict(record.candidate)
         folder = self._trial_folder(record)
@@ -228,7 +208,11 @@ class Retrainer:
             model, result = self.evaluator.evaluate(candidate, seed=seed)
         model = model.cpu().eval()
         test = evaluate_accuracy(
-            model, self.data, split="test", input_shape=candidate.input_shape, resolution_scale=1.0
+            model,
+            self.parts.load_data(),
+            split="test",
+            input_shape=candidate.input_shape,
+            resolution_scale=1.0,
         )
         retrained = Retrained(
             trial=record.number,

@@ -10,7 +10,7 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
    (widths and depth, full resolution, float; proposals repaired to the uniform one's MACs and
    kept only from ``--min-macs-share`` of them up) by validation accuracy at the *search*
    fidelity, seed 0: what a search would pick. The search fidelity is the default run's own
-   evaluator and fidelity (``configs/default.yaml``'s ``evaluator.name`` and ``training``)
+   evaluator and fidelity (``autoprune/configs/default.yaml``'s ``evaluator.name`` and ``training``)
    unless ``--search-evaluator``, ``--search-samples`` or ``--search-epochs`` say otherwise.
 3. **Every architecture by every method** of the paper, for ``--seeds`` seeds: ``finetune``
    (the trained base's L1-largest channels, fine-tuned), ``scratch-e``, ``scratch-b`` (the
@@ -65,8 +65,8 @@ from autoprune.evaluators import (
     create_evaluator,
     evaluate_accuracy,
     load_dataset,
+    macs_of,
 )
-from autoprune.evaluators._evaluators import macs_of
 from autoprune.hwprofiles import load_profile
 from autoprune.search import build_space
 from autoprune.search._repair import repair

@@ -19,8 +19,7 @@ import torch
 
 from autoprune.cli import main
 from autoprune.errors import RunDirError
-from autoprune.export import load_trained_model
-from autoprune.search import load_records, pareto_front
+from autoprune.search import RunDir, pareto_front
 from tests.conftest import write_config
 
 
@@ -44,7 +43,7 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
         "hypervolume.png",
     ):
         assert (finished_run / name).is_file(), name
-    records = load_records(finished_run)
+    records = RunDir(finished_run).records()
     assert len(records) == 4
     assert all(r.state == "complete" for r in records)
     front = pareto_front(records)
@@ -111,10 +110,10 @@ def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, cap
 def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "export"
     assert main(["export", str(finished_run), "--pareto", "--out", str(out)]) == 0
-    front = pareto_front(load_records(finished_run))
+    front = pareto_front(RunDir(finished_run).records())
     for record in front:
         folder = out / f"trial-{record.number:04d}"
-        model = load_trained_model(finished_run, record)
+        model = RunDir(finished_run).trained_model(record)
         x = torch.randn(2, *record.candidate["input_shape"])
         with torch.no_grad():
             expected = model(x[:1]).numpy()
@@ -138,7 +137,7 @@ def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
 def test_weights_of_the_old_quantizer_are_refused_in_one_line(
     finished_run: Path, tmp_path: Path
 ) -> None:
-    trained = [r for r in load_records(finished_run) if r.trained and r.cached_from is None]
+    trained = [r for r in RunDir(finished_run).records() if r.trained and r.cached_from is None]
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
     weights = run_dir / "trials" / f"{trained[-1].number:04d}" / "model.pt"
@@ -146,7 +145,7 @@ def test_weights_of_the_old_quantizer_are_refused_in_one_line(
     state["conv1.act_min"] = torch.zeros(())  # what a quantized layer saved before LSQ
     torch.save(state, weights)
     with pytest.raises(RunDirError, match=r"older than its LSQ quantizer \(conv1\.act_min, 1 "):
-        load_trained_model(run_dir, trained[-1])
+        RunDir(run_dir).trained_model(trained[-1])
 
 
 def test_binding_budget_gates_training(tmp_path: Path, capsys) -> None:
@@ -167,7 +166,7 @@ def test_binding_budget_gates_training(tmp_path: Path, capsys) -> None:
         )
         == 0
     )
-    records = load_records(run_dir)
+    records = RunDir(run_dir).records()
     infeasible = [r for r in records if r.feasible is False]
     feasible = [r for r in records if r.feasible]
     assert infeasible and feasible, "the tiny space straddles 5 MFLOPs"
@@ -388,7 +387,7 @@ def test_host_search_uses_measured_latency_and_jetson_estimated(tmp_path: Path, 
     run_dir = tmp_path / "run"
     assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
     table = capsys.readouterr().out
-    records = [r for r in load_records(run_dir) if r.state == "complete"]
+    records = [r for r in RunDir(run_dir).records() if r.state == "complete"]
     assert len(records) == 2
     assert all(r.latency_source == "measured" for r in records)
     assert "(measured)" in table and "(estimated)" in table  # latency measured, energy estimated
@@ -406,6 +405,6 @@ def test_failed_measurement_is_a_failed_trial_and_the_search_goes_on(tmp_path: P
     )
     run_dir = tmp_path / "run"
     assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
-    records = load_records(run_dir)
+    records = RunDir(run_dir).records()
     assert [r.state for r in records] == ["failed", "failed"]
     assert all("timeout" in r.error for r in records)

@@ -8,7 +8,9 @@ from autoprune.config import (
     DEFAULT_CONFIG,
     Budget,
     apply_overrides,
+    apply_values,
     config_from_dict,
+    list_configs,
     load_config,
     parse_budget,
 )
@@ -122,3 +124,56 @@ def test_bad_config_files(tmp_path: Path, text: str, fragment: str) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_load_by_name_and_an_unknown_name_lists_them() -> None:
+    assert list_configs() == ["default", "resnet50-imagenet"]
+    assert load_config("default") == load_config()
+    assert load_config("resnet50-imagenet").model.name == "resnet50"
+    with pytest.raises(ConfigError, match="shipped config \\(default, resnet50-imagenet\\)"):
+        load_config("resnet56-cifar10")
+
+
+def test_typed_values_are_set_as_they_are_after_the_overrides() -> None:
+    config = load_config(
+        overrides=["search.trials=3", "search.seed=1"],
+        values={"search.trials": 5, "budgets": ["2gflops"], "search.timeout_s": 7.5},
+    )
+    assert config.search.trials == 5 and config.search.seed == 1  # values come last
+    assert [b.spec for b in config.budgets] == ["2gflops"] and config.search.timeout_s == 7.5
+    assert apply_values({}, {"target": "host"}) == {"target": "host"}
+    with pytest.raises(ConfigError, match="search.trials must be an int, but got '5'"):
+        load_config(values={"search.trials": "5"})  # a value is never parsed from text
+
+
+def test_each_evaluator_has_its_own_settings_section() -> None:
+    config = load_config(
+        overrides=["evaluator=distill", "evaluator.distill.weight=0.5", "evaluator.scratch-b.cap=3"]
+    )
+    assert config.evaluator.name == "distill"
+    assert config.evaluator.settings == {"distill": {"weight": 0.5}, "scratch-b": {"cap": 3}}
+    assert config_from_dict(config.to_dict()) == config
+    assert config_from_dict({"evaluator": "finetune"}).evaluator.name == "finetune"
+    with pytest.raises(ConfigError, match=r"unknown key evaluator.weight.*evaluator.NAME.KEY"):
+        load_config(overrides=["evaluator.weight=0.5"])
+    with pytest.raises(ConfigError, match="evaluator.distill must be a mapping"):
+        config_from_dict({"evaluator": {"name": "distill", "distill": 3}})
+
+
+def test_evaluator_keys_of_older_run_directories_are_translated() -> None:
+    old = {
+        "name": "scratch-b",
+        "scratch_b_cap": 3.0,
+        "finetune_epochs": None,
+        "finetune_lr": 0.01,
+        "distill_temperature": 4.0,
+        "distill_weight": 0.9,
+        "proxy": "naswot",
+    }
+    settings = config_from_dict({"evaluator": old}).evaluator.settings
+    assert settings == {
+        "scratch-b": {"cap": 3.0},
+        "finetune": {"epochs": None, "lr": 0.01},
+        "distill": {"temperature": 4.0, "weight": 0.9},
+        "proxy": {"proxy": "naswot"},
+    }

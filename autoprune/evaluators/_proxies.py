@@ -11,7 +11,9 @@
   initialisation train well.
 
 Both evaluate the network in eval mode (batch norm at its initial statistics, an affine
-identity) and leave its parameters as they were.
+identity) and leave its parameters as they were. The ``proxy`` evaluator finds them by name in
+a registry (:func:`register_proxy`, :func:`list_proxies`); a new proxy is one decorated
+function ``(model, inputs: ProxyInputs) -> float``, higher meaning better.
 
 Example:
     >>> from torch import nn
@@ -25,11 +27,63 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["log_synflow", "naswot"]
+from autoprune.errors import UnknownNameError
+
+__all__ = [
+    "ProxyInputs",
+    "ProxyScore",
+    "list_proxies",
+    "log_synflow",
+    "naswot",
+    "proxy_score",
+    "register_proxy",
+]
+
+
+@dataclass(frozen=True)
+class ProxyInputs:
+    """What a proxy may look at: the input shape ``(C, H, W)`` it scores at, and ``batch()``,
+    a batch of normalised training images at that shape (loaded only if a proxy asks)."""
+
+    shape: tuple[int, int, int]
+    batch: Callable[[], torch.Tensor]
+
+
+#: A proxy: ``(untrained model, inputs) -> score`` (higher is better; ``-inf`` for degenerate).
+ProxyScore = Callable[[nn.Module, ProxyInputs], float]
+_PROXIES: dict[str, ProxyScore] = {}
+
+
+def register_proxy(name: str) -> Callable[[ProxyScore], ProxyScore]:
+    """Register a proxy under ``name`` (the value of the ``proxy`` evaluator's ``proxy`` key)."""
+
+    def decorator(score: ProxyScore) -> ProxyScore:
+        known = _PROXIES.get(name)
+        assert known is None or known.__qualname__ == score.__qualname__, (
+            f"proxy {name!r} registered twice"
+        )
+        _PROXIES[name] = score
+        return score
+
+    return decorator
+
+
+def list_proxies() -> list[str]:
+    """Names of the registered proxies, sorted."""
+    return sorted(_PROXIES)
+
+
+def proxy_score(name: str) -> ProxyScore:
+    """The proxy registered as ``name``; an unknown name lists the valid ones."""
+    if name not in _PROXIES:
+        raise UnknownNameError("proxy", name, list_proxies())
+    return _PROXIES[name]
 
 
 def log_synflow(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
@@ -91,3 +145,15 @@ def naswot(model: nn.Module, inputs: torch.Tensor) -> float:
     kernel = pattern @ pattern.T + (1 - pattern) @ (1 - pattern).T
     sign, logdet = torch.linalg.slogdet(kernel)
     return float(logdet) if float(sign) != 0 else -math.inf
+
+
+@register_proxy("log_synflow")
+def _log_synflow(model: nn.Module, inputs: ProxyInputs) -> float:
+    """Synflow (Tanaka et al. 2020), data-free, as a natural log."""
+    return log_synflow(model, inputs.shape)
+
+
+@register_proxy("naswot")
+def _naswot(model: nn.Module, inputs: ProxyInputs) -> float:
+    """NASWOT (Mellor et al. 2021) on a batch of training images."""
+    return naswot(model, inputs.batch())

@@ -1,11 +1,18 @@
-"""Search: controllers (Optuna samplers), the study loop, trial records and the Pareto front.
+"""Search: the run layer, the assembly of a run's parts, controllers, the loop and the front.
 
-Optuna (and, later, Ray) are imported only inside this subpackage.
+In data-flow order: :func:`assemble` turns a config into a run's parts (:class:`RunParts`:
+profile, space, coster, evaluator, sampler, objective), checking everything before anything is
+written; :class:`RunDir` owns a run directory (layout, lock, study, records); the controllers
+are Optuna samplers in a registry (:func:`register_controller`); :func:`run_search` is the loop
+(local, or Ray Tune trials); :class:`TrialRecord`, :func:`pareto_front` and the hypervolume
+read the result. Optuna and Ray are imported only inside this subpackage.
 """
 
 from __future__ import annotations
 
+from autoprune.search._assembly import RunParts, assemble, build_space, check_budgets
 from autoprune.search._controllers import (
+    check_controller,
     create_sampler,
     describe_controller,
     list_controllers,
@@ -17,41 +24,37 @@ from autoprune.search._hypervolume import (
     hypervolume,
     hypervolume_history,
 )
+from autoprune.search._loop import SearchResult, evaluate_on_test, run_search
 from autoprune.search._objective import (
     CandidateObjective,
+    RecordedTrial,
+    apply_recording,
     candidate_costs,
     candidate_seed,
-    load_run_dataset,
     model_costs,
-    trial_dir,
 )
 from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
 from autoprune.search._rl import PolicyGradientSampler, mnas_reward
-from autoprune.search._study import (
-    SearchResult,
-    build_coster,
-    build_space,
-    check_budgets,
-    evaluate_on_test,
-    load_hypervolume,
-    load_records,
-    prepare_run_dir,
-    run_search,
-)
+from autoprune.search._rundir import RunDir
 
 __all__ = [
     "OBJECTIVES",
     "CandidateObjective",
     "HypervolumeReference",
     "PolicyGradientSampler",
+    "RecordedTrial",
+    "RunDir",
+    "RunParts",
     "SearchResult",
     "TrialRecord",
-    "build_coster",
+    "apply_recording",
+    "assemble",
     "build_space",
     "candidate_costs",
     "candidate_seed",
     "check_budgets",
+    "check_controller",
     "create_sampler",
     "describe_controller",
     "dominates",
@@ -60,14 +63,9 @@ __all__ = [
     "hypervolume",
     "hypervolume_history",
     "list_controllers",
-    "load_hypervolume",
-    "load_run_dataset",
-    "load_records",
     "mnas_reward",
     "model_costs",
     "pareto_front",
-    "prepare_run_dir",
     "register_controller",
     "run_search",
-    "trial_dir",
 ]

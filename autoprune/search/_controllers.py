@@ -19,7 +19,13 @@ import optuna
 
 from autoprune.errors import UnknownNameError
 
-__all__ = ["create_sampler", "describe_controller", "list_controllers", "register_controller"]
+__all__ = [
+    "check_controller",
+    "create_sampler",
+    "describe_controller",
+    "list_controllers",
+    "register_controller",
+]
 
 _SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
 _CONTROLLERS: dict[str, _SamplerFactory] = {}
@@ -60,6 +66,12 @@ def describe_controller(name: str) -> str:
     return (_CONTROLLERS[name].__doc__ or name).strip().splitlines()[0]
 
 
+def check_controller(name: str) -> None:
+    """Raise :class:`UnknownNameError`, listing the valid names, unless ``name`` is registered."""
+    if name not in _CONTROLLERS:
+        raise UnknownNameError("controller", name, list_controllers())
+
+
 def create_sampler(
     name: str,
     *,
@@ -67,8 +79,7 @@ def create_sampler(
     population_size: int,
 ) -> optuna.samplers.BaseSampler:
     """Build the sampler registered as ``name``; an unknown name lists the valid ones."""
-    if name not in _CONTROLLERS:
-        raise UnknownNameError("controller", name, list_controllers())
+    check_controller(name)
     return _CONTROLLERS[name](seed=seed, population_size=population_size)
 
 

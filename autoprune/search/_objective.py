@@ -7,8 +7,9 @@ configured fidelity by default; see :mod:`autoprune.evaluators`) -> (validation 
 latency_ms, energy_mj). The reference trial (the unpruned base) is the run's trained base model,
 which the fine-tune and distillation evaluators start from.
 
-Everything a trial establishes is written to the trial's user attributes, so the study storage
-alone is the record of a run; the trained weights go to ``trials/NNNN/model.pt``.
+Everything a trial establishes is written to the trial's user attributes (:mod:`._schema`), so
+the study storage alone is the record of a run; the trained weights go to the run directory
+(:meth:`RunDir.save_weights`).
 
 The objective runs on an ``optuna.Trial`` (the local loop) or on a :class:`RecordedTrial`: the same
 calls, recorded in a process that does not hold the study's trial (a Ray worker), and applied to
@@ -20,29 +21,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import optuna
 import torch
 
 from autoprune.config import Budget, Config
-from autoprune.evaluators import (
-    DatasetSplits,
-    EpochHook,
-    TrainedBase,
-    create_evaluator,
-    load_dataset,
-)
+from autoprune.evaluators import EpochHook, Evaluator, TrainedBase
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
-from autoprune.search._early_stopping import (
-    CURVE_KEY,
-    DominanceStopper,
-    EarlyStopped,
-    peers_at,
-)
-from autoprune.search._repair import REPAIR_STEPS_KEY, repair
+from autoprune.search import _schema as attrs
+from autoprune.search._early_stopping import DominanceStopper, EarlyStopped, peers_at
+from autoprune.search._repair import repair
+from autoprune.search._rundir import RunDir
 from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
 
 __all__ = [
@@ -53,7 +44,6 @@ __all__ = [
     "candidate_costs",
     "candidate_seed",
     "model_costs",
-    "trial_dir",
 ]
 
 _logger = logging.getLogger("autoprune.search")
@@ -84,12 +74,12 @@ class RecordedTrial:
     ``params`` and ``user_attrs`` are those of the study's trial (the sampler's proposal, and
     attributes set when it was queued, such as ``reference``); what the objective sets is
     recorded in :attr:`recorded_attrs` and :attr:`constraints`. ``study`` is a read-only view of
-    the study (loaded from ``storage`` on first use), where the objective looks for an
-    architecture trained before.
+    the study (``load_study()`` on first use), where the objective looks for an architecture
+    trained before.
 
     Example:
-        >>> trial = RecordedTrial(number=3, params={"width/layer1": 0.5}, storage=url,
-        ...                       study_name="autoprune")
+        >>> trial = RecordedTrial(number=3, params={"width/layer1": 0.5},
+        ...                       load_study=RunDir("runs/demo").load_study)
         >>> values = objective(trial)  # (0.874, 0.41, 2.3): accuracy, latency_ms, energy_mj
         >>> recording = trial.recording(values)  # JSON-ready; apply_recording() on the driver
     """
@@ -100,19 +90,17 @@ class RecordedTrial:
         number: int,
         params: dict[str, Any],
         user_attrs: dict[str, Any] | None = None,
-        storage: str | None = None,
-        study_name: str | None = None,
         study: optuna.Study | None = None,
+        load_study: Callable[[], optuna.Study | None] | None = None,
     ) -> None:
-        assert study is not None or (storage is not None and study_name is not None)
+        assert study is not None or load_study is not None
         self._number = number
         self.params = dict(params)
         self._given_attrs = dict(user_attrs or {})
         self.recorded_attrs: dict[str, Any] = {}
         self.constraints: dict[str, float] = {}
-        self._storage = storage
-        self._study_name = study_name
         self._study = study
+        self._load_study = load_study
 
     @property
     def number(self) -> int:
@@ -126,9 +114,12 @@ class RecordedTrial:
 
     @property
     def study(self) -> optuna.Study:
-        """The study, loaded from its storage on first use (read only: nothing is written)."""
+        """The study, loaded on first use (read only: nothing is written)."""
         if self._study is None:
-            self._study = optuna.load_study(study_name=self._study_name, storage=self._storage)
+            assert self._load_study is not None
+            study = self._load_study()
+            assert study is not None, "a trial's study exists before the trial runs"
+            self._study = study
         return self._study
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
@@ -183,28 +174,9 @@ def apply_recording(trial: optuna.Trial, recording: dict[str, Any]) -> list[floa
     return None if values is None else [float(v) for v in values]
 
 
-def trial_dir(run_dir: Path, number: int) -> Path:
-    """Folder of one trial's artefacts (``trials/0007``)."""
-    return run_dir / "trials" / f"{number:04d}"
-
-
 def candidate_seed(candidate: Candidate, search_seed: int) -> int:
     """Training seed of a candidate: the same architecture gets the same seed in every trial."""
     return (int(candidate.hash[:8], 16) ^ search_seed) % (2**31 - 1)
-
-
-def load_run_dataset(config: Config) -> DatasetSplits:
-    """A run's data set, split as every stage of the run sees it (the search's seed)."""
-    data = config.data
-    return load_dataset(
-        data.dataset,
-        root=data.root,
-        val_samples=data.val_samples,
-        seed=config.search.seed,
-        download=data.download,
-        input_shape=data.input_shape,
-        num_workers=data.num_workers,
-    )
 
 
 def candidate_costs(
@@ -254,7 +226,8 @@ class CandidateObjective:
     Budgets are checked on the exact costs before any training: a candidate over budget is
     recorded with ``feasible=False`` and objective values ``(0.0, latency, energy)`` (it is never
     trained; the sampler ranks it by its constraint violation). A candidate already trained in
-    this study (same content hash) reuses that result instead of training again.
+    this study (same content hash) reuses that result instead of training again. Built by
+    :meth:`RunParts.objective <autoprune.search.RunParts.objective>`.
     """
 
     def __init__(
@@ -262,49 +235,23 @@ class CandidateObjective:
         *,
         config: Config,
         space: SearchSpace,
-        profile: DeviceProfile,
-        run_dir: Path,
-        coster: HardwareCoster | None = None,
-        progress: bool = False,
+        run: RunDir,
+        coster: HardwareCoster,
+        evaluator: Evaluator,
+        base: TrainedBase,
+        stopper: DominanceStopper | None = None,
     ) -> None:
         self.config = config
-        self.coster = coster
         self.space = space
-        self.profile = profile
-        self.run_dir = run_dir
-        self.progress = progress
-        self._data: DatasetSplits | None = None
-        base = space.largest()
-        self.base = TrainedBase(
-            base,
-            data=lambda: self.data,
-            training=config.training,
-            seed=candidate_seed(base, config.search.seed),
-            folder=run_dir / "base",
-            progress=progress,
-        )
-        search = config.search
-        self.stopper = (
-            DominanceStopper(
-                margin=search.early_stopping_margin, min_trials=search.early_stopping_min_trials
-            )
-            if search.early_stopping == "dominated"
-            else None
-        )
-        self.evaluator = create_evaluator(
-            config.evaluator,
-            data=lambda: self.data,
-            training=config.training,
-            base=self.base,
-            progress=progress,
-        )
+        self.run = run
+        self.coster = coster
+        self.evaluator = evaluator
+        self.base = base
+        self.stopper = stopper
 
     @property
-    def data(self) -> DatasetSplits:
-        """The data set, loaded on first use (infeasible-only runs never load it)."""
-        if self._data is None:
-            self._data = load_run_dataset(self.config)
-        return self._data
+    def profile(self) -> DeviceProfile:
+        return self.coster.profile
 
     def budget_violations(self, values: dict[str, Any]) -> dict[str, float]:
         """Relative excess over each budget (``<= 0`` holds), keyed by the budget's spec."""
@@ -317,36 +264,22 @@ class CandidateObjective:
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
+            attrs.INTERRUPTED.set(trial, True)
             raise
         except Exception as exc:
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            attrs.ERROR.set(trial, f"{type(exc).__name__}: {exc}")
             raise
 
     def _evaluate(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
-        params = {
-            d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions
-        }
-        if self.config.search.repair and "reference" not in trial.user_attrs:
-            params, steps = repair(self.space, params, self.config.budgets)
-            steps += int(trial.user_attrs.get(REPAIR_STEPS_KEY) or 0)  # the sampler's repair
-            trial.set_user_attr(REPAIR_STEPS_KEY, steps)
-            if steps:
-                _logger.info(
-                    "trial %d: proposal over budget; shrunk in %d steps", trial.number, steps
-                )
-        candidate = self.space.candidate(params)
-        trial.set_user_attr("candidate", candidate.to_dict())
-        trial.set_user_attr("candidate_hash", candidate.hash)
-
+        candidate = self._propose(trial)
         values = candidate_costs(candidate, self.profile, self.coster)
         violations = self.budget_violations(values)
         feasible = all(v <= 0 for v in violations.values())
-        trial.set_user_attr("costs", values)
-        trial.set_user_attr("violations", violations)
+        attrs.COSTS.set(trial, values)
+        attrs.VIOLATIONS.set(trial, violations)
         for spec, violation in violations.items():
             trial.set_constraint(spec, violation)  # Optuna: feasible when every value <= 0
-        trial.set_user_attr("feasible", feasible)
+        attrs.FEASIBLE.set(trial, feasible)
         latency, energy = float(values["latency_ms"]), float(values["energy_mj"])
         if not feasible:
             over = ", ".join(spec for spec, v in violations.items() if v > 0)
@@ -356,7 +289,7 @@ class CandidateObjective:
                 candidate.hash,
                 over,
             )
-            trial.set_user_attr("trained", False)
+            attrs.TRAINED.set(trial, False)
             return 0.0, latency, energy
 
         cached = self._trained_before(trial, candidate.hash)
@@ -367,13 +300,13 @@ class CandidateObjective:
                 candidate.hash,
                 cached.number,
             )
-            for key in ("trained", "eval", "accuracy", "fidelity"):
-                trial.set_user_attr(key, cached.user_attrs[key])
-            trial.set_user_attr("cached_from", cached.number)
-            return float(cached.user_attrs["accuracy"]), latency, energy
+            for attr in (attrs.TRAINED, attrs.EVAL, attrs.ACCURACY, attrs.FIDELITY):
+                attr.set(trial, attr.get(cached))
+            attrs.CACHED_FROM.set(trial, cached.number)
+            return float(attrs.ACCURACY.get(cached)), latency, energy  # type: ignore[arg-type]
 
         started = time.perf_counter()
-        if self.evaluator.name != "proxy" and self.base.is_base(candidate):
+        if self.evaluator.trains and self.base.is_base(candidate):
             model, result = self.base.get()
         else:
             seed = candidate_seed(candidate, self.config.search.seed)
@@ -382,24 +315,20 @@ class CandidateObjective:
                     candidate, seed=seed, on_epoch=self._epoch_hook(trial, values)
                 )
             except EarlyStopped as stop:
-                trial.set_user_attr("trained", False)
-                trial.set_user_attr("accuracy", stop.accuracy)
-                trial.set_user_attr(
-                    "stopped_early", {"epoch": stop.epoch, "epochs": stop.epochs, "by": stop.by}
+                attrs.TRAINED.set(trial, False)
+                attrs.ACCURACY.set(trial, stop.accuracy)
+                attrs.STOPPED_EARLY.set(
+                    trial, {"epoch": stop.epoch, "epochs": stop.epochs, "by": stop.by}
                 )
                 _logger.info("trial %d: candidate %s %s", trial.number, candidate.hash, stop)
                 raise optuna.TrialPruned(str(stop)) from None
-        folder = trial_dir(self.run_dir, trial.number)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), folder / "model.pt")
-        trial.set_user_attr("trained", True)
-        trial.set_user_attr("eval", result.to_dict())
-        trial.set_user_attr("accuracy", result.accuracy)
+        self.run.save_weights(trial.number, model)
+        attrs.TRAINED.set(trial, True)
+        attrs.EVAL.set(trial, result.to_dict())
+        attrs.ACCURACY.set(trial, result.accuracy)
         if result.intermediate:
-            trial.set_user_attr(
-                CURVE_KEY, {"epochs": result.epochs, "accuracy": list(result.intermediate)}
-            )
-        trial.set_user_attr("fidelity", result.fidelity.describe(candidate.input_shape[1:]))
+            attrs.CURVE.set(trial, {"epochs": result.epochs, "accuracy": list(result.intermediate)})
+        attrs.FIDELITY.set(trial, result.fidelity.describe(candidate.input_shape[1:]))
         _logger.info(
             "trial %d: candidate %s: %s in %.0f s",
             trial.number,
@@ -408,6 +337,25 @@ class CandidateObjective:
             time.perf_counter() - started,
         )
         return float(result.accuracy), latency, energy
+
+    def _propose(self, trial: ObjectiveTrial) -> Candidate:
+        """The trial's candidate: its params, repaired to fit exact budgets unless it is the
+        reference (the unpruned base)."""
+        params = {
+            d.name: trial.suggest_categorical(d.name, d.choices) for d in self.space.decisions
+        }
+        if self.config.search.repair and attrs.REFERENCE.get(trial) is None:
+            params, steps = repair(self.space, params, self.config.budgets)
+            steps += int(attrs.REPAIR_STEPS.get(trial) or 0)  # the sampler's repair
+            attrs.REPAIR_STEPS.set(trial, steps)
+            if steps:
+                _logger.info(
+                    "trial %d: proposal over budget; shrunk in %d steps", trial.number, steps
+                )
+        candidate = self.space.candidate(params)
+        attrs.CANDIDATE.set(trial, candidate.to_dict())
+        attrs.CANDIDATE_HASH.set(trial, candidate.hash)
+        return candidate
 
     def _epoch_hook(self, trial: ObjectiveTrial, costs: dict[str, Any]) -> EpochHook | None:
         """The early-stopping check after each epoch, or ``None`` when the run has none."""
@@ -418,7 +366,7 @@ class CandidateObjective:
 
         def after_epoch(epoch: int, epochs: int | float, accuracy: float) -> None:
             curve.append(accuracy)
-            trial.set_user_attr(CURVE_KEY, {"epochs": epochs, "accuracy": list(curve)})
+            attrs.CURVE.set(trial, {"epochs": epochs, "accuracy": list(curve)})
             peers = peers_at(trial.study, epoch=epoch, epochs=epochs, exclude=trial.number)
             by = stopper.dominating(peers, accuracy=accuracy, costs=costs)
             if by is not None:
@@ -433,7 +381,6 @@ class CandidateObjective:
         for other in trial.study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
         ):
-            attrs = other.user_attrs
-            if attrs.get("candidate_hash") == candidate_hash and attrs.get("trained"):
+            if attrs.CANDIDATE_HASH.get(other) == candidate_hash and attrs.TRAINED.get(other):
                 return other
         return None

@@ -4,18 +4,19 @@
 or ``search.workers > 1``. The pieces, in the order a trial passes through them:
 
 1. **Proposal (driver).** :class:`StudySearch`, an ``OptunaSearch`` subclass, asks the run's
-   own study (the run directory's storage and study name from ``run.json``, opened by
-   ``run_search`` with the objectives' directions and metric names, hypervolume reference,
-   queued base model and re-queued interrupted trials) with the controller's sampler. Queued
+   own study (opened by ``run_search`` through :class:`RunDir`, with the objectives'
+   directions and metric names, hypervolume reference, queued base model and re-queued
+   interrupted trials) with the controller's sampler. Queued
    trials come first, as in the local loop. The Tune config of the trial carries the Optuna
    trial number, its params and its user attributes as one JSON string (decision names hold
    ``/``, which Tune would read as nesting).
-2. **Evaluation (worker).** :func:`evaluate_trial` runs :class:`CandidateObjective` on a
-   :class:`RecordedTrial` (the same code as the local loop), which records what the objective
-   sets; the worker reads the study only to reuse an architecture trained before. It reports
-   the objective values and the JSON recording as the Tune result. The trained weights go to
-   ``trials/NNNN/model.pt`` in the run directory, which therefore has to be on a file system
-   every node shares (as the SQLite storage).
+2. **Evaluation (worker).** :func:`evaluate_trial` assembles the run's objective from its
+   config (:func:`assemble`, as the driver does) and runs it on a :class:`RecordedTrial` (the
+   same code as the local loop), which records what the objective sets; the worker reads the
+   study only to reuse an architecture trained before. It reports the objective values and the
+   JSON recording as the Tune result. The trained weights go to the run directory
+   (:class:`RunDir`), which therefore has to be on a file system every node shares (as the
+   SQLite storage).
 3. **Record (driver).** ``StudySearch.on_trial_complete`` applies the recorded user attributes
    and constraints to the study's trial (:func:`apply_recording`) and tells the study, so that
    the sampler sees the constraints. The driver is the only writer of the study.
@@ -50,7 +51,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -59,16 +59,14 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from autoprune.config import Config, SearchConfig, config_from_dict
+from autoprune.config import SearchConfig, config_from_dict
 from autoprune.errors import ConfigError
-from autoprune.search._objective import (
-    CandidateObjective,
-    RecordedTrial,
-    apply_recording,
-    trial_dir,
-)
+from autoprune.search import _optuna
+from autoprune.search import _schema as attrs
+from autoprune.search._assembly import RunParts, assemble
+from autoprune.search._objective import CandidateObjective, RecordedTrial, apply_recording
 from autoprune.search._pareto import OBJECTIVES
-from autoprune.spaces import SearchSpace
+from autoprune.search._rundir import RunDir
 
 __all__ = ["StudySearch", "evaluate_trial", "optimize_with_ray"]
 
@@ -86,24 +84,20 @@ _Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 @dataclass(frozen=True)
 class _Job:
-    """What a worker needs besides the trial: the run's config, directory and study."""
+    """What a worker needs besides the trial: the run's resolved config and its directory."""
 
     config: dict[str, Any]
     run_dir: str
-    storage: str
-    study_name: str
 
 
 _objectives: dict[str, CandidateObjective] = {}  # per worker process, by job
 
 
 def _objective_for(job: _Job) -> CandidateObjective:
-    from autoprune.search._study import build_objective  # _study imports this module lazily
-
     key = json.dumps([job.run_dir, job.config], sort_keys=True)
     if key not in _objectives:
-        config = config_from_dict(job.config)
-        _objectives[key] = build_objective(config, run_dir=Path(job.run_dir))
+        run = RunDir(job.run_dir)
+        _objectives[key] = assemble(config_from_dict(job.config), run=run).objective(run)
     return _objectives[key]
 
 
@@ -115,22 +109,16 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     """
     task = json.loads(config[TASK_KEY])
     number = int(task["number"])
-    folder = trial_dir(Path(job.run_dir), number)
-    folder.mkdir(parents=True, exist_ok=True)
-    attempts = folder / "attempts.jsonl"
-    attempt = 1 + (len(attempts.read_text().splitlines()) if attempts.exists() else 0)
-    worker = {"attempt": attempt, "pid": os.getpid(), "host": socket.gethostname()}
-    with open(attempts, "a") as handle:
-        handle.write(json.dumps({**worker, "started": time.time()}) + "\n")
-
+    run = RunDir(job.run_dir)
+    worker = {"pid": os.getpid(), "host": socket.gethostname()}
+    worker = {"attempt": run.start_attempt(number, worker), **worker}
     trial = RecordedTrial(
         number=number,
         params=task["params"],
         user_attrs=task["user_attrs"],
-        storage=job.storage,
-        study_name=job.study_name,
+        load_study=run.load_study,
     )
-    trial.set_user_attr("ray", worker)
+    attrs.RAY_WORKER.set(trial, worker)
     values: Sequence[float] | None
     pruned = False
     try:
@@ -138,7 +126,7 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     except optuna.TrialPruned:  # stopped early: its attributes say why
         values, pruned = None, True
     except Exception:  # recorded as the trial's `error` by the objective
-        _logger.warning("trial %d failed: %s", number, trial.user_attrs.get("error"))
+        _logger.warning("trial %d failed: %s", number, attrs.ERROR.get(trial))
         values = None
     metrics = (
         dict.fromkeys(_METRICS, math.nan)
@@ -151,6 +139,10 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
 
 class StudySearch(OptunaSearch):
     """``OptunaSearch`` on the run's study that hands trials to :func:`evaluate_trial`.
+
+    The one place autoprune uses Ray's private attributes (``OptunaSearch``'s ``_ot_study``,
+    ``_ot_trials``, ``_space``, ``_completed_trials``): Tune's searcher interface has no public
+    way to ask a given study; ``tests/search/test_ray.py`` fails loudly if they change.
 
     ``storage`` and ``study_name`` name the study ``run_search`` opened; ``callbacks`` are called
     as ``callback(study, frozen_trial)`` after each tell, as in ``Study.optimize``; no trial is
@@ -205,14 +197,14 @@ class StudySearch(OptunaSearch):
             recorded = json.loads(recording)
             values, pruned = apply_recording(trial, recorded), bool(recorded.get("pruned"))
         elif error:
-            trial.set_user_attr(
-                "error",
+            attrs.ERROR.set(
+                trial,
                 f"Ray worker died on each of {self._max_failures + 1} attempts "
                 f"(search.max_failures={self._max_failures}); see "
                 f"trials/{trial.number:04d}/attempts.jsonl",
             )
         else:  # stopped before it reported: re-run by the next invocation
-            trial.set_user_attr("interrupted", True)
+            attrs.INTERRUPTED.set(trial, True)
             self.interrupted += 1
         state = optuna.trial.TrialState.COMPLETE
         if pruned:
@@ -310,12 +302,10 @@ def _check_resources(search: SearchConfig) -> None:
 
 
 def optimize_with_ray(
-    config: Config,
+    parts: RunParts,
     *,
+    run: RunDir,
     study: optuna.Study,
-    sampler: optuna.samplers.BaseSampler,
-    space: SearchSpace,
-    run_dir: Path,
     n_trials: int,
     callbacks: Sequence[_Callback] = (),
 ) -> None:
@@ -325,10 +315,10 @@ def optimize_with_ray(
         ConfigError: the cluster cannot be reached or cannot fit one trial.
         KeyboardInterrupt: the run was interrupted (Ctrl-C) before every trial finished.
     """
-    search = config.search
-    meta = json.loads((run_dir / "run.json").read_text())
+    search = parts.config.search
     distributions = {
-        d.name: optuna.distributions.CategoricalDistribution(d.choices) for d in space.decisions
+        d.name: optuna.distributions.CategoricalDistribution(d.choices)
+        for d in parts.space.decisions
     }
     joined = ray.is_initialized()  # a caller's Ray session is used as it is, and kept
     handlers = _signal_handlers()
@@ -337,19 +327,14 @@ def optimize_with_ray(
         _check_resources(search)
         searcher = StudySearch(
             space=distributions,
-            sampler=sampler,
-            storage=study._storage,
+            sampler=parts.sampler,
+            storage=_optuna.storage_of(study),
             study_name=study.study_name,
             max_failures=search.max_failures,
             callbacks=callbacks,
             deadline=None if search.timeout_s is None else time.monotonic() + search.timeout_s,
         )
-        job = _Job(
-            config=config.to_dict(),
-            run_dir=str(run_dir.resolve()),
-            storage=str(meta["storage"]),
-            study_name=study.study_name,
-        )
+        job = _Job(config=parts.config.to_dict(), run_dir=str(run.path.resolve()))
         trainable = tune.with_resources(
             tune.with_parameters(evaluate_trial, job=job),
             {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
@@ -364,7 +349,7 @@ def optimize_with_ray(
             ),
             run_config=tune.RunConfig(
                 name=f"search-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str((run_dir / "ray").resolve()),
+                storage_path=str(run.ray_dir.resolve()),
                 failure_config=tune.FailureConfig(max_failures=search.max_failures),
                 verbose=0,
             ),

@@ -1,12 +1,22 @@
-"""Trial records: what one trial of a search established, as a frozen, JSON-ready dataclass."""
+"""Trial records: what one trial of a search established, as a frozen, JSON-ready dataclass.
+
+:func:`record_of` reads a study trial's attributes (:mod:`._schema`) into a record;
+:func:`counts_toward_budget` says whether a trial counts toward ``search.trials``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrialRecord"]
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprune.search import _schema as attrs
+
+__all__ = ["TrialRecord", "counts_toward_budget", "record_of"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,58 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
         return cls(**data)
+
+
+_STATES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.FAIL: "failed",
+    TrialState.PRUNED: "pruned",
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+}
+
+
+def record_of(trial: FrozenTrial, test: Mapping[str, Any] | None = None) -> TrialRecord:
+    """The record of a study trial; ``test`` is its test-split result (``test.json``), if any."""
+    costs = attrs.COSTS.get(trial) or {}
+    evaluation = attrs.EVAL.get(trial) or {}
+    test = test or {}
+    error = attrs.ERROR.get(trial)
+    if trial.state == TrialState.FAIL and attrs.INTERRUPTED.get(trial):
+        error = error or "interrupted"
+    return TrialRecord(
+        number=trial.number,
+        state=_STATES[trial.state],
+        candidate_hash=attrs.CANDIDATE_HASH.get(trial),
+        candidate=attrs.CANDIDATE.get(trial),
+        feasible=attrs.FEASIBLE.get(trial),
+        trained=bool(attrs.TRAINED.get(trial, False)),
+        accuracy=attrs.ACCURACY.get(trial),
+        accuracy_split=evaluation.get("split"),
+        fidelity=attrs.FIDELITY.get(trial),
+        test_accuracy=test.get("test_accuracy"),
+        test_fidelity=test.get("fidelity"),
+        macs=costs.get("macs"),
+        params=costs.get("params"),
+        size_bytes=costs.get("size_bytes"),
+        latency_ms=costs.get("latency_ms"),
+        latency_source=costs.get("latency_source"),
+        energy_mj=costs.get("energy_mj"),
+        energy_source=costs.get("energy_source"),
+        violations=dict(attrs.VIOLATIONS.get(trial) or {}),
+        train_seconds=evaluation.get("train_seconds"),
+        cached_from=attrs.CACHED_FROM.get(trial),
+        error=error,
+        repair_steps=attrs.REPAIR_STEPS.get(trial),
+        evaluator=evaluation.get("evaluator"),
+        metric=evaluation.get("metric", "accuracy"),
+        stopped_early=attrs.STOPPED_EARLY.get(trial),
+    )
+
+
+def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` counts toward ``search.trials``: finished, and not interrupted (an
+    interrupted trial is run again)."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and not attrs.INTERRUPTED.get(trial)

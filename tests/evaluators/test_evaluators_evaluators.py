@@ -20,9 +20,10 @@ from autoprune.evaluators import (
     TrainedBase,
     create_evaluator,
     evaluate_accuracy,
+    evaluator_settings,
     load_dataset,
+    macs_of,
 )
-from autoprune.evaluators._evaluators import macs_of
 from autoprune.spaces import Candidate, SearchSpace
 
 SHAPE = (1, 28, 28)
@@ -78,7 +79,7 @@ def make(
 ):
     base = TrainedBase(space.largest(), data=lambda: data, training=training, seed=0, folder=folder)
     return create_evaluator(
-        EvaluatorConfig(name=name, **settings),  # type: ignore[arg-type]
+        EvaluatorConfig(name=name, settings={name: settings}),
         data=lambda: data,
         training=training,
         base=base,
@@ -92,7 +93,7 @@ def test_scratch_b_scales_epochs_by_the_base_compute_up_to_the_cap(
     assert scratch_b.epochs(space.largest()) == 2  # the base itself: the same compute
     quarter = narrow(space, 0.5)  # about a quarter of the MACs: capped at 2x the epochs
     assert scratch_b.epochs(quarter) == 4
-    generous = make("scratch-b", space, data, base_folder, scratch_b_cap=10.0)
+    generous = make("scratch-b", space, data, base_folder, cap=10.0)
     macs_ratio = generous.base.macs / macs_of(quarter)
     assert 3 < macs_ratio < 5
     # fractional: the compute follows the MACs, not a whole number of epochs
@@ -163,7 +164,7 @@ def test_finetune_starts_from_the_trained_base(
 ) -> None:
     # A negligible learning rate leaves the inherited weights as they were: the full-width
     # candidate fine-tuned is the trained base, so it scores what the base scored.
-    finetune = make("finetune", space, data, base_folder, finetune_lr=1e-7, finetune_epochs=1)
+    finetune = make("finetune", space, data, base_folder, lr=1e-7, epochs=1)
     _, base_result = finetune.base.get()
     _, result = finetune.evaluate(space.largest(), seed=0)
     assert result.evaluator == "finetune" and result.epochs == 1
@@ -171,7 +172,7 @@ def test_finetune_starts_from_the_trained_base(
     # Pruned to half the channels by L1 norm, it is near chance (0.11 measured on this data);
     # fine-tuned for one epoch, it gets most of the base's accuracy back (0.86 on a CPU).
     # A quarter of the channels recovered to only 0.13 to 0.27 by machine: no margin to test.
-    real = make("finetune", space, data, base_folder, finetune_epochs=1)
+    real = make("finetune", space, data, base_folder, epochs=1)
     _, pruned = real.evaluate(narrow(space, 0.5), seed=0)
     assert pruned.accuracy > 0.6
 
@@ -235,11 +236,14 @@ def test_eval_results_of_before_the_evaluators_still_load() -> None:
 def test_evaluator_settings_are_checked_with_the_key_named() -> None:
     assert config_from_dict({"evaluator": "distill"}).evaluator.name == "distill"
     assert load_config(overrides=["evaluator=finetune"]).evaluator.name == "finetune"
-    assert load_config(overrides=["evaluator.distill_weight=0.5"]).evaluator.distill_weight == 0.5
-    with pytest.raises(ConfigError, match=r"evaluator.scratch_b_cap must be a number >= 1"):
-        config_from_dict({"evaluator": {"scratch_b_cap": 0.5}})
-    with pytest.raises(ConfigError, match=r"unknown key evaluator.temperature"):
-        config_from_dict({"evaluator": {"temperature": 2}})
+    config = load_config(overrides=["evaluator=distill", "evaluator.distill.weight=0.5"])
+    assert evaluator_settings(config.evaluator).weight == 0.5
+    with pytest.raises(ConfigError, match=r"evaluator.scratch-b.cap must be a number >= 1"):
+        evaluator_settings(config_from_dict({"evaluator": {"scratch-b": {"cap": 0.5}}}).evaluator)
+    with pytest.raises(ConfigError, match=r"unknown key evaluator.scratch-e.temperature"):
+        evaluator_settings(EvaluatorConfig(settings={"scratch-e": {"temperature": 2}}))
+    with pytest.raises(UnknownNameError, match=r"unknown evaluator 'distil'"):
+        evaluator_settings(EvaluatorConfig(settings={"distil": {"temperature": 2}}))
 
 
 def test_unknown_evaluator_names_list_the_valid_ones(

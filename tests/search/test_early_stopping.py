@@ -9,6 +9,7 @@ import pytest
 
 from autoprune.config import load_config
 from autoprune.errors import ConfigError
+from autoprune.search import RunDir, assemble
 from autoprune.search._early_stopping import (
     CURVE_KEY,
     DominanceStopper,
@@ -16,7 +17,6 @@ from autoprune.search._early_stopping import (
     Peer,
     peers_at,
 )
-from autoprune.search._study import build_objective
 from tests.conftest import write_config
 
 CHEAP = {"latency_ms": 0.1, "energy_mj": 0.1}
@@ -75,7 +75,8 @@ def smallest_beside(tmp_path: Path, peer_costs: dict) -> optuna.trial.FrozenTria
             },
         )
     )
-    objective = build_objective(config, run_dir=tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    objective = assemble(config, run=run).objective(run)
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     finished(study, accuracy=[1.0], epochs=2, costs=peer_costs)
     study.enqueue_trial({d.name: min(d.choices) for d in objective.space.decisions})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoprune.cli import main
-from autoprune.search import load_hypervolume, load_records
+from autoprune.search import RunDir
 from tests.conftest import write_config
 
 
@@ -20,22 +20,22 @@ def search(tmp_path: Path, *flags: str, trials: int = 3) -> Path:
 def test_distill_trains_the_base_once_and_uses_it_as_teacher(tmp_path: Path, capsys) -> None:
     run_dir = search(tmp_path, "--evaluator", "distill")
     assert (run_dir / "base" / "model.pt").is_file() and (run_dir / "base" / "eval.json").is_file()
-    records = load_records(run_dir)
+    records = RunDir(run_dir).records()
     assert [r.state for r in records] == ["complete"] * 3
     assert records[0].evaluator == "scratch-e"  # the reference trial is the trained base itself
     assert {r.evaluator for r in records[1:] if r.cached_from is None} == {"distill"}
     assert all(r.metric == "accuracy" and 0 <= r.accuracy <= 1 for r in records)
-    assert load_hypervolume(run_dir) is not None
+    assert RunDir(run_dir).hypervolume() is not None
 
 
 def test_proxy_scores_candidates_and_the_report_says_so(tmp_path: Path, capsys) -> None:
     run_dir = search(tmp_path, "--evaluator", "proxy")
     assert not (run_dir / "base").exists()  # nothing is trained
-    records = load_records(run_dir)
+    records = RunDir(run_dir).records()
     assert [r.state for r in records] == ["complete"] * 3
     assert {r.metric for r in records} == {"log_synflow"}
     assert all(r.test_accuracy is None for r in records)  # no test figure for an untrained net
-    assert load_hypervolume(run_dir) is None
+    assert RunDir(run_dir).hypervolume() is None
     capsys.readouterr()
     assert main(["report", str(run_dir)]) == 0
     out = capsys.readouterr().out

@@ -19,9 +19,7 @@ import pytest
 
 from autoprune.cli import main
 from autoprune.config import load_config
-from autoprune.search import OBJECTIVES, load_records
-from autoprune.search._objective import RecordedTrial, apply_recording
-from autoprune.search._study import _record, build_objective
+from autoprune.search import OBJECTIVES, RecordedTrial, RunDir, apply_recording, assemble
 from tests.conftest import write_config
 
 RAY = Path(sys.executable).with_name("ray")
@@ -37,7 +35,7 @@ def _study(folder: Path) -> optuna.Study:
 
 
 def _without_timing(trial: optuna.trial.FrozenTrial, run_dir: Path) -> dict:
-    record = dataclasses.replace(_record(trial, run_dir), train_seconds=None).to_dict()
+    record = dataclasses.replace(RunDir(run_dir).record(trial), train_seconds=None).to_dict()
     constraints = {k: v for k, v in trial.system_attrs.items() if k.startswith("constraints")}
     return {"record": record, "constraints": constraints, "values": trial.values}
 
@@ -55,8 +53,8 @@ def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: 
     )
     local_dir, remote_dir = tmp_path / "local", tmp_path / "remote"
     local, remote = _study(local_dir), _study(remote_dir)
-    local_objective = build_objective(config, run_dir=local_dir)
-    remote_objective = build_objective(config, run_dir=remote_dir)
+    local_objective = assemble(config, run=RunDir(local_dir)).objective(RunDir(local_dir))
+    remote_objective = assemble(config, run=RunDir(remote_dir)).objective(RunDir(remote_dir))
     space = local_objective.space
     smallest = {d.name: min(d.choices) for d in space.decisions}
     largest = {d.name: max(d.choices) for d in space.decisions}
@@ -73,8 +71,9 @@ def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: 
             number=trial.number,
             params=trial.params,
             user_attrs=trial.user_attrs,
-            storage=f"sqlite:///{remote_dir}/study.db",
-            study_name="autoprune",
+            load_study=lambda: optuna.load_study(
+                study_name="autoprune", storage=f"sqlite:///{remote_dir}/study.db"
+            ),
         )
         values = remote_objective(recorded)
         recording = json.loads(json.dumps(recorded.recording(values)))  # as through Tune
@@ -204,7 +203,7 @@ def test_search_on_a_cluster_survives_a_killed_worker(
     assert killed, "no worker was killed mid-trial"
     assert signal.getsignal(signal.SIGINT) is ctrl_c  # Ray and Tune's handlers are gone
 
-    records = load_records(run_dir)
+    records = RunDir(run_dir).records()
     assert [r.number for r in records] == [0, 1, 2, 3]
     assert all(r.state == "complete" and r.trained for r in records)
     attempts = (run_dir / "trials" / f"{killed[0]:04d}" / "attempts.jsonl").read_text()

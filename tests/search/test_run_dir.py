@@ -10,16 +10,16 @@ import yaml
 
 from autoprune.config import load_config
 from autoprune.errors import RunDirError
-from autoprune.search._study import prepare_run_dir
+from autoprune.search import RunDir
 
 
 def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path) -> None:
     config = load_config()
-    url = prepare_run_dir(tmp_path, config, None)
+    url = RunDir(tmp_path).prepare(config, None)
     old = config.to_dict()
     del old["hardware"]["tuning_trials_per_task"]  # as written before the key existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert prepare_run_dir(tmp_path, config, None) == url
+    assert RunDir(tmp_path).prepare(config, None) == url
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
 
 
@@ -39,24 +39,24 @@ def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path
     ],
 )
 def test_budgets_may_grow_on_a_continued_run(tmp_path: Path, override: str) -> None:
-    prepare_run_dir(tmp_path, load_config(), None)
-    prepare_run_dir(tmp_path, load_config(overrides=[override]), None)
+    RunDir(tmp_path).prepare(load_config(), None)
+    RunDir(tmp_path).prepare(load_config(overrides=[override]), None)
 
 
 def test_another_training_fidelity_is_refused_with_the_setting_named(tmp_path: Path) -> None:
     default = load_config()
-    prepare_run_dir(tmp_path, default, None)
+    RunDir(tmp_path).prepare(default, None)
     epochs = default.training.epochs
     with pytest.raises(
         RunDirError, match=rf"training\.epochs: {epochs} there, {epochs + 1} now.*--run-dir"
     ):
-        prepare_run_dir(tmp_path, load_config(overrides=[f"training.epochs={epochs + 1}"]), None)
+        RunDir(tmp_path).prepare(load_config(overrides=[f"training.epochs={epochs + 1}"]), None)
 
 
 def test_a_new_run_has_its_tables_before_run_json(tmp_path: Path) -> None:
     # A reader that waits for run.json (``autoprune report``, a Ray worker) then only reads
     # the storage, instead of racing the search to create Optuna's tables.
-    url = prepare_run_dir(tmp_path / "run", load_config(), None)
+    url = RunDir(tmp_path / "run").prepare(load_config(), None)
     assert (tmp_path / "run" / "run.json").exists()
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
@@ -65,5 +65,35 @@ def test_a_new_run_has_its_tables_before_run_json(tmp_path: Path) -> None:
 
 def test_a_storage_that_cannot_be_opened_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match=r"cannot open the storage 'nodb://x'.*--storage"):
-        prepare_run_dir(tmp_path / "run", load_config(), "nodb://x")
+        RunDir(tmp_path / "run").prepare(load_config(), "nodb://x")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_of_an_older_autoprune_continues(tmp_path: Path) -> None:
+    # Written before each evaluator had its own settings section: the flat evaluator keys.
+    config = load_config()
+    RunDir(tmp_path).prepare(config, None)
+    old = config.to_dict()
+    old["evaluator"] = {
+        "name": "scratch-e",
+        "scratch_b_cap": 2.0,
+        "finetune_epochs": None,
+        "finetune_lr": 0.01,
+        "distill_temperature": 4.0,
+        "distill_weight": 0.9,
+        "proxy": "log_synflow",
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    RunDir(tmp_path).prepare(config, None)
+    with pytest.raises(RunDirError, match=r"evaluator\.name: 'scratch-e' there, 'distill' now"):
+        RunDir(tmp_path).prepare(load_config(overrides=["evaluator=distill"]), None)
+
+
+def test_the_layout_is_known_in_one_place(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    assert run.trial_dir(7) == tmp_path / "trials" / "0007"
+    assert run.weights_file(7) == tmp_path / "trials" / "0007" / "model.pt"
+    assert run.tuning_dir("host") == tmp_path / "tuning" / "host"
+    assert not run.exists()
+    with pytest.raises(RunDirError, match="not an autoprune run directory"):
+        run.records()

@@ -1,0 +1,74 @@
+"""``autoprune report`` and ``autoprune export``: what a run found, as a table or as files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Any
+
+from autoprune._interrupts import interrupts_kept
+from autoprune.errors import ConfigError
+from autoprune.export import export_run
+from autoprune.report import format_front_table, front_records, hypervolume_payload, summary
+from autoprune.retrain import RetrainSettings
+from autoprune.search import RunDir, pareto_front
+
+__all__ = ["export_command", "report_command"]
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Print the run's Pareto front (table or JSON with the summary and hypervolume)."""
+    run = RunDir(args.run_dir)
+    records = run.records()
+    front = pareto_front(records)
+    hypervolume = run.hypervolume(records)
+    if args.format == "json":
+        payload: dict[str, Any] = {"summary": summary(records), "pareto": front_records(front)}
+        if hypervolume is not None:
+            payload["hypervolume"] = hypervolume_payload(hypervolume)
+        print(json.dumps(payload, indent=2))
+    else:
+        print(format_front_table(front, records, hypervolume))
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Export the chosen trials, retrained first with ``--retrain``; 130 after Ctrl-C."""
+    options = {
+        "evaluator": args.retrain_evaluator,
+        "epochs": args.retrain_epochs,
+        "samples": args.retrain_samples,
+        "seed": args.retrain_seed,
+    }
+    given = [f"--retrain-{name}" for name, value in options.items() if value is not None]
+    if given and not args.retrain:
+        raise ConfigError(f"{given[0]} applies only with --retrain; add --retrain")
+    retrain = None
+    if args.retrain:
+        retrain = RetrainSettings(**{k: v for k, v in options.items() if v is not None})
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    try:
+        with interrupts_kept():
+            exported = export_run(
+                args.run_dir,
+                trials=args.trial or (),
+                pareto=args.pareto,
+                formats=formats,
+                out_dir=args.out,
+                retrain=retrain,
+                progress=not args.quiet,
+            )
+    except KeyboardInterrupt:
+        if retrain is None:
+            raise
+        print(
+            f"autoprune: interrupted; retrained trials are kept in {args.run_dir / 'retrain'}. "
+            f"Continue with: autoprune {' '.join(shlex.quote(a) for a in args.argv)}",
+            file=sys.stderr,
+        )
+        return 130
+    for item in exported:
+        print(f"trial {item.trial}: {item.folder} ({', '.join(p.name for p in item.files)})")
+    return 0

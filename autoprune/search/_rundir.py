@@ -1,0 +1,444 @@
+"""The run layer: one object that owns a run directory's layout, lock, metadata and study.
+
+Layout of a run directory::
+
+    run.json              storage URL and study name (written last when a run is created)
+    config.yaml           the resolved configuration of the run
+    study.db              Optuna's SQLite storage (unless --storage names another)
+    .lock                 held by the process running the search
+    trials/NNNN/          model.pt (trained state_dict), test.json (test-split accuracy),
+                          attempts.jsonl (Ray workers' attempts)
+    base/                 the unpruned base model, trained once
+    hw-cache/             latency measurements and kernel lists, by architecture
+    tuning/<target>/      the run's MetaSchedule tuning database
+    ray/                  Ray Tune's experiment folder
+    retrain/<settings>/   trials retrained at full fidelity
+    export/               exported trials
+    pareto.json, .csv, .png, hypervolume.png   the report (``autoprune.report``)
+
+The search loop, Ray workers, ``report``, ``export`` and ``retrain`` all read and write a run
+through :class:`RunDir`; what a trial established is in its study attributes (:mod:`._schema`).
+
+Example:
+    >>> run = RunDir("runs/default-jetson-2gflops-nsga2-seed0")
+    >>> [r.number for r in run.records()][:3]
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+import torch
+import yaml
+from torch import nn
+
+from autoprune.config import Config, config_from_dict, load_config
+from autoprune.errors import AutopruneError, RunDirError
+from autoprune.evaluators import evaluator_settings
+from autoprune.search import _optuna
+from autoprune.search import _schema as attrs
+from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
+from autoprune.search._pareto import OBJECTIVES
+from autoprune.search._records import TrialRecord, counts_toward_budget, record_of
+from autoprune.spaces import Candidate, build_model
+
+__all__ = ["RESUMABLE_KEYS", "RunDir"]
+
+_logger = logging.getLogger("autoprune.search")
+
+#: Settings a run may continue under with another value: how long it goes on, where and how
+#: many at once its trials run, how much tuning and waiting a measurement gets (a larger
+#: tuning budget tunes the shared kernels further; latencies measured before keep the budget
+#: they had, recorded with them), and how the data are fetched and decoded (not what they are).
+RESUMABLE_KEYS = frozenset(
+    {
+        ("search", "trials"),
+        ("search", "timeout_s"),
+        ("search", "workers"),
+        ("search", "ray_address"),
+        ("search", "cpus_per_trial"),
+        ("search", "gpus_per_trial"),
+        ("search", "max_failures"),
+        ("hardware", "tuning_trials_per_task"),
+        ("hardware", "measure_timeout_s"),
+        ("data", "download"),
+        ("data", "num_workers"),
+    }
+)
+#: State of the fake quantizer before LSQ (an EMA of the input's range); it cannot be loaded.
+_LEGACY_QUANTIZER_KEYS = (".act_min", ".act_max", ".act_observed")
+
+
+class RunDir:
+    """A run directory (see the module docstring for its layout).
+
+    Creating the object touches nothing; :meth:`prepare` creates or checks the directory and
+    its storage; the other methods need a prepared run and raise :class:`RunDirError`, with
+    the fix in one line, when the folder holds none.
+    """
+
+    STUDY_NAME = "autoprune"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---- layout ---------------------------------------------------------------------------
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def meta_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def base_dir(self) -> Path:
+        """The unpruned base model, trained once per run."""
+        return self.path / "base"
+
+    @property
+    def hw_cache_dir(self) -> Path:
+        """Latency measurements and kernel lists, shared by every process of the run."""
+        return self.path / "hw-cache"
+
+    @property
+    def ray_dir(self) -> Path:
+        """Ray Tune's ``storage_path``."""
+        return self.path / "ray"
+
+    @property
+    def export_dir(self) -> Path:
+        """Where ``export`` writes by default."""
+        return self.path / "export"
+
+    def tuning_dir(self, target: str) -> Path:
+        """The MetaSchedule tuning database of ``target`` (a profile name)."""
+        return self.path / "tuning" / target
+
+    def retrain_dir(self, settings: str) -> Path:
+        """Trials retrained with the settings named ``settings`` (a folder-safe slug)."""
+        return self.path / "retrain" / settings
+
+    def trial_dir(self, number: int) -> Path:
+        """Folder of one trial's files (``trials/0007``)."""
+        return self.path / "trials" / f"{number:04d}"
+
+    def weights_file(self, number: int) -> Path:
+        return self.trial_dir(number) / "model.pt"
+
+    def _test_file(self, number: int) -> Path:
+        return self.trial_dir(number) / "test.json"
+
+    # ---- metadata and lifecycle -----------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the folder holds a run (its ``run.json``)."""
+        return self.meta_file.is_file()
+
+    def meta(self) -> dict[str, Any]:
+        """``run.json``: ``storage``, ``study_name``, ``created``."""
+        if not self.exists():
+            raise RunDirError(
+                f"{str(self.path)!r} is not an autoprune run directory (no run.json); "
+                f"pass the --run-dir of a search"
+            )
+        return json.loads(self.meta_file.read_text())
+
+    @property
+    def storage_url(self) -> str:
+        return str(self.meta()["storage"])
+
+    def config(self) -> Config:
+        """The run's resolved configuration (``config.yaml``)."""
+        if not self.config_file.is_file():
+            raise RunDirError(
+                f"{str(self.path)!r} holds no run (no config.yaml); pass the run directory "
+                f"that `autoprune search` printed"
+            )
+        return load_config(self.config_file)
+
+    def prepare(self, config: Config, storage: str | None) -> str:
+        """Create the run, or check that it is the one ``config`` describes; the storage URL.
+
+        A new run's storage has its tables before ``run.json`` is written (readers wait for
+        ``run.json``; Optuna creates tables on first open, and two processes creating them race
+        each other); a storage that cannot be opened leaves no run directory behind. On a
+        resumed run, ``config.yaml`` takes the new values of :data:`RESUMABLE_KEYS`.
+
+        Raises:
+            RunDirError: the folder holds a run with another configuration or storage, or the
+                storage cannot be opened.
+        """
+        if self.config_file.exists():
+            previous = yaml.safe_load(self.config_file.read_text()) or {}
+            difference = _config_difference(previous, config.to_dict())
+            if difference:
+                raise RunDirError(
+                    f"run directory {str(self.path)!r} holds a run with a different config "
+                    f"({difference}); pass a new --run-dir, or the same settings to continue it"
+                )
+            url = self.storage_url
+            if storage is not None and storage != url:
+                raise RunDirError(
+                    f"run directory {str(self.path)!r} uses storage {url!r}, not {storage!r}; "
+                    f"drop --storage to continue it"
+                )
+            self.config_file.write_text(config.to_yaml())
+            return url
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        url = storage or f"sqlite:///{(self.path / 'study.db').resolve()}"
+        try:
+            _create_tables(url)
+        except RunDirError:
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        meta = {
+            "storage": url,
+            "study_name": self.STUDY_NAME,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+        self.config_file.write_text(config.to_yaml())
+        return url
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock for the block; the OS drops it when the process dies.
+
+        Raises:
+            RunDirError: another process holds it.
+        """
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirError(
+                    f"run directory {str(self.path)!r} is in use by another autoprune "
+                    f"process; wait for it or pass another --run-dir"
+                ) from None
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+
+    # ---- the study ------------------------------------------------------------------------
+
+    def open_study(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+        """The run's study with ``sampler`` (created with the objectives' directions)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=self.storage_url,
+            study_name=self.meta()["study_name"],
+            sampler=sampler,
+            directions=[direction for _, direction in OBJECTIVES],
+            load_if_exists=True,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([name for name, _ in OBJECTIVES])
+        return study
+
+    def load_study(self) -> optuna.Study | None:
+        """The run's study to read; ``None`` while its storage holds none yet."""
+        meta = self.meta()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
+        except KeyError:
+            return None
+
+    def hypervolume_reference(self, study: optuna.Study) -> HypervolumeReference | None:
+        """The reference stored in the study when the run began (``None`` before that)."""
+        stored = study.user_attrs.get(attrs.HYPERVOLUME_REFERENCE)
+        return None if stored is None else HypervolumeReference.from_dict(stored)
+
+    def set_hypervolume_reference(
+        self, study: optuna.Study, reference: HypervolumeReference
+    ) -> None:
+        study.set_user_attr(attrs.HYPERVOLUME_REFERENCE, reference.to_dict())
+
+    @staticmethod
+    def requeue_interrupted(study: optuna.Study) -> int:
+        """Fail trials a killed process left running and queue their candidates again.
+
+        Returns how many candidates were queued. A trial interrupted by Ctrl-C is already
+        ``FAIL`` with ``interrupted``; one killed outright is still ``RUNNING``.
+        """
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            _optuna.set_trial_user_attr(study, trial, attrs.INTERRUPTED.key, True)
+            _optuna.fail_trial(study, trial)
+        trials = study.get_trials(deepcopy=False)
+        retried = {attrs.RETRY_OF.get(t) for t in trials}
+        queued = 0
+        for trial in trials:
+            if (
+                trial.state == optuna.trial.TrialState.FAIL
+                and attrs.INTERRUPTED.get(trial)
+                and trial.number not in retried
+                and trial.params
+            ):
+                study.enqueue_trial(trial.params, user_attrs={attrs.RETRY_OF.key: trial.number})
+                queued += 1
+        return queued
+
+    @staticmethod
+    def finished(study: optuna.Study) -> int:
+        """Trials that count toward ``search.trials`` (finished, not interrupted)."""
+        return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+
+    # ---- records --------------------------------------------------------------------------
+
+    def record(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        """The record of one trial of the run's study, with its test-split result."""
+        test_file = self._test_file(trial.number)
+        test = json.loads(test_file.read_text()) if test_file.exists() else None
+        return record_of(trial, test)
+
+    def records(self, study: optuna.Study | None = None) -> list[TrialRecord]:
+        """Every trial of the run, in trial order (``study``: an open one, to save a load)."""
+        study = study or self.load_study()
+        return [] if study is None else [self.record(t) for t in study.get_trials(deepcopy=False)]
+
+    def hypervolume(
+        self, records: list[TrialRecord] | None = None
+    ) -> tuple[HypervolumeReference, list[tuple[int, float]]] | None:
+        """The run's hypervolume reference and ``(trial number, hypervolume)`` after each trial.
+
+        ``None`` for a run created before autoprune tracked the hypervolume (no reference
+        stored), and for a run scoring with a proxy (its scores are not accuracies: the
+        hypervolume's error axis is undefined).
+        """
+        study = self.load_study()
+        reference = None if study is None else self.hypervolume_reference(study)
+        if reference is None:
+            return None
+        records = self.records(study) if records is None else records
+        if any(r.metric != "accuracy" for r in records if r.accuracy is not None):
+            return None
+        return reference, hypervolume_history(records, reference)
+
+    # ---- trial files ----------------------------------------------------------------------
+
+    def save_weights(self, number: int, model: nn.Module) -> Path:
+        """Write trial ``number``'s trained ``state_dict`` (atomically); its path."""
+        path = self.weights_file(number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(model.state_dict(), temporary)
+        temporary.replace(path)
+        return path
+
+    def trained_model(self, record: TrialRecord) -> nn.Module:
+        """A trained trial's network with its weights (evaluation mode, CPU).
+
+        A trial that reused an earlier training of its architecture loads that trial's weights.
+
+        Raises:
+            RunDirError: the trial was not trained, or its weights are missing or were saved by
+                an autoprune whose quantizer state cannot be loaded.
+        """
+        if not record.trained or record.candidate is None:
+            raise RunDirError(
+                f"trial {record.number} of {str(self.path)!r} was not trained "
+                f"(state {record.state}, feasible {record.feasible}); pick a trained "
+                f"trial, e.g. one listed by `autoprune report {self.path}`"
+            )
+        source = record.cached_from if record.cached_from is not None else record.number
+        weights = self.weights_file(source)
+        if not weights.exists():
+            raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        legacy = sorted(k for k in state if k.endswith(_LEGACY_QUANTIZER_KEYS))
+        if legacy:
+            raise RunDirError(
+                f"weights of trial {record.number} were saved by an autoprune older than its "
+                f"LSQ quantizer ({legacy[0]}, {len(legacy)} such tensors); export them with the "
+                f"autoprune that trained them, or search again in a new run directory"
+            )
+        model = build_model(Candidate.from_dict(record.candidate), seed=0)
+        model.load_state_dict(state)
+        return model.eval()
+
+    def save_test_accuracy(self, number: int, accuracy: float, fidelity: str | None) -> None:
+        """Record trial ``number``'s test-split accuracy (``test.json``) and its fidelity."""
+        folder = self.trial_dir(number)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = {"test_accuracy": accuracy, "split": "test", "fidelity": fidelity}
+        self._test_file(number).write_text(json.dumps(result) + "\n")
+
+    def start_attempt(self, number: int, worker: dict[str, Any]) -> int:
+        """Append a Ray worker's attempt at trial ``number`` to ``attempts.jsonl``; its
+        attempt number (1 for the first)."""
+        folder = self.trial_dir(number)
+        folder.mkdir(parents=True, exist_ok=True)
+        attempts = folder / "attempts.jsonl"
+        attempt = 1 + (len(attempts.read_text().splitlines()) if attempts.exists() else 0)
+        with open(attempts, "a") as handle:
+            handle.write(json.dumps({**worker, "attempt": attempt, "started": time.time()}) + "\n")
+        return attempt
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes a ``config.yaml`` the run it is, as a dict: the config as this autoprune
+    writes it (older runs' keys translated), with the evaluator section reduced to the name
+    and the settings of the evaluator it names (other evaluators' settings do not change the
+    search). A config that no longer validates is compared as it is."""
+    try:
+        parsed = config_from_dict(config)
+        settings = evaluator_settings(parsed.evaluator)
+    except AutopruneError:
+        return config
+    out = parsed.to_dict()
+    out["evaluator"] = {"name": parsed.evaluator.name, **dataclasses.asdict(settings)}
+    return out
+
+
+def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The first setting that differs; a key the old run lacks (added to autoprune since) is
+    compared at its default."""
+    old, new = _identity(old), _identity(new)
+    defaults = Config().to_dict()
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section), new.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            a = {**defaults.get(section, {}), **a}
+            for key in sorted(set(a) | set(b)):
+                if (section, key) in RESUMABLE_KEYS:
+                    continue
+                if a.get(key) != b.get(key):
+                    return f"{section}.{key}: {a.get(key)!r} there, {b.get(key)!r} now"
+        elif a != b:
+            return f"{section}: {a!r} there, {b!r} now"
+    return ""
+
+
+def _create_tables(url: str) -> None:
+    """Open the storage at ``url`` once, so that Optuna creates its tables now."""
+    try:
+        optuna.storages.RDBStorage(url).engine.dispose()
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(
+            f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "
+            f"that autoprune can reach, e.g. sqlite:///runs/study.db, or drop it for a SQLite "
+            f"file in the run directory"
+        ) from None
