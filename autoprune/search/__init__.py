@@ -29,9 +29,7 @@ from autoprune.search._objective import (
     CandidateObjective,
     RecordedTrial,
     apply_recording,
-    candidate_costs,
     candidate_seed,
-    model_costs,
 )
 from autoprune.search._pareto import OBJECTIVES, dominates, pareto_front
 from autoprune.search._records import TrialRecord
@@ -51,7 +49,6 @@ __all__ = [
     "apply_recording",
     "assemble",
     "build_space",
-    "candidate_costs",
     "candidate_seed",
     "check_budgets",
     "check_controller",
@@ -64,7 +61,6 @@ __all__ = [
     "hypervolume_history",
     "list_controllers",
     "mnas_reward",
-    "model_costs",
     "pareto_front",
     "register_controller",
     "run_search",

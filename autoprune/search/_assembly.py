@@ -41,13 +41,14 @@ from autoprune.hwprofiles import (
     DeviceProfile,
     HardwareCoster,
     RpcEndpoint,
+    candidate_costs,
     estimate_with_tvm,
     load_profile,
 )
 from autoprune.search._controllers import check_controller, create_sampler
 from autoprune.search._early_stopping import DominanceStopper
 from autoprune.search._hypervolume import HypervolumeReference
-from autoprune.search._objective import CandidateObjective, candidate_costs, candidate_seed
+from autoprune.search._objective import CandidateObjective, candidate_seed
 from autoprune.search._repair import repairing
 from autoprune.search._rundir import RunDir
 from autoprune.spaces import Candidate, SearchSpace

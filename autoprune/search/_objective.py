@@ -25,25 +25,22 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import optuna
-import torch
 
 from autoprune.config import Budget, Config
 from autoprune.evaluators import EpochHook, Evaluator, TrainedBase
-from autoprune.hwprofiles import DeviceProfile, HardwareCoster, estimate_with_tvm
+from autoprune.hwprofiles import DeviceProfile, HardwareCoster, candidate_costs
 from autoprune.search import _schema as attrs
 from autoprune.search._early_stopping import DominanceStopper, EarlyStopped, peers_at
 from autoprune.search._repair import repair
 from autoprune.search._rundir import RunDir
-from autoprune.spaces import Candidate, CostReport, SearchSpace, build_model, count_costs
+from autoprune.spaces import Candidate, SearchSpace
 
 __all__ = [
     "CandidateObjective",
     "ObjectiveTrial",
     "RecordedTrial",
     "apply_recording",
-    "candidate_costs",
     "candidate_seed",
-    "model_costs",
 ]
 
 _logger = logging.getLogger("autoprune.search")
@@ -177,47 +174,6 @@ def apply_recording(trial: optuna.Trial, recording: dict[str, Any]) -> list[floa
 def candidate_seed(candidate: Candidate, search_seed: int) -> int:
     """Training seed of a candidate: the same architecture gets the same seed in every trial."""
     return (int(candidate.hash[:8], 16) ^ search_seed) % (2**31 - 1)
-
-
-def candidate_costs(
-    candidate: Candidate, profile: DeviceProfile, coster: HardwareCoster | None = None
-) -> dict[str, Any]:
-    """Exact costs of a candidate and its latency and energy on the target, as flat fields.
-
-    The model is built on the meta device for counting (shapes only, no weights, nearly free).
-    The estimate comes from the candidate's fused TVM kernels (``estimate_with_tvm``, cached in
-    the coster's ``cache_dir``); ``coster`` decides whether latency is measured instead
-    (default: the estimate).
-
-    Raises:
-        MeasurementFailed: latency was to be measured and the build or measurement failed.
-    """
-    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
-    coster = coster or HardwareCoster(profile, latency="estimated")
-    estimate = estimate_with_tvm(
-        candidate, candidate.input_shape, profile, cache_dir=coster.cache_dir
-    )
-    return {**_exact(costs), **coster(candidate, estimate)}
-
-
-def model_costs(
-    model: torch.nn.Module, input_shape: tuple[int, int, int], profile: DeviceProfile
-) -> dict[str, Any]:
-    """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target."""
-    costs = count_costs(model, input_shape)
-    hardware = estimate_with_tvm(model, input_shape, profile)
-    return {
-        **_exact(costs),
-        "latency_ms": hardware.latency_ms,
-        "latency_source": hardware.latency_source,
-        "energy_mj": hardware.energy_mj,
-        "energy_source": hardware.energy_source,
-        "hardware_method": hardware.method,
-    }
-
-
-def _exact(costs: CostReport) -> dict[str, int]:
-    return {"macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes}
 
 
 class CandidateObjective:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from autoprune.config import load_config
-from autoprune.hwprofiles import load_profile
-from autoprune.search import build_space, candidate_costs, check_budgets
+from autoprune.config import CONFIG_DIR, load_config
+from autoprune.hwprofiles import candidate_costs, load_profile
+from autoprune.search import build_space, check_budgets
 
-CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 def test_default_budget_of_2gflops_does_not_bind() -> None:
-    config = load_config(CONFIGS / "default.yaml", overrides=["budgets=[2gflops]"])
+    config = load_config(CONFIG_DIR / "default.yaml", overrides=["budgets=[2gflops]"])
     profile = load_profile(config.target)
     assert profile.name == "jetson-orin-nano"
     space = build_space(config, profile)
@@ -23,7 +20,7 @@ def test_default_budget_of_2gflops_does_not_bind() -> None:
 
 
 def test_resnet50_imagenet_budget_binds() -> None:
-    config = load_config(CONFIGS / "resnet50-imagenet.yaml")
+    config = load_config(CONFIG_DIR / "resnet50-imagenet.yaml")
     profile = load_profile(config.target)
     space = build_space(config, profile)
     assert check_budgets(config, space, profile) == []  # 2 GFLOPs binds: no "does not bind"
