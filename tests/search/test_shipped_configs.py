@@ -9,7 +9,6 @@ from autoprune.hwprofiles import candidate_costs, load_profile
 from autoprune.search import build_space, check_budgets
 
 
-
 def test_default_budget_of_2gflops_does_not_bind() -> None:
     config = load_config(CONFIG_DIR / "default.yaml", overrides=["budgets=[2gflops]"])
     profile = load_profile(config.target)
