@@ -55,7 +55,10 @@ def test_retrained_weights_are_exported_with_their_figures_and_kept(
         model = build_model(candidate, seed=0)
         model.load_state_dict(exported)
         test = evaluate_accuracy(
-            model.eval(), retrainer.parts.load_data(), split="test", input_shape=candidate.input_shape
+            model.eval(),
+            retrainer.parts.load_data(),
+            split="test",
+            input_shape=candidate.input_shape,
         )
         assert figures["test_accuracy"] == pytest.approx(test)
         card = (folder / "card.md").read_text()
