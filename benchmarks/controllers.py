@@ -54,7 +54,8 @@ from autoprune.config import load_config, parse_budget
 from autoprune.evaluators import log_synflow
 from autoprune.hwprofiles import estimate_hardware, load_profile
 from autoprune.search import build_space, create_sampler, hypervolume, list_controllers
-from autoprune.search._repair import REPAIR_STEPS_KEY, repair, repairing
+from autoprune.search._repair import repair, repairing
+from autoprune.search._schema import REPAIR_STEPS
 from autoprune.spaces import build_model, count_costs
 
 RESULTS = Path(__file__).parent / "results" / "controllers.json"
@@ -132,7 +133,7 @@ class Compression(Problem):
 
     def evaluate(self, trial: optuna.Trial, params: dict[str, Any]) -> tuple[float, ...]:
         fitted, steps = repair(self.space, params, [self.budget])  # rl: the objective repairs
-        steps += int(trial.user_attrs.get(REPAIR_STEPS_KEY) or 0)  # the others: their sampler
+        steps += int(trial.user_attrs.get(REPAIR_STEPS.key) or 0)  # the others: their sampler
         trial.set_user_attr("feasible_as_proposed", steps == 0)
         score, latency, energy, macs = self._costs(fitted)
         trial.set_constraint(self.budget.spec, self.budget.violation(macs))

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import optuna
 
+from autoprune.search import _schema as attrs
+
 __all__ = [
     "COST_OBJECTIVES",
-    "CURVE_KEY",
     "DominanceStopper",
     "EarlyStopped",
     "Peer",
@@ -43,8 +44,6 @@ __all__ = [
 
 #: The cost objectives a dominating trial must be at least as good on.
 COST_OBJECTIVES = ("latency_ms", "energy_mj")
-#: Trial user attribute: ``{"epochs": E, "accuracy": [after epoch 1, after epoch 2, ...]}``.
-CURVE_KEY = "intermediate_accuracy"
 
 
 class EarlyStopped(Exception):
@@ -77,8 +76,8 @@ def peers_at(study: optuna.Study, *, epoch: int, epochs: int | float, exclude: i
     peers = []
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for trial in study.get_trials(deepcopy=False, states=states):
-        curve = trial.user_attrs.get(CURVE_KEY)
-        costs = trial.user_attrs.get("costs")
+        curve = attrs.CURVE.get(trial)
+        costs = attrs.COSTS.get(trial)
         if trial.number == exclude or not curve or not costs or curve.get("epochs", 0) < epochs:
             continue
         accuracies = curve.get("accuracy") or []

@@ -39,12 +39,12 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.config import Budget
+from autoprune.search import _schema as attrs
 from autoprune.search._optuna import set_trial_user_attr
 from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
 
 __all__ = [
     "EXACT_METRICS",
-    "REPAIR_STEPS_KEY",
     "RepairingSampler",
     "exact_costs",
     "repair",
@@ -126,10 +126,6 @@ def repair(
     return dict(params), 0
 
 
-#: Trial user attribute: one-choice steps the sampler's repair took (see RepairingSampler).
-REPAIR_STEPS_KEY = "repair_steps"
-
-
 class RepairingSampler(optuna.samplers.BaseSampler):
     """A sampler whose proposals are repaired before they become the trial's parameters.
 
@@ -174,7 +170,7 @@ class RepairingSampler(optuna.samplers.BaseSampler):
             if name not in proposal:
                 proposal[name] = self.inner.sample_independent(study, trial, name, distribution)
         fitted, steps = repair(self._space, proposal, self._budgets)
-        set_trial_user_attr(study, trial, REPAIR_STEPS_KEY, steps)  # the objective reads it
+        set_trial_user_attr(study, trial, attrs.REPAIR_STEPS.key, steps)  # the objective reads it
         return fitted
 
     def sample_independent(

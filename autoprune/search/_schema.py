@@ -4,7 +4,8 @@ The study storage alone is the record of a run (weights aside): the objective wr
 attributes as it establishes them, Ray workers send them back to the driver, and
 :class:`~autoprune.search.RunDir` reads them into :class:`~autoprune.search.TrialRecord`\\ s.
 Nothing else names a key. Keys are the strings stored, so they never change; a new attribute
-is a new :class:`TrialAttr` here.
+is a new :class:`TrialAttr` here. (A controller's own state, such as the ``rl`` policy, lives in
+system attributes that the controller names and reads itself.)
 
 Example:
     >>> ACCURACY.set(trial, 0.874)

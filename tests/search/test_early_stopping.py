@@ -11,12 +11,12 @@ from autoprune.config import load_config
 from autoprune.errors import ConfigError
 from autoprune.search import RunDir, assemble
 from autoprune.search._early_stopping import (
-    CURVE_KEY,
     DominanceStopper,
     EarlyStopped,
     Peer,
     peers_at,
 )
+from autoprune.search._schema import CURVE
 from tests.conftest import write_config
 
 CHEAP = {"latency_ms": 0.1, "energy_mj": 0.1}
@@ -29,7 +29,7 @@ def finished(study: optuna.Study, *, accuracy: list[float], epochs: int, costs: 
         optuna.trial.create_trial(
             state=state,
             values=[accuracy[-1], costs["latency_ms"], costs["energy_mj"]],
-            user_attrs={CURVE_KEY: {"epochs": epochs, "accuracy": accuracy}, "costs": costs},
+            user_attrs={CURVE.key: {"epochs": epochs, "accuracy": accuracy}, "costs": costs},
         )
     )
 
@@ -90,7 +90,7 @@ def test_a_dominated_candidate_is_pruned_after_its_first_epoch(tmp_path: Path) -
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stopped_early"] == {"epoch": 1, "epochs": 2, "by": 0}
     assert 0.0 <= trial.user_attrs["accuracy"] <= 1.0
-    assert trial.user_attrs[CURVE_KEY] == {"epochs": 2, "accuracy": [trial.user_attrs["accuracy"]]}
+    assert trial.user_attrs[CURVE.key] == {"epochs": 2, "accuracy": [trial.user_attrs["accuracy"]]}
     assert "error" not in trial.user_attrs
 
 
@@ -98,7 +98,7 @@ def test_an_undominated_candidate_trains_to_the_end_and_keeps_its_curve(tmp_path
     # A peer dearer than anything dominates nothing.
     trial = smallest_beside(tmp_path, {"latency_ms": 1e9, "energy_mj": 1e9})
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    curve = trial.user_attrs[CURVE_KEY]
+    curve = trial.user_attrs[CURVE.key]
     assert curve["epochs"] == 2 and len(curve["accuracy"]) == 1
 
 

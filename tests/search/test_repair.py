@@ -8,12 +8,12 @@ import pytest
 from autoprune.config import parse_budget
 from autoprune.search import create_sampler
 from autoprune.search._repair import (
-    REPAIR_STEPS_KEY,
     RepairingSampler,
     exact_costs,
     repair,
     repairing,
 )
+from autoprune.search._schema import REPAIR_STEPS
 from autoprune.spaces import SearchSpace
 
 
@@ -88,17 +88,17 @@ def test_sampler_repair_makes_the_trained_candidate_the_trials_params(
 
     def objective(trial: optuna.Trial) -> float:
         params = {d.name: trial.suggest_categorical(d.name, d.choices) for d in space.decisions}
-        seen_steps.append(trial.user_attrs.get(REPAIR_STEPS_KEY))  # visible in the objective
+        seen_steps.append(trial.user_attrs.get(REPAIR_STEPS.key))  # visible in the objective
         return float(exact_costs(space.candidate(params))["macs"])
 
     study.optimize(objective, n_trials=8)
     base, *proposed = study.trials
-    assert base.params == widest and REPAIR_STEPS_KEY not in base.user_attrs
+    assert base.params == widest and REPAIR_STEPS.key not in base.user_attrs
     assert seen_steps[0] is None and seen_steps[1:] == [
-        t.user_attrs[REPAIR_STEPS_KEY] for t in proposed
+        t.user_attrs[REPAIR_STEPS.key] for t in proposed
     ]
     assert all(t.values[0] <= budget.limit for t in proposed), "every proposal fits as recorded"
-    assert any(t.user_attrs[REPAIR_STEPS_KEY] > 0 for t in proposed), "some needed shrinking"
+    assert any(t.user_attrs[REPAIR_STEPS.key] > 0 for t in proposed), "some needed shrinking"
 
 
 def test_rl_and_runs_without_an_exact_budget_are_not_wrapped(space: SearchSpace) -> None:
