@@ -24,7 +24,8 @@ or ``search.workers > 1``. The pieces, in the order a trial passes through them:
 Retries: a trial whose worker died (killed, out of memory, node lost) is restarted by Tune with
 the same config, hence the same Optuna trial and params, up to ``search.max_failures`` times
 (``FailureConfig``). The study hears of a trial once, when Tune completes it, so a retried
-evaluation is never counted twice; every attempt is listed in ``trials/NNNN/attempts.jsonl``.
+evaluation is never counted twice; every attempt is listed in the trial's ``attempts.jsonl``
+(:meth:`RunDir.attempts_file`).
 A trial whose retries ran out is told ``FAIL`` with an ``error`` and counts toward
 ``search.trials`` like any failed trial. A trial Tune stops before it reported (Ctrl-C) is
 ``FAIL`` with ``interrupted=True``; the next invocation re-runs it, as in the local loop.
@@ -156,6 +157,7 @@ class StudySearch(OptunaSearch):
         sampler: optuna.samplers.BaseSampler,
         storage: optuna.storages.BaseStorage,
         study_name: str,
+        run: RunDir,
         max_failures: int,
         callbacks: Sequence[_Callback] = (),
         deadline: float | None = None,
@@ -171,6 +173,7 @@ class StudySearch(OptunaSearch):
         self._callbacks = list(callbacks)
         self._deadline = deadline
         self._max_failures = max_failures
+        self._run = run
         self.interrupted = 0  # trials stopped before they reported
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -201,7 +204,7 @@ class StudySearch(OptunaSearch):
                 trial,
                 f"Ray worker died on each of {self._max_failures + 1} attempts "
                 f"(search.max_failures={self._max_failures}); see "
-                f"trials/{trial.number:04d}/attempts.jsonl",
+                f"{self._run.attempts_file(trial.number)}",
             )
         else:  # stopped before it reported: re-run by the next invocation
             attrs.INTERRUPTED.set(trial, True)
@@ -330,6 +333,7 @@ def optimize_with_ray(
             sampler=parts.sampler,
             storage=_optuna.storage_of(study),
             study_name=study.study_name,
+            run=run,
             max_failures=search.max_failures,
             callbacks=callbacks,
             deadline=None if search.timeout_s is None else time.monotonic() + search.timeout_s,

@@ -144,6 +144,10 @@ class RunDir:
     def weights_file(self, number: int) -> Path:
         return self.trial_dir(number) / "model.pt"
 
+    def attempts_file(self, number: int) -> Path:
+        """Ray workers' attempts at trial ``number``, one JSON line each."""
+        return self.trial_dir(number) / "attempts.jsonl"
+
     def _test_file(self, number: int) -> Path:
         return self.trial_dir(number) / "test.json"
 
@@ -388,9 +392,8 @@ class RunDir:
     def start_attempt(self, number: int, worker: dict[str, Any]) -> int:
         """Append a Ray worker's attempt at trial ``number`` to ``attempts.jsonl``; its
         attempt number (1 for the first)."""
-        folder = self.trial_dir(number)
-        folder.mkdir(parents=True, exist_ok=True)
-        attempts = folder / "attempts.jsonl"
+        attempts = self.attempts_file(number)
+        attempts.parent.mkdir(parents=True, exist_ok=True)
         attempt = 1 + (len(attempts.read_text().splitlines()) if attempts.exists() else 0)
         with open(attempts, "a") as handle:
             handle.write(json.dumps({**worker, "attempt": attempt, "started": time.time()}) + "\n")
