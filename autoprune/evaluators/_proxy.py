@@ -12,7 +12,7 @@ from autoprune.errors import ConfigError
 from autoprune.evaluators._evaluator import Evaluator, register_evaluator
 from autoprune.evaluators._proxies import ProxyInputs, list_proxies, proxy_score
 from autoprune.evaluators._records import EvalResult
-from autoprune.evaluators._train import EpochHook, _prepare
+from autoprune.evaluators._train import EpochHook, prepare_batch
 from autoprune.spaces import Candidate, build_model
 
 __all__ = ["Proxy"]
@@ -75,4 +75,4 @@ class Proxy(Evaluator):
         idx = torch.randperm(len(data.train), generator=generator)[:_BATCH]
         mean = torch.tensor(data.mean).view(1, -1, 1, 1)
         std = torch.tensor(data.std).view(1, -1, 1, 1)
-        return _prepare(data.train.images[idx], mean, std, hw)
+        return prepare_batch(data.train.images[idx], mean, std, hw)

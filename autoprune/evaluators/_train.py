@@ -26,7 +26,14 @@ from autoprune.errors import ConfigError
 from autoprune.evaluators._datasets import DatasetSplits, Split
 from autoprune.evaluators._records import EvalResult, Fidelity, SplitName
 
-__all__ = ["Distillation", "EpochHook", "TrainingDiverged", "evaluate_accuracy", "train_model"]
+__all__ = [
+    "Distillation",
+    "EpochHook",
+    "TrainingDiverged",
+    "evaluate_accuracy",
+    "prepare_batch",
+    "train_model",
+]
 
 _logger = logging.getLogger("autoprune.evaluators.train")
 
@@ -148,7 +155,7 @@ def _normaliser(data: DatasetSplits, device: torch.device) -> tuple[torch.Tensor
     return mean, std
 
 
-def _prepare(
+def prepare_batch(
     images: torch.Tensor,
     mean: torch.Tensor,
     std: torch.Tensor,
@@ -336,7 +343,7 @@ def train_model(
                 for i, idx in enumerate(plan):
                     raise_if_interrupted()
                     idx = idx.to(dev)
-                    x = _prepare(images[idx], mean, std, hw)
+                    x = prepare_batch(images[idx], mean, std, hw)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         logits = model(x)
                         if teacher is None:
@@ -454,6 +461,6 @@ def evaluate_accuracy(
         for start in range(0, len(part), batch_size):
             images = part.images[start : start + batch_size].to(dev)
             labels = part.labels[start : start + batch_size].to(dev)
-            logits = model(_prepare(images, mean, std, hw))
+            logits = model(prepare_batch(images, mean, std, hw))
             correct += (logits.argmax(dim=1) == labels).sum()
     return int(correct) / len(part)
