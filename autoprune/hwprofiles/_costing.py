@@ -91,7 +91,7 @@ def create_latency_runner(
         protocol: timing protocol; ``None``: the runner's default.
         cache_dir: latency cache folder; ``None``: no cache.
         timeout_s: wall-clock limit of one measurement worker, seconds; ``None``: the runner's
-            default (600 s here, 900 s over RPC).
+            default (600 s for a TvmRunner, 900 s for an RpcRunner).
         tuning_dir: the MetaSchedule database folder (a run's ``<run_dir>/tuning/<profile>``,
             or :func:`default_tuning_dir`).
         tuning_trials_per_task: MetaSchedule trials per new fused kernel (0: no tuning).

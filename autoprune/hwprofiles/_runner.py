@@ -51,8 +51,8 @@ class LatencyRunner(abc.ABC):
 
     A subclass provides only what differs: :attr:`backend`, :attr:`job`, :meth:`cache_key`,
     :meth:`payload`, :meth:`failure_target`, :meth:`describe`, and where needed
-    :meth:`default_protocol`, :attr:`tuned`, :attr:`profile_name`, :meth:`record` and
-    :meth:`prepare`.
+    :meth:`default_protocol`, :attr:`tuned`, :attr:`profile_name`, :meth:`measured_target`
+    (or all of :meth:`record`) and :meth:`prepare`.
 
     Args:
         protocol: the timing protocol; ``None``: :meth:`default_protocol` at each measurement.
