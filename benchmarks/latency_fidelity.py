@@ -8,7 +8,7 @@ the per-layer roofline (``estimate_hardware``) and the per-fused-TVM-kernel roof
 percentage error (MAPE) of each estimate, and the TVM/PyTorch latency ratio per model, to
 ``benchmarks/results/latency_fidelity.json``.
 
-Untuned TVM code is naive loops (shared/TVM.md), so by default every model is first tuned with
+Untuned TVM code is naive loops (docs/tvm.md), so by default every model is first tuned with
 MetaSchedule into ONE database shared by all models (``--trials-per-task`` measured schedules
 per new fused kernel), as a ``--target host`` search does. The work folder keeps the database,
 the tuning log and a measurement cache, so an interrupted run picks up where it stopped.

@@ -1,6 +1,6 @@
 """Training speed and accuracy of a CIFAR-style ResNet-20 on Fashion-MNIST at several fidelities.
 
-Measures what DESIGN.md quotes for the embedded default (2 CPU threads, SGD + one-cycle, batch
+Measures the training of the embedded default (2 CPU threads, SGD + one-cycle, batch
 128, 1x28x28): training images per second (best and median of short windows) and, end to end,
 test accuracy and time for a ladder of fidelities, plus half-width and half-resolution variants.
 Accuracies are deterministic for a seed; times depend on what else the host runs (the load

@@ -3,8 +3,8 @@
 For a few candidates of the embedded default (CIFAR-style ResNet-20, 1 input channel, deploy
 shape 1x28x28) this builds the model with TVM for the ``host`` profile, checks its outputs
 against PyTorch and times both with :class:`~autoprune.hwprofiles.MeasureProtocol` defaults in
-fresh worker processes. It shows the size of the gap that untuned TVM code leaves (shared/TVM.md:
-naive loops, 5-50x slower than PyTorch on this CPU), which is why these records carry
+fresh worker processes. It shows the size of the gap that untuned TVM code leaves (docs/tvm.md:
+naive loops on a CPU), which is why these records carry
 ``tuned: false`` and are no latency signal. Times depend on what else the host runs (the load
 average is recorded). Writes ``benchmarks/results/tvm_smoke.json``.
 
@@ -66,8 +66,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for label, candidate in CANDIDATES.items():
         shape = candidate.input_shape
-        # PyTorch first: TVM.md saw PyTorch timings 2-10x slow right after TVM (here each runs
-        # in its own worker process anyway).
+        # PyTorch first: timed in a process where TVM had run, it can be slow (docs/tvm.md);
+        # here each runs in its own worker process anyway.
         torch_m = measure_pytorch_latency(candidate, shape, protocol=protocol)
         tvm_m = measure_tvm_latency(candidate, shape, "host", protocol=protocol)
         diff = check_outputs_match(candidate, shape, "host", rtol=1e-5, atol=1e-5)

@@ -60,8 +60,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     protocol = MeasureProtocol(threads=args.threads)
     shape = BASE.input_shape
-    # PyTorch first (shared/TVM.md: PyTorch timed right after TVM ran slow once; each runs in
-    # its own worker process here anyway).
+    # PyTorch first (docs/tvm.md: PyTorch timed in a process where TVM had run can be slow;
+    # each runs in its own worker process here anyway).
     torch_m = measure_pytorch_latency(BASE, shape, protocol=protocol)
     untuned = measure_tvm_latency(BASE, shape, "host", protocol=protocol)
     _logger.info("PyTorch %.3f ms, TVM untuned %.3f ms", torch_m.latency_ms, untuned.latency_ms)

@@ -17,10 +17,11 @@ from autoprune.hwprofiles import (
     RpcEndpoint,
     TuningError,
     default_tuning_dir,
+    find_board_sensor,
     list_profiles,
     model_costs,
+    serve_board,
 )
-from autoprune.hwprofiles._board import find_board_sensor, serve_board
 from autoprune.search import RunParts, assemble
 from autoprune.spaces import create_model
 
@@ -88,6 +89,7 @@ def profile_command(args: argparse.Namespace) -> int:
                 "rpc_tracker": args.rpc_tracker,
                 "rpc_key": args.rpc_key,
                 "tuning_trials_per_task": args.tuning_trials,
+                "measure_timeout_s": 3600.0,  # tuning a whole model at 224x224 takes long
             },
         }
     )

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from autoprune.hwprofiles._board import find_board_sensor, serve_board
 from autoprune.hwprofiles._costing import (
     LATENCY_MODES,
     HardwareCoster,
@@ -96,6 +97,7 @@ __all__ = [
     "estimate_from_kernels",
     "estimate_hardware",
     "estimate_with_tvm",
+    "find_board_sensor",
     "find_energy_sensor",
     "fused_kernels",
     "import_to_relax",
@@ -111,6 +113,7 @@ __all__ = [
     "model_costs",
     "register_energy_sensor",
     "resolve_target",
+    "serve_board",
     "target_host_arch",
     "tune_model",
     "write_library",
