@@ -37,6 +37,7 @@ from typing import Any
 
 from torch import nn
 
+from autoprune.config import LATENCY_MODES, require
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._estimate import HardwareEstimate
 from autoprune.hwprofiles._lowered import estimate_with_tvm
@@ -59,8 +60,6 @@ __all__ = [
     "default_tuning_dir",
     "model_costs",
 ]
-
-LATENCY_MODES = ("auto", "measured", "estimated")
 
 
 class MeasurementFailed(RuntimeError):
@@ -175,11 +174,12 @@ class HardwareCoster:
     tuning_trials_per_task: int = 4
 
     def __post_init__(self) -> None:
-        if self.latency not in LATENCY_MODES:
-            raise ConfigError(
-                f"hardware.latency must be one of {', '.join(LATENCY_MODES)}, "
-                f"but got {self.latency!r}"
-            )
+        require(
+            self.latency in LATENCY_MODES,
+            "hardware.latency",
+            self.latency,
+            f"one of {', '.join(LATENCY_MODES)}",
+        )
         if self.latency == "measured" and not self.reachable:
             raise ConfigError(
                 f"hardware.latency is 'measured' but target {self.profile.name} cannot be "
