@@ -39,6 +39,7 @@ from autoprune.config._sections import (
     SearchConfig,
     SpaceConfig,
     TrainingConfig,
+    check_latency_mode,
     require,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "TrainingConfig",
     "apply_overrides",
     "apply_values",
+    "check_latency_mode",
     "config_from_dict",
     "list_configs",
     "load_config",

@@ -33,6 +33,7 @@ __all__ = [
     "SearchConfig",
     "SpaceConfig",
     "TrainingConfig",
+    "check_latency_mode",
     "require",
 ]
 
@@ -308,6 +309,11 @@ class SearchConfig:
 LATENCY_MODES = ("auto", "measured", "estimated")
 
 
+def check_latency_mode(mode: str) -> None:
+    """Raise :class:`ConfigError` unless ``mode`` is one of :data:`LATENCY_MODES`."""
+    require(mode in LATENCY_MODES, "hardware.latency", mode, f"one of {', '.join(LATENCY_MODES)}")
+
+
 @dataclass(frozen=True)
 class HardwareConfig:
     """Where latency comes from: ``auto`` measures TVM-built code where the target is reachable
@@ -326,12 +332,7 @@ class HardwareConfig:
     tuning_trials_per_task: int = 4
 
     def __post_init__(self) -> None:
-        require(
-            self.latency in LATENCY_MODES,
-            "hardware.latency",
-            self.latency,
-            f"one of {', '.join(LATENCY_MODES)}",
-        )
+        check_latency_mode(self.latency)
         require(
             (self.rpc_tracker is None) == (self.rpc_key is None),
             "hardware.rpc_key",

@@ -37,7 +37,7 @@ from typing import Any
 
 from torch import nn
 
-from autoprune.config import LATENCY_MODES, require
+from autoprune.config import LATENCY_MODES, check_latency_mode
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._estimate import HardwareEstimate
 from autoprune.hwprofiles._lowered import estimate_with_tvm
@@ -174,12 +174,7 @@ class HardwareCoster:
     tuning_trials_per_task: int = 4
 
     def __post_init__(self) -> None:
-        require(
-            self.latency in LATENCY_MODES,
-            "hardware.latency",
-            self.latency,
-            f"one of {', '.join(LATENCY_MODES)}",
-        )
+        check_latency_mode(self.latency)
         if self.latency == "measured" and not self.reachable:
             raise ConfigError(
                 f"hardware.latency is 'measured' but target {self.profile.name} cannot be "

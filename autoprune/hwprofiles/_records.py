@@ -21,6 +21,7 @@ from autoprune.errors import ConfigError
 from autoprune.hwprofiles._power import EnergyMeasurement
 
 __all__ = [
+    "check_known_keys",
     "LatencyMeasurement",
     "MeasureProtocol",
     "check_input_shape",
@@ -32,6 +33,15 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("autoprune.hwprofiles.measure")
+
+
+def check_known_keys(cls: type, data: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`ConfigError` naming the keys of ``data`` that are not fields of ``cls``
+    (``what``: the record's name in the message, e.g. ``"measure protocol"``)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {unknown}; valid keys: {', '.join(names)}")
 
 
 def check_int(value: object, what: str, minimum: int) -> None:
@@ -93,12 +103,7 @@ class MeasureProtocol:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MeasureProtocol:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"unknown measure protocol key(s) {unknown}; valid keys: {', '.join(names)}"
-            )
+        check_known_keys(cls, data, "measure protocol")
         return cls(**dict(data))
 
 

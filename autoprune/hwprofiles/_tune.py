@@ -28,7 +28,6 @@ holds the database's exclusive lock while it writes.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -51,7 +50,7 @@ from autoprune.hwprofiles._database import (
     workload_records,
 )
 from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._records import check_input_shape, check_int
+from autoprune.hwprofiles._records import check_input_shape, check_int, check_known_keys
 from autoprune.hwprofiles._relax import (
     import_to_relax,
     local_profile,
@@ -138,12 +137,7 @@ class TuningReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TuningReport:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"unknown tuning report key(s) {unknown}; valid keys: {', '.join(names)}"
-            )
+        check_known_keys(cls, data, "tuning report")
         return cls(
             tasks=int(data["tasks"]),
             new_tasks=int(data["new_tasks"]),
