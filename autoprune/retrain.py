@@ -158,8 +158,7 @@ class Retrainer:
         self.parts = assemble(
             dataclasses.replace(config, training=training, evaluator=evaluator), progress=progress
         )
-        base = self.parts.space.largest()
-        self.base = self.parts.trained_base(self.folder / "base", seed=self._seed(base), base=base)
+        self.base = self.parts.trained_base(self.folder / "base", seed=settings.seed)
         self.evaluator = self.parts.evaluator(self.base)
 
     def kept(self, record: TrialRecord) -> Retrained | None:

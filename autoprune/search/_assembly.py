@@ -51,7 +51,7 @@ from autoprune.search._hypervolume import HypervolumeReference
 from autoprune.search._objective import CandidateObjective, candidate_seed
 from autoprune.search._repair import repairing
 from autoprune.search._rundir import RunDir
-from autoprune.spaces import Candidate, SearchSpace
+from autoprune.spaces import SearchSpace
 
 __all__ = ["RunParts", "assemble", "build_space", "check_budgets"]
 
@@ -152,13 +152,11 @@ class RunParts:
         profile: the target device.
         coster: where latency and energy come from (measured or estimated), with the run's
             caches when it has a run directory.
-        evaluator_settings: the evaluator's checked ``Settings``.
     """
 
     config: Config
     profile: DeviceProfile
     coster: HardwareCoster
-    evaluator_settings: Any
     progress: bool = False
     _data: DatasetSplits | None = field(default=None, repr=False)
 
@@ -233,12 +231,10 @@ class RunParts:
             latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj
         )
 
-    def trained_base(
-        self, folder: Path, *, seed: int | None = None, base: Candidate | None = None
-    ) -> TrainedBase:
+    def trained_base(self, folder: Path, *, seed: int | None = None) -> TrainedBase:
         """The unpruned base model trained once into ``folder`` at the run's fidelity
         (``seed``: default the seed the search gives the base's architecture)."""
-        base = base or self.space.largest()
+        base = self.space.largest()
         return TrainedBase(
             base,
             data=self.load_data,
@@ -316,7 +312,6 @@ def assemble(
         config=_resolved(config, settings),
         profile=profile,
         coster=coster,
-        evaluator_settings=settings,
         progress=progress,
     )
 
