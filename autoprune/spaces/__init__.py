@@ -22,26 +22,32 @@ Example:
 
 from __future__ import annotations
 
+from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, LayerCost, count_costs
 from autoprune.spaces._inherit import inherit_weights
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
+from autoprune.spaces._sources import ModelSource, create_model, list_models, model_source
 from autoprune.spaces._space import Decision, SearchSpace
 from autoprune.spaces._surgery import build_model
-from autoprune.spaces._zoo import create_model, list_models, register_model
+from autoprune.spaces._zoo import register_model
 
 __all__ = [
     "Candidate",
     "CostReport",
     "Decision",
     "LayerCost",
+    "ModelSource",
     "QuantConv2d",
     "QuantLinear",
     "SearchSpace",
+    "Stage",
     "build_model",
     "count_costs",
     "create_model",
+    "find_stages",
     "inherit_weights",
     "list_models",
+    "model_source",
     "register_model",
 ]

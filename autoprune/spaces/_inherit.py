@@ -25,8 +25,7 @@ from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
-from autoprune.spaces._surgery import KeepFn, analyze, quantize_layers, shrink
-from autoprune.spaces._zoo import create_model
+from autoprune.spaces._surgery import KeepFn, analyze, base_model, quantize_layers, shrink
 
 __all__ = ["IMPORTANCES", "inherit_weights"]
 
@@ -191,12 +190,8 @@ def inherit_weights(
     base = analyze(
         candidate.model, candidate.num_classes, candidate.in_channels, candidate.input_shape
     )
-    with torch.device("meta"):
-        model = create_model(
-            candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
-        )
+    model = base_model(candidate, seed=0)  # values overwritten below; global RNG untouched
     _check_base(trained_base, model, candidate)
-    model.to_empty(device="cpu")
     model.load_state_dict(trained_base.state_dict())  # copies every parameter and BN statistic
     dropped = shrink(model, candidate, base, keep)
     quantize_layers(model, candidate, base, dropped)

@@ -29,10 +29,11 @@ import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import ConfigError
+from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
-from autoprune.spaces._zoo import Stage, create_model, init_weights, model_stages
+from autoprune.spaces._sources import create_model, model_source
 
 __all__ = ["build_model"]
 
@@ -118,10 +119,10 @@ def analyze(
     Raises:
         ConfigError: the model cannot run at ``input_shape`` (e.g. too small for its pooling).
     """
-    with torch.device("meta"):
-        net = create_model(model, num_classes=num_classes, in_channels=in_channels)
+    net = create_model(model, num_classes=num_classes, in_channels=in_channels, device="meta")
     classifier = classifier_name(net)
     try:
+        stages = find_stages(net, input_shape)
         groups = _channel_groups(net, input_shape, classifier)
     except (RuntimeError, ValueError) as exc:  # shape errors from the model's forward
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -132,7 +133,7 @@ def analyze(
     layers = tuple(n for n, m in net.named_modules() if isinstance(m, _QUANTIZABLE))
     return BaseAnalysis(
         groups=tuple(g for g, _ in groups),
-        stages=model_stages(net, model),
+        stages=stages,
         layers=layers,
         classifier=classifier,
     )
@@ -240,6 +241,20 @@ def quantize_layers(
         )
 
 
+def base_model(candidate: Candidate, *, seed: int | None = None) -> nn.Module:
+    """The full base model of ``candidate`` on the CPU, initialised by its own ``__init__``
+    (under ``seed`` when given, leaving the global RNG untouched)."""
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return create_model(
+            candidate.model,
+            num_classes=candidate.num_classes,
+            in_channels=candidate.in_channels,
+            device="cpu",
+        )
+
+
 def build_model(
     candidate: Candidate, *, seed: int | None = None, device: torch.device | str = "cpu"
 ) -> nn.Module:
@@ -269,23 +284,35 @@ def build_model(
     base = analyze(
         candidate.model, candidate.num_classes, candidate.in_channels, candidate.input_shape
     )
-    with torch.device("meta"):
+    init = model_source(candidate.model).init
+    on_meta = torch.device(device).type == "meta"
+    if init is None and not on_meta:
+        # The model's own __init__ initialises it, at the base's size; the cut keeps the first
+        # channels of each group, as fresh as any others.
+        model = base_model(candidate, seed=seed)
+        dropped = shrink(model, candidate, base, first_channels)
+    else:
         model = create_model(
-            candidate.model, num_classes=candidate.num_classes, in_channels=candidate.in_channels
+            candidate.model,
+            num_classes=candidate.num_classes,
+            in_channels=candidate.in_channels,
+            device="meta",
         )
-    dropped = shrink(model, candidate, base, first_channels)
-
-    # Fresh init, with the model's own scheme.
-    if torch.device(device).type != "meta":
-        model.to_empty(device="cpu")
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for module in model.modules():
-                reset = getattr(module, "reset_parameters", None)
-                if callable(reset):
-                    reset()  # PyTorch defaults for any layer the model's own init does not touch
-            init_weights(model, candidate.model)
+        dropped = shrink(model, candidate, base, first_channels)
+        if not on_meta:  # fresh init, with the registered model's scheme
+            assert init is not None
+            model.to_empty(device="cpu")
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                for module in model.modules():
+                    reset = getattr(module, "reset_parameters", None)
+                    if callable(reset):
+                        reset()  # PyTorch defaults for any layer the scheme does not touch
+                for module in model.modules():
+                    if isinstance(module, nn.modules.batchnorm._NormBase):
+                        module.reset_running_stats()
+                init(model)
 
     quantize_layers(model, candidate, base, dropped)
     model.train()

@@ -1,20 +1,12 @@
-"""Model zoo: a name-keyed registry of base models (timm style).
+"""The registry of built-in base models (timm style), and the CIFAR ResNets of the zoo.
 
-The registry key is the same string in Python, YAML and on the command line. Every factory builds
-without network access (torchvision models are created with ``weights=None``) and takes
-``num_classes`` and ``in_channels``; an ``in_channels`` other than 3 replaces the first convolution
-by one with the same hyper-parameters.
-
-Besides the factory, each entry knows two things the surgery needs:
-
-* how to re-initialise the model from scratch (the scheme of the model's own ``__init__``), and
-* its *stages* for depth search: runs of blocks where every block after the first keeps the shape
-  and adds a residual connection, so it can be replaced by ``nn.Identity``.
+A registered model is a factory taking keyword-only ``num_classes`` and ``in_channels`` that
+builds without network access, plus the scheme that re-initialises a pruned copy of it. Names
+resolve through :func:`~autoprune.spaces.create_model`, which also knows torchvision, timm and
+the user's own factories; depth stages are read from the model's graph (``_blocks.py``).
 
 Example:
-    >>> from autoprune.spaces import create_model, list_models
-    >>> "resnet20" in list_models()
-    True
+    >>> from autoprune.spaces import create_model
     >>> model = create_model("resnet20", num_classes=10, in_channels=1)
     >>> sum(p.numel() for p in model.parameters())
     272186
@@ -29,55 +21,30 @@ from dataclasses import dataclass
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.mobilenetv2 import InvertedResidual
 
-from autoprune.errors import ConfigError, UnknownNameError
+from autoprune.errors import ConfigError
 
 __all__ = [
     "CifarBasicBlock",
     "CifarResNet",
-    "Stage",
-    "create_model",
-    "init_weights",
-    "list_models",
-    "model_stages",
+    "InitFn",
+    "ModelFactory",
     "register_model",
+    "registered",
+    "registered_names",
+    "replace_first_conv",
 ]
 
 _logger = logging.getLogger("autoprune.spaces")
 
 ModelFactory = Callable[..., nn.Module]
 InitFn = Callable[[nn.Module], None]
-StagesFn = Callable[[nn.Module], "tuple[Stage, ...]"]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A run of blocks whose later blocks can be dropped (depth search).
-
-    ``blocks`` are module names in execution order. ``blocks[0]`` changes the shape (stride or
-    channel count) and is always kept; ``blocks[1:]`` preserve the shape and are residual, so
-    keeping the first ``k`` blocks and replacing the rest by ``nn.Identity`` is valid.
-
-    Example:
-        >>> Stage(name="layer1", blocks=("layer1.0", "layer1.1", "layer1.2")).num_blocks
-        3
-    """
-
-    name: str
-    blocks: tuple[str, ...]
-
-    @property
-    def num_blocks(self) -> int:
-        """Number of blocks in the base model's stage."""
-        return len(self.blocks)
 
 
 @dataclass(frozen=True)
 class _Entry:
     factory: ModelFactory
     init: InitFn
-    stages: StagesFn
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -108,55 +75,15 @@ def _small_linear_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _no_stages(model: nn.Module) -> tuple[Stage, ...]:
-    return ()
-
-
-def _sequential_stages(*names: str) -> StagesFn:
-    """Stages that are ``nn.Sequential`` attributes of the model (ResNet ``layer1``...)."""
-
-    def stages(model: nn.Module) -> tuple[Stage, ...]:
-        out = []
-        for name in names:
-            seq = model.get_submodule(name)
-            out.append(Stage(name=name, blocks=tuple(f"{name}.{i}" for i in range(len(seq)))))
-        return tuple(out)
-
-    return stages
-
-
-def _mobilenet_v2_stages(model: nn.Module) -> tuple[Stage, ...]:
-    """Runs of two or more ``InvertedResidual`` blocks in ``features`` where every block after the
-    first uses the residual connection; named ``features.<first>-<last>`` (inclusive), e.g.
-    ``features.4-6`` for the three 32-channel blocks."""
-    features = model.get_submodule("features")
-    runs: list[list[int]] = []
-    for i, block in enumerate(features):
-        if not isinstance(block, InvertedResidual):
-            continue
-        if block.use_res_connect and runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return tuple(
-        Stage(name=f"features.{run[0]}-{run[-1]}", blocks=tuple(f"features.{i}" for i in run))
-        for run in runs
-        if len(run) > 1  # a lone block has nothing to drop
-    )
-
-
 def register_model(
-    name: str,
-    *,
-    init: InitFn | None = None,
-    stages: StagesFn | None = None,
+    name: str, *, init: InitFn | None = None
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Register a model factory under ``name`` (a decorator, as in timm).
 
     The factory must accept keyword-only ``num_classes`` and ``in_channels`` and build without
     network access. ``init`` re-initialises a (possibly pruned) model in place with the model's own
-    scheme (default: kaiming-normal fan-out convs, BN 1/0, default ``nn.Linear``); ``stages``
-    lists the model's droppable-block stages (default: none).
+    scheme (default: kaiming-normal fan-out convs, BN 1/0, default ``nn.Linear``). Depth stages
+    are found from the model's graph.
 
     Example:
         >>> from torch import nn
@@ -165,110 +92,61 @@ def register_model(
         ...     return nn.Sequential(
         ...         nn.Conv2d(in_channels, 32, 3), nn.BatchNorm2d(32), nn.ReLU(),
         ...         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-        >>> "tiny_cnn_doc" in list_models()
+        >>> "tiny_cnn_doc" in registered_names()
         True
     """
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = _Entry(
-            factory=factory, init=init or _default_init, stages=stages or _no_stages
-        )
+        _REGISTRY[name] = _Entry(factory=factory, init=init or _default_init)
         return factory
 
     return decorator
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted.
-
-    Example:
-        >>> list_models()[:3]
-        ['mobilenet_v2', 'resnet18', 'resnet20']
-    """
+def registered_names() -> list[str]:
+    """Names of the registered models, sorted."""
     return sorted(_REGISTRY)
 
 
-def _entry(name: str) -> _Entry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("model", name, list_models()) from None
+def registered(name: str) -> _Entry | None:
+    """The registry entry of ``name`` (its ``factory`` and ``init``), or ``None``."""
+    return _REGISTRY.get(name)
 
 
-def create_model(name: str, *, num_classes: int, in_channels: int) -> nn.Module:
-    """Build the registered base model ``name`` with fresh (random) weights.
-
-    Args:
-        name: registry key, e.g. ``"resnet56"``.
-        num_classes: classifier outputs (>= 1).
-        in_channels: input image channels (>= 1), e.g. 1 for Fashion-MNIST.
+def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
+    """Give ``model``'s first ``Conv2d`` ``in_channels`` inputs with the same hyper-parameters
+    (a new kaiming-normal fan-out weight, the scheme of torchvision's CNNs); a no-op when it
+    already has them.
 
     Raises:
-        UnknownNameError: ``name`` is not registered (the message lists the valid names).
-        ConfigError: ``num_classes`` or ``in_channels`` is not a positive integer.
-
-    Example:
-        >>> m = create_model("resnet18", num_classes=10, in_channels=1)
-        >>> m.conv1.in_channels, m.fc.out_features
-        (1, 10)
+        ConfigError: the model has no ``Conv2d``.
     """
-    entry = _entry(name)
-    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"`{key}` must be a positive integer, but got {value!r}; fix it")
-    return entry.factory(num_classes=num_classes, in_channels=in_channels)
-
-
-def init_weights(model: nn.Module, name: str) -> None:
-    """Re-initialise every parameter and BN statistic of ``model`` in place with the scheme of the
-    registered model ``name`` (fresh init: candidates train from scratch).
-
-    Example:
-        >>> m = create_model("resnet20", num_classes=10, in_channels=3)
-        >>> init_weights(m, "resnet20")
-        >>> float(m.bn1.weight.detach().mean())
-        1.0
-    """
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase):
-            m.reset_running_stats()
-    _entry(name).init(model)
-
-
-def model_stages(model: nn.Module, name: str) -> tuple[Stage, ...]:
-    """The depth-search stages of ``model`` (built by the registered model ``name``).
-
-    Example:
-        >>> m = create_model("resnet20", num_classes=10, in_channels=3)
-        >>> [(s.name, s.num_blocks) for s in model_stages(m, "resnet20")]
-        [('layer1', 3), ('layer2', 3), ('layer3', 3)]
-    """
-    return _entry(name).stages(model)
-
-
-def _replace_first_conv(parent: nn.Module, attr: str, in_channels: int) -> None:
-    old = getattr(parent, attr)
-    assert isinstance(old, nn.Conv2d)
-    if old.in_channels == in_channels:
-        return
-    new = nn.Conv2d(
-        in_channels,
-        old.out_channels,
-        kernel_size=old.kernel_size,  # type: ignore[arg-type]
-        stride=old.stride,  # type: ignore[arg-type]
-        padding=old.padding,  # type: ignore[arg-type]
-        dilation=old.dilation,  # type: ignore[arg-type]
-        groups=old.groups,
-        bias=old.bias is not None,
-        padding_mode=old.padding_mode,
-    )
-    # All zoo models initialise convolutions this way (torchvision ResNet, VGG, MobileNetV2).
-    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
-    if new.bias is not None:
-        nn.init.zeros_(new.bias)
-    setattr(parent, attr, new)
+    for name, old in model.named_modules():
+        if not isinstance(old, nn.Conv2d):
+            continue
+        if old.in_channels == in_channels:
+            return model
+        new = nn.Conv2d(
+            in_channels,
+            old.out_channels,
+            kernel_size=old.kernel_size,  # type: ignore[arg-type]
+            stride=old.stride,  # type: ignore[arg-type]
+            padding=old.padding,  # type: ignore[arg-type]
+            dilation=old.dilation,  # type: ignore[arg-type]
+            groups=1 if old.groups == 1 else in_channels,
+            bias=old.bias is not None,
+            padding_mode=old.padding_mode,
+            device=old.weight.device,
+        )
+        nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+        if new.bias is not None:
+            nn.init.zeros_(new.bias)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, new)
+        return model
+    raise ConfigError("the model has no Conv2d to take the input channels; give a CNN")
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,44 +224,37 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-_RESNET_STAGES3 = _sequential_stages("layer1", "layer2", "layer3")
-_RESNET_STAGES4 = _sequential_stages("layer1", "layer2", "layer3", "layer4")
-
-
-@register_model("resnet20", stages=_RESNET_STAGES3)
+@register_model("resnet20")
 def resnet20(*, num_classes: int, in_channels: int) -> nn.Module:
     """CIFAR ResNet-20 (n=3 blocks per stage, 0.27 M parameters at 10 classes)."""
     return CifarResNet(3, num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model("resnet56", stages=_RESNET_STAGES3)
+@register_model("resnet56")
 def resnet56(*, num_classes: int, in_channels: int) -> nn.Module:
     """CIFAR ResNet-56 (n=9 blocks per stage, 0.86 M parameters at 10 classes)."""
     return CifarResNet(9, num_classes=num_classes, in_channels=in_channels)
 
 
-@register_model("resnet18", stages=_RESNET_STAGES4)
+@register_model("resnet18")
 def resnet18(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision ResNet-18 (1.81 GMACs, 11.7 M parameters at 3x224x224, 1000 classes)."""
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
-    _replace_first_conv(model, "conv1", in_channels)
-    return model
+    return replace_first_conv(model, in_channels)
 
 
-@register_model("resnet50", stages=_RESNET_STAGES4)
+@register_model("resnet50")
 def resnet50(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision ResNet-50 (4.09 GMACs, 25.6 M parameters at 3x224x224, 1000 classes)."""
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
-    _replace_first_conv(model, "conv1", in_channels)
-    return model
+    return replace_first_conv(model, in_channels)
 
 
-@register_model("mobilenet_v2", init=_small_linear_init, stages=_mobilenet_v2_stages)
+@register_model("mobilenet_v2", init=_small_linear_init)
 def mobilenet_v2(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision MobileNetV2 (0.30 GMACs, 3.5 M parameters at 3x224x224, 1000 classes)."""
     model = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
-    _replace_first_conv(model.features[0], "0", in_channels)
-    return model
+    return replace_first_conv(model, in_channels)
 
 
 @register_model("vgg16_bn", init=_small_linear_init)
@@ -392,5 +263,4 @@ def vgg16_bn(*, num_classes: int, in_channels: int) -> nn.Module:
 
     It has no residual blocks, so it has no depth decisions."""
     model = torchvision.models.vgg16_bn(weights=None, num_classes=num_classes)
-    _replace_first_conv(model.features, "0", in_channels)
-    return model
+    return replace_first_conv(model, in_channels)

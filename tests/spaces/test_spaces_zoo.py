@@ -6,8 +6,15 @@ from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from autoprune.errors import ConfigError, UnknownNameError
-from autoprune.spaces import SearchSpace, build_model, create_model, list_models, register_model
-from autoprune.spaces._zoo import CifarBasicBlock, model_stages
+from autoprune.spaces import (
+    SearchSpace,
+    build_model,
+    create_model,
+    find_stages,
+    list_models,
+    register_model,
+)
+from autoprune.spaces._zoo import CifarBasicBlock
 
 ZOO = ["mobilenet_v2", "resnet18", "resnet20", "resnet50", "resnet56", "vgg16_bn"]
 SHAPE = {"resnet20": 28, "resnet56": 28, "resnet18": 32, "resnet50": 32, "mobilenet_v2": 32}
@@ -56,7 +63,7 @@ def test_bad_counts_are_config_errors(bad: object) -> None:
 @pytest.mark.parametrize(("name", "n"), [("resnet20", 3), ("resnet56", 9)])
 def test_cifar_resnet_structure(name: str, n: int) -> None:
     model = create_model(name, num_classes=10, in_channels=3)
-    stages = model_stages(model, name)
+    stages = find_stages(model, (3, 32, 32))
     assert [(s.name, s.num_blocks) for s in stages] == [("layer1", n), ("layer2", n), ("layer3", n)]
     for stage, width in zip(("layer1", "layer2", "layer3"), (16, 32, 64), strict=True):
         blocks = list(model.get_submodule(stage))
@@ -78,7 +85,7 @@ def test_cifar_resnet_structure(name: str, n: int) -> None:
 def test_mobilenet_v2_stages_are_residual_runs() -> None:
     with torch.device("meta"):
         model = create_model("mobilenet_v2", num_classes=10, in_channels=3)
-    stages = model_stages(model, "mobilenet_v2")
+    stages = find_stages(model, (3, 64, 64))
     assert [(s.name, s.num_blocks) for s in stages] == [
         ("features.2-3", 2),
         ("features.4-6", 3),
@@ -96,7 +103,7 @@ def test_mobilenet_v2_stages_are_residual_runs() -> None:
 def test_vgg_has_no_stages() -> None:
     with torch.device("meta"):
         model = create_model("vgg16_bn", num_classes=10, in_channels=3)
-    assert model_stages(model, "vgg16_bn") == ()
+    assert find_stages(model, (3, 64, 64)) == ()
 
 
 def test_register_model_decorator_and_duplicates() -> None:
