@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from autoprune._interrupts import raise_if_interrupted
 from autoprune.config import Config
-from autoprune.evaluators import evaluate_accuracy
+from autoprune.evaluators import DatasetSplits, evaluate_accuracy
 from autoprune.search import _schema as attrs
 from autoprune.search._assembly import RunParts, assemble
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
@@ -53,20 +53,23 @@ def run_search(
     run_dir: Path,
     storage: str | None = None,
     progress: bool = True,
+    data: DatasetSplits | None = None,
 ) -> SearchResult:
     """Run (or continue) the search a config describes, in ``run_dir``.
 
     Everything that can be wrong with the input (target, model, evaluator, controller,
-    budgets, data) is checked before the run directory is touched.
+    budgets, data) is checked before the run directory is touched. ``data``: the data set as
+    objects (the Python API), in place of ``config.data``'s registered one.
     """
     run = RunDir(run_dir)
-    parts = assemble(config, run=run, progress=progress)
+    parts = assemble(config, run=run, progress=progress, data=data)
     notes = parts.check()
     for note in notes:
         _logger.warning(note)
     _warn_about_measurements(parts)
     run.prepare(parts.config, storage)
     with run.lock():
+        run.save_data(parts.load_data())  # normalisation and class names, for exports
         study = run.open_study(parts.sampler)
         reference = run.hypervolume_reference(study)
         if reference is None:

@@ -27,7 +27,13 @@ from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, LayerCost, count_costs
 from autoprune.spaces._inherit import inherit_weights
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
-from autoprune.spaces._sources import ModelSource, create_model, list_models, model_source
+from autoprune.spaces._sources import (
+    ModelSource,
+    create_model,
+    list_models,
+    model_source,
+    python_model,
+)
 from autoprune.spaces._space import Decision, SearchSpace
 from autoprune.spaces._surgery import build_model
 from autoprune.spaces._zoo import register_model
@@ -49,5 +55,6 @@ __all__ = [
     "inherit_weights",
     "list_models",
     "model_source",
+    "python_model",
     "register_model",
 ]

@@ -175,13 +175,21 @@ class SearchSpace:
         self.channel_multiple = channel_multiple
 
         base = analyze(model, num_classes, in_channels, self.input_shape)
+        if base.attention:
+            raise ConfigError(
+                f"model {model!r} is a transformer (attention in {base.attention[0]}, ... "
+                f"{len(base.attention)} modules): autoprune profiles it (autoprune profile "
+                f"--model {model}) but cannot search it, because its width surgery does not keep "
+                f"attention heads consistent; search a CNN"
+            )
         for scale in self.resolution_scales:  # fail now, not in trial 37
             analyze(model, num_classes, in_channels, self._scaled(scale))
         self._base = base
 
         slots: list[_Slot] = []
         for g in base.groups:
-            counts = {kept_channels(g.channels, r, channel_multiple) for r in self.width_ratios}
+            multiple = math.lcm(channel_multiple, g.multiple)
+            counts = {kept_channels(g.channels, r, multiple) for r in self.width_ratios}
             slots.append(_Slot(f"width/{g.name}", tuple(sorted(counts))))
         for s in base.stages:
             choices = tuple(range(1, s.num_blocks + 1)) if depth else (s.num_blocks,)

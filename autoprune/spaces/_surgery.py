@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class ChannelGroup:
     name: str
     channels: int
     roots: tuple[str, ...]
+    multiple: int = 1  # kept counts are multiples of it: the grouped convolutions' group count
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,17 @@ class BaseAnalysis:
     stages: tuple[Stage, ...]
     layers: tuple[str, ...]  # every Conv2d/Linear, module order
     classifier: str
+    attention: tuple[str, ...] = ()  # attention modules (a transformer: width not searchable)
+
+
+def attention_modules(model: nn.Module) -> tuple[str, ...]:
+    """Names of ``model``'s attention modules (``nn.MultiheadAttention``, or a class whose name
+    says ``Attention``, as in torchvision's Swin and MaxViT and timm's transformers)."""
+    return tuple(
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.MultiheadAttention) or "Attention" in type(module).__name__
+    )
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -105,7 +118,13 @@ def _channel_groups(
             and dep.target.module in names
         }
         ordered = tuple(sorted(roots, key=order.__getitem__))
-        out.append((ChannelGroup(ordered[0], len(group[0].idxs), ordered), group))
+        # A grouped (not depthwise) convolution keeps its group count: each group narrower.
+        multiple = 1
+        for dep, _ in group:
+            conv = dep.target.module
+            if isinstance(conv, nn.Conv2d) and 1 < conv.groups < conv.in_channels:
+                multiple = math.lcm(multiple, conv.groups)
+        out.append((ChannelGroup(ordered[0], len(group[0].idxs), ordered, multiple), group))
     out.sort(key=lambda item: order[item[0].name])
     return out
 
@@ -121,22 +140,63 @@ def analyze(
     """
     net = create_model(model, num_classes=num_classes, in_channels=in_channels, device="meta")
     classifier = classifier_name(net)
+    attention = attention_modules(net)
     try:
+        output = _output_shape(net, input_shape)
         stages = find_stages(net, input_shape)
-        groups = _channel_groups(net, input_shape, classifier)
     except (RuntimeError, ValueError) as exc:  # shape errors from the model's forward
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"model {model!r} cannot run at input shape {input_shape} ({first_line}); use a "
             f"larger input_shape or resolution scale"
         ) from exc
+    groups = [] if attention else _traced_groups(model, net, input_shape, classifier)
+    if output != (1, num_classes):
+        raise ConfigError(
+            f"model {model!r} returns a tensor of shape {output} for one input, not (1, "
+            f"{num_classes}); a classifier must return logits (batch, num_classes): check "
+            f"model.num_classes and the model's head"
+        )
     layers = tuple(n for n, m in net.named_modules() if isinstance(m, _QUANTIZABLE))
     return BaseAnalysis(
         groups=tuple(g for g, _ in groups),
         stages=stages,
         layers=layers,
         classifier=classifier,
+        attention=attention,
     )
+
+
+def _traced_groups(
+    model: str, net: nn.Module, input_shape: tuple[int, int, int], classifier: str
+) -> list[tuple[ChannelGroup, tp.Group]]:
+    """:func:`_channel_groups`, or none (no width decisions) where Torch-Pruning cannot trace
+    the model's channel dependencies (e.g. ShuffleNet's channel shuffle), with one warning."""
+    try:
+        return _channel_groups(net, input_shape, classifier)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure: keep the other decisions
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _logger.warning(
+            "Torch-Pruning cannot trace the channel dependencies of %r (%s%s): its space has no "
+            "width decisions",
+            model,
+            type(exc).__name__,
+            f": {reason[:120]}" if reason else "",
+        )
+        return []
+
+
+def _output_shape(net: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...] | str:
+    """The shape of ``net``'s output for one input (its type name when not a tensor)."""
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(1, *input_shape, device=device))
+    finally:
+        net.train(was_training)
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
 
 
 def is_under(name: str, blocks: Iterable[str]) -> bool:
