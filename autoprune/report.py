@@ -2,7 +2,8 @@
 
 Every accuracy is printed with its split and training fidelity; every latency and energy with
 its source (``measured`` or ``estimated``). JSON and CSV field names carry units
-(``macs``, ``size_bytes``, ``latency_ms``, ``energy_mj``).
+(``macs``, ``size_bytes``, ``latency_ms``, ``energy_mj``). A run started from your trained
+weights (``model.weights``) also shows them, unpruned, as the reference (:func:`weights_reference`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoprune.search import HypervolumeReference, TrialRecord
+from autoprune.evaluators import TrainedBase
+from autoprune.search import HypervolumeReference, RunDir, TrialRecord
 
 #: A run's hypervolume: its reference and ``(trial number, hypervolume)`` after each trial.
 Hypervolume = tuple[HypervolumeReference, list[tuple[int, float]]]
@@ -23,8 +25,11 @@ __all__ = [
     "format_front_table",
     "format_hypervolume",
     "hypervolume_payload",
+    "format_reference",
     "front_records",
+    "reference_row",
     "summary",
+    "weights_reference",
     "write_report_files",
 ]
 
@@ -73,6 +78,49 @@ def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
         }
         for r in front
     ]
+
+
+def weights_reference(run_dir: str | Path) -> dict[str, Any] | None:
+    """The unpruned base with your ``model.weights`` as the run measured it (``base/eval.json``):
+    ``label`` (``'unpruned, your weights (PATH)'``), ``weights``, ``weights_sha256``,
+    ``val_accuracy`` and ``test_accuracy`` (fractions, at the deploy input shape), ``macs``,
+    ``params``, ``input_shape``; ``None`` for a run without them.
+
+    Example:
+        >>> weights_reference("runs/r")["val_accuracy"]
+        0.9137
+    """
+    return TrainedBase.reference(RunDir(run_dir).base_dir)
+
+
+def reference_row(reference: dict[str, Any]) -> dict[str, Any]:
+    """:func:`weights_reference` as a CSV row (``trial`` is ``"reference"``)."""
+    row: dict[str, Any] = dict.fromkeys(_CSV_FIELDS)
+    row.update(
+        trial="reference",
+        accuracy=reference["val_accuracy"],
+        accuracy_metric="accuracy",
+        accuracy_split="val",
+        evaluator="your weights",
+        fidelity=reference["label"],
+        test_accuracy=reference.get("test_accuracy"),
+        test_fidelity=reference["label"] if reference.get("test_accuracy") is not None else None,
+        macs=reference["macs"],
+        params=reference["params"],
+        input_shape=reference["input_shape"],
+    )
+    return row
+
+
+def format_reference(reference: dict[str, Any]) -> str:
+    """One line: ``reference: unpruned, your weights (PATH): val acc ..., test acc ..., MACs,
+    params, input``."""
+    return (
+        f"reference: {reference['label']}: val acc {_percent(reference['val_accuracy'])}, "
+        f"test acc {_percent(reference.get('test_accuracy'))}, "
+        f"{reference['macs'] / 1e6:.2f} MMACs, {reference['params']:,} params, "
+        f"input {reference['input_shape']}"
+    )
 
 
 def summary(records: Sequence[TrialRecord]) -> dict[str, int]:
@@ -139,8 +187,10 @@ def format_front_table(
     front: Sequence[TrialRecord],
     records: Sequence[TrialRecord],
     hypervolume: Hypervolume | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> str:
-    """The Pareto front as an aligned text table, with trial counts and the hypervolume under it."""
+    """The Pareto front as an aligned text table, with trial counts and the hypervolume under it;
+    ``reference`` (:func:`weights_reference`): a line for the unpruned base with your weights."""
     header = (
         "trial",
         "val acc",
@@ -181,6 +231,8 @@ def format_front_table(
     counts = summary(records)
     if not front:
         lines.append("(no feasible trained trial yet)")
+    if reference is not None:
+        lines.append(format_reference(reference))
     lines.append(
         f"Pareto front: {len(front)} of {counts['trials']} trials "
         f"({counts['trained']} trained, {counts['cached']} repeated architectures, "
@@ -302,14 +354,19 @@ def write_report_files(
     hypervolume: Hypervolume | None = None,
 ) -> list[Path]:
     """Write ``pareto.json``, ``pareto.csv``, ``pareto.png`` and, with a ``hypervolume``,
-    ``hypervolume.png`` into ``folder`` (the CLI: the run directory); their paths."""
+    ``hypervolume.png`` into ``folder`` (the CLI: the run directory); their paths. A run
+    directory started from ``model.weights`` adds their :func:`weights_reference`: under
+    ``reference`` in the JSON, and as the CSV's last row, ``trial`` ``reference``."""
     rows = front_records(front)
+    reference = weights_reference(folder)
     payload: dict[str, Any] = {"summary": summary(records), "pareto": rows}
+    if reference is not None:
+        payload["reference"] = reference
     if hypervolume is not None:
         payload["hypervolume"] = hypervolume_payload(hypervolume)
     paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.png"]
     paths[0].write_text(json.dumps(payload, indent=2) + "\n")
-    paths[1].write_text(_csv_text(rows))
+    paths[1].write_text(_csv_text(rows + ([reference_row(reference)] if reference else [])))
     title = title or f"autoprune run {folder.name}"
     _plot(paths[2], front, records, title)
     if hypervolume is not None:

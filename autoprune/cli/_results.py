@@ -11,7 +11,13 @@ from typing import Any
 from autoprune._interrupts import interrupts_kept
 from autoprune.errors import ConfigError
 from autoprune.export import export_run
-from autoprune.report import format_front_table, front_records, hypervolume_payload, summary
+from autoprune.report import (
+    format_front_table,
+    front_records,
+    hypervolume_payload,
+    summary,
+    weights_reference,
+)
 from autoprune.retrain import RetrainSettings
 from autoprune.search import RunDir, pareto_front
 
@@ -19,18 +25,22 @@ __all__ = ["export_command", "report_command"]
 
 
 def report_command(args: argparse.Namespace) -> int:
-    """Print the run's Pareto front (table or JSON with the summary and hypervolume)."""
+    """Print the run's Pareto front (table or JSON with the summary and hypervolume), and the
+    unpruned base with your weights where the run started from ``model.weights``."""
     run = RunDir(args.run_dir)
     records = run.records()
     front = pareto_front(records)
     hypervolume = run.hypervolume(records)
+    reference = weights_reference(run.path)
     if args.format == "json":
         payload: dict[str, Any] = {"summary": summary(records), "pareto": front_records(front)}
+        if reference is not None:
+            payload["reference"] = reference
         if hypervolume is not None:
             payload["hypervolume"] = hypervolume_payload(hypervolume)
         print(json.dumps(payload, indent=2))
     else:
-        print(format_front_table(front, records, hypervolume))
+        print(format_front_table(front, records, hypervolume, reference=reference))
     return 0
 
 

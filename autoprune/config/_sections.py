@@ -11,6 +11,7 @@ the registry, before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,15 +51,44 @@ _RAY_ADDRESS_RE = re.compile(r"^(auto|(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The base model: a name from ``autoprune.spaces.list_models()``."""
+    """The base model: a name from ``autoprune.spaces.list_models()``.
+
+    ``weights`` (``null``: none) is a file of your trained base model's weights, saved with
+    ``torch.save(model.state_dict(), PATH)`` (a checkpoint dict holding one is read too; see
+    ``autoprune.evaluators.TrainedBase``): ``finetune`` and ``distill`` start from it instead
+    of training a base, and the report shows it as the unpruned reference. A path string or an
+    ``os.PathLike``, kept as a string. ``weights_sha256`` is the file's SHA-256 (hex); the run
+    fills it in (``config.yaml`` records it), and a file whose content differs is refused.
+
+    Example:
+        >>> ModelConfig(weights=Path("resnet20.pt")).weights
+        'resnet20.pt'
+    """
 
     name: str = "resnet20"
     num_classes: int = 10
     in_channels: int = 1
+    weights: str | None = None
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         require(self.num_classes >= 2, "model.num_classes", self.num_classes, "an int >= 2")
         require(self.in_channels >= 1, "model.in_channels", self.in_channels, "an int >= 1")
+        if isinstance(self.weights, os.PathLike):
+            object.__setattr__(self, "weights", os.fspath(self.weights))
+        require(
+            self.weights is None or (isinstance(self.weights, str) and self.weights.strip() != ""),
+            "model.weights",
+            self.weights,
+            "the path of a file saved with torch.save(model.state_dict(), PATH), or null",
+        )
+        require(
+            self.weights_sha256 is None
+            or bool(re.fullmatch(r"[0-9a-f]{64}", str(self.weights_sha256))),
+            "model.weights_sha256",
+            self.weights_sha256,
+            "64 lowercase hex digits (sha256sum of model.weights), or null to take the file's",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The unpruned base model of a run, trained once: what fine-tuning and distillation start from.
+"""The unpruned base model of a run, trained once or read from your weights: what fine-tuning and
+distillation start from.
 
 Also the small helpers every evaluator shares: the training fidelity a ``training`` section
 asks for, a candidate's MACs, and the unpruned network of a candidate's space.
@@ -9,8 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -20,12 +24,16 @@ from autoprune.config import TrainingConfig
 from autoprune.errors import ConfigError
 from autoprune.evaluators._datasets import DatasetSplits
 from autoprune.evaluators._records import EvalResult, Fidelity
-from autoprune.evaluators._train import train_model
+from autoprune.evaluators._train import evaluate_accuracy, train_model
+from autoprune.evaluators._weights import CHECKPOINT_KEYS, load_weights, weights_digest
 from autoprune.spaces import Candidate, CostReport, build_model, count_costs
 
-__all__ = ["TrainedBase", "fidelity_of", "macs_of", "unpruned"]
+__all__ = ["CHECKPOINT_KEYS", "YOUR_WEIGHTS", "TrainedBase", "fidelity_of", "macs_of", "unpruned"]
 
 _logger = logging.getLogger("autoprune.evaluators")
+
+#: ``TrainedBase.get``'s label of a base read from your weights (``EvalResult.evaluator``).
+YOUR_WEIGHTS = "your weights"
 
 
 def macs_of(candidate: Candidate) -> int:
@@ -55,12 +63,31 @@ def unpruned(candidate: Candidate) -> Candidate:
 
 
 class TrainedBase:
-    """The unpruned base model, trained once per run from scratch at the run's fidelity.
+    """The unpruned base model: trained once per run from scratch at the run's fidelity, or, with
+    ``weights`` (``model.weights``), read from your file and evaluated, never trained.
 
     ``base`` is any candidate of the run's space at the resolution to train at (its widths,
-    depths and bit-widths are ignored: see :func:`unpruned`). Cached in ``folder`` (``model.pt``
-    and ``eval.json``); several processes of one run (Ray
-    workers on a shared file system) train it once between them under a file lock.
+    depths and bit-widths are ignored: see :func:`unpruned`). Cached in ``folder``
+    (``model.pt`` of a trained base, and ``eval.json``); several processes of one run (Ray
+    workers on a shared file system) train or evaluate it once between them under a file lock.
+
+    Your weights: a ``state_dict`` saved with ``torch.save(model.state_dict(), PATH)``, or a
+    checkpoint dict holding one under a key of :data:`CHECKPOINT_KEYS`; a ``module.``
+    (``DataParallel``) or ``_orig_mod.`` (``torch.compile``) prefix is stripped, and any other
+    prefix that every key shares when the rest are the network's keys. The file is
+    read with ``torch.load(weights_only=True)`` and loaded with ``strict=True`` into
+    ``build_model(unpruned(base))``. Its accuracy is measured at the deploy input shape on the
+    validation and the test split, with the images normalised by the training split's
+    statistics as every candidate's are; ``eval.json`` records them with the file's SHA-256
+    (``weights_sha256``: the one the run was configured with), and a file whose content changed
+    is refused in one line. :meth:`reference` reads that record back for the report.
+
+    Example:
+        >>> base = TrainedBase(space.largest(), data=load, training=TrainingConfig(), seed=0,
+        ...                    folder=Path("runs/r/base"), weights="resnet20.pt")
+        >>> model, result = base.get()  # loaded and evaluated: no training
+        >>> result.evaluator, TrainedBase.reference(Path("runs/r/base"))["test_accuracy"]
+        ('your weights', 0.9137)
     """
 
     def __init__(
@@ -72,6 +99,8 @@ class TrainedBase:
         seed: int,
         folder: Path,
         progress: bool = False,
+        weights: str | os.PathLike[str] | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         self.candidate = unpruned(base)
         self._data = data
@@ -80,8 +109,43 @@ class TrainedBase:
         self.seed = seed
         self.folder = folder
         self.progress = progress
+        self.weights = None if weights is None else Path(weights)
+        self.weights_sha256 = weights_sha256
         self._model: nn.Module | None = None
         self._result: EvalResult | None = None
+
+    @staticmethod
+    def weights_digest(path: str | os.PathLike[str]) -> str:
+        """SHA-256 (hex) of a weights file. Raises :class:`ConfigError` when it is missing."""
+        return weights_digest(path)
+
+    @staticmethod
+    def check_weights(base: Candidate, path: str | os.PathLike[str]) -> str:
+        """Load the weights in ``path`` into the unpruned network of ``base``'s space as
+        :meth:`get` will; the file's SHA-256.
+
+        Raises:
+            ConfigError: the file is missing, not a PyTorch file, refused by
+                ``weights_only=True``, holds no ``state_dict``, or does not fit the network
+                (missing or unexpected keys, another shape, non-finite values).
+        """
+        return load_weights(unpruned(base), Path(path))[1]
+
+    @staticmethod
+    def reference(folder: Path) -> dict[str, Any] | None:
+        """What ``folder`` records of a base read from your weights: ``weights`` (the path),
+        ``weights_sha256``, ``val_accuracy``, ``test_accuracy`` (fractions), ``macs``,
+        ``params``, ``input_shape`` (``"1x28x28"``); ``None`` without one."""
+        record = folder / "eval.json"
+        if not record.is_file():
+            return None
+        return json.loads(record.read_text()).get("reference")
+
+    @property
+    def source(self) -> str:
+        """Where the base's weights come from, for logs: ``'your weights (PATH)'`` or
+        ``'the trained base'``."""
+        return "the trained base" if self.weights is None else f"{YOUR_WEIGHTS} ({self.weights})"
 
     @functools.cached_property
     def costs(self) -> CostReport:
@@ -106,24 +170,46 @@ class TrainedBase:
         return (costs.macs, costs.params) == (self.costs.macs, self.costs.params)
 
     def get(self) -> tuple[nn.Module, EvalResult]:
-        """The trained base network (evaluation mode, CPU) and its validation result."""
+        """The base network (evaluation mode, CPU) and its validation result: trained (or
+        loaded from ``folder``), or your weights and their accuracy."""
         if self._model is None or self._result is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             with FileLock(self.folder / ".lock"):
-                self._model, self._result = self._load() or self._train()
+                if self.weights is not None:
+                    self._model, self._result = self._from_weights(self.weights)
+                else:
+                    self._model, self._result = self._load() or self._train()
         return self._model, self._result
 
-    def _load(self) -> tuple[nn.Module, EvalResult] | None:
-        weights, record = self.folder / "model.pt", self.folder / "eval.json"
-        if not (weights.is_file() and record.is_file()):
+    def _saved(self, digest: str | None) -> dict[str, Any] | None:
+        """``eval.json`` if ``folder`` holds one; :class:`ConfigError` if it is another base's
+        (``digest``: your weights' SHA-256, ``None`` for a base trained here)."""
+        record = self.folder / "eval.json"
+        if not record.is_file():
             return None
         saved = json.loads(record.read_text())
-        if saved.get("candidate_hash") != self.candidate.hash or saved.get("seed") != self.seed:
-            raise ConfigError(
-                f"{self.folder} holds a base model trained for another configuration "
-                f"(candidate {saved.get('candidate_hash')}, seed {saved.get('seed')}); use a "
-                f"new run directory, or delete {self.folder} to train the base again"
+        if digest is None:
+            same = saved.get("seed") == self.seed and saved.get("weights_sha256") is None
+        else:
+            same = saved.get("weights_sha256") == digest
+        if saved.get("candidate_hash") != self.candidate.hash or not same:
+            there = f"candidate {saved.get('candidate_hash')}, " + (
+                f"seed {saved.get('seed')}"
+                if saved.get("weights_sha256") is None
+                else f"weights {saved.get('weights')} with SHA-256 {saved['weights_sha256'][:12]}"
             )
+            redo = "train" if digest is None else "evaluate"
+            raise ConfigError(
+                f"{self.folder} holds a base model trained for another configuration ({there}); "
+                f"use a new run directory, or delete {self.folder} to {redo} the base again"
+            )
+        return saved
+
+    def _load(self) -> tuple[nn.Module, EvalResult] | None:
+        weights = self.folder / "model.pt"
+        saved = self._saved(None)
+        if saved is None or not weights.is_file():
+            return None
         model = build_model(self.candidate, seed=0)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         _logger.info("base model loaded from %s", self.folder)
@@ -150,7 +236,65 @@ class TrainedBase:
         torch.save(model.state_dict(), tmp)
         tmp.replace(self.folder / "model.pt")
         record = {"candidate_hash": self.candidate.hash, "seed": self.seed}
-        (self.folder / "eval.json").write_text(
-            json.dumps({**record, "eval": result.to_dict()}, indent=1)
-        )
+        self._write(record, result)
         return model.eval(), result
+
+    def _from_weights(self, path: Path) -> tuple[nn.Module, EvalResult]:
+        """Your weights, loaded; their accuracy measured once and kept in ``eval.json``."""
+        model, digest = load_weights(self.candidate, path)
+        if self.weights_sha256 is not None and digest != self.weights_sha256:
+            raise ConfigError(
+                f"model.weights {str(path)!r} changed since the run began (SHA-256 "
+                f"{digest[:12]}, not {self.weights_sha256[:12]}); restore the file, or pass "
+                f"a new run directory to start from it as it is"
+            )
+        model.eval()
+        saved = self._saved(digest)
+        if saved is not None:
+            _logger.info("base model: %s (accuracy kept in %s)", self.source, self.folder)
+            return model, EvalResult.from_dict(saved["eval"])
+        _logger.info("base model: %s; measuring its accuracy (no training)", self.source)
+        data, shape = self._data(), self.candidate.input_shape
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        accuracy = {
+            split: evaluate_accuracy(model, data, split=split, input_shape=shape, device=device)
+            for split in ("val", "test")
+        }
+        model.cpu()
+        result = EvalResult(
+            accuracy=accuracy["val"],
+            split="val",
+            fidelity=self.fidelity,
+            input_hw=shape[1:],
+            train_seconds=0.0,
+            images_per_second=0.0,
+            epochs=0,
+            samples=0,
+            seed=self.seed,
+            train_loss=math.nan,
+            evaluator=YOUR_WEIGHTS,
+        )
+        reference = {
+            "label": f"unpruned, {self.source}",
+            "weights": str(path),
+            "weights_sha256": digest,
+            "val_accuracy": accuracy["val"],
+            "test_accuracy": accuracy["test"],
+            "macs": self.costs.macs,
+            "params": self.costs.params,
+            "input_shape": "x".join(map(str, shape)),
+        }
+        record = {"candidate_hash": self.candidate.hash, "weights": str(path)}
+        self._write({**record, "weights_sha256": digest, "reference": reference}, result)
+        _logger.info(
+            "base model: %s: val %.2f %%, test %.2f %%",
+            self.source,
+            100 * accuracy["val"],
+            100 * accuracy["test"],
+        )
+        return model, result
+
+    def _write(self, record: dict[str, Any], result: EvalResult) -> None:
+        tmp = self.folder / "eval.json.tmp"
+        tmp.write_text(json.dumps({**record, "eval": result.to_dict()}, indent=1))
+        tmp.replace(self.folder / "eval.json")

@@ -1,4 +1,5 @@
-"""Knowledge distillation (Hinton et al. 2015): a fresh network taught by the trained base."""
+"""Knowledge distillation (Hinton et al. 2015): a fresh network taught by the trained base, or
+by your weights with ``model.weights`` (:class:`TrainedBase`; no base is trained then)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ __all__ = ["Distill"]
 
 @register_evaluator("distill")
 class Distill(Evaluator):
-    """From a fresh initialisation, with the trained base as teacher."""
+    """From a fresh initialisation, with the trained base (or your model.weights) as teacher."""
 
     needs_base = True
 
@@ -42,7 +43,10 @@ class Distill(Evaluator):
 
     def describe(self) -> str:
         s = self.settings
-        return f"distill (trained base as teacher, T={s.temperature:g}, soft weight {s.weight:g})"
+        return (
+            f"distill ({self.base.source} as teacher, T={s.temperature:g}, "
+            f"soft weight {s.weight:g})"
+        )
 
     def evaluate(
         self, candidate: Candidate, *, seed: int, on_epoch: EpochHook | None = None

@@ -1,7 +1,9 @@
 """The fine-tuning baseline of Liu et al. (ICLR 2019): inherit the trained base's weights.
 
 Each coupled channel group keeps the channels of largest L1 norm in the trained base (Li et al.
-2017, through Torch-Pruning's group importance); the inherited network is then fine-tuned.
+2017, through Torch-Pruning's group importance); the inherited network is then fine-tuned. With
+``model.weights`` the base is your trained network (:class:`TrainedBase`), and no base is
+trained.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ __all__ = ["FineTune"]
 
 @register_evaluator("finetune")
 class FineTune(Evaluator):
-    """The trained base's L1-largest channels, fine-tuned (the paper's baseline)."""
+    """The trained base's L1-largest channels, fine-tuned (the paper's baseline).
+
+    With ``model.weights``, the L1-largest channels of your weights."""
 
     needs_base = True
 
@@ -46,7 +50,7 @@ class FineTune(Evaluator):
     def describe(self) -> str:
         epochs = self.settings.epochs or self.fidelity.epochs
         return (
-            f"finetune (L1-norm channels of the trained base, {epochs} epochs at lr "
+            f"finetune (L1-norm channels of {self.base.source}, {epochs} epochs at lr "
             f"{self.settings.lr:g})"
         )
 

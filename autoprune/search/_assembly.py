@@ -212,12 +212,33 @@ class RunParts:
 
     def check(self) -> list[str]:
         """Build now what a search needs before it starts (the data set, the space, the
-        sampler), so that a problem shows before anything is written; and check the budgets
-        (:func:`check_budgets`): the notes of budgets that do not bind.
+        sampler, your ``model.weights`` loaded into the base model), so that a problem shows
+        before anything is written; and check the budgets (:func:`check_budgets`): the notes
+        of budgets that do not bind.
         """
         self.load_data()
         _ = self.sampler  # builds the space too
+        self._check_weights()
         return check_budgets(self.config, self.space, self.profile, self.coster)
+
+    def _check_weights(self) -> None:
+        """Load ``model.weights`` into the unpruned base as the run will, and say in one log
+        line what the run's evaluator does with them."""
+        weights = self.config.model.weights
+        if weights is None:
+            return
+        TrainedBase.check_weights(self.space.largest(), weights)
+        name = self.evaluator_name
+        if self.evaluator_class.needs_base:
+            _logger.info("%s starts from your weights (%s); no base is trained", name, weights)
+        else:
+            _logger.info(
+                "%s trains every candidate from scratch, by design: your weights (%s) are the "
+                "unpruned reference only (the report's reference line%s)",
+                name,
+                weights,
+                ", and trial 0" if self.config.search.include_base else "",
+            )
 
     def base_reference(self) -> HypervolumeReference:
         """The hypervolume reference of the run: the unpruned base model's *estimated* latency
@@ -233,7 +254,8 @@ class RunParts:
 
     def trained_base(self, folder: Path, *, seed: int | None = None) -> TrainedBase:
         """The unpruned base model trained once into ``folder`` at the run's fidelity
-        (``seed``: default the seed the search gives the base's architecture)."""
+        (``seed``: default the seed the search gives the base's architecture), or, with
+        ``model.weights``, your weights, evaluated once into ``folder``."""
         base = self.space.largest()
         return TrainedBase(
             base,
@@ -242,6 +264,8 @@ class RunParts:
             seed=candidate_seed(base, self.config.search.seed) if seed is None else seed,
             folder=folder,
             progress=self.progress,
+            weights=self.config.model.weights,
+            weights_sha256=self.config.model.weights_sha256,
         )
 
     def evaluator(self, base: TrainedBase) -> Evaluator:
@@ -255,7 +279,9 @@ class RunParts:
         )
 
     def objective(self, run: RunDir) -> CandidateObjective:
-        """The trial objective of ``run`` (in the search process or a Ray worker)."""
+        """The trial objective of ``run`` (in the search process or a Ray worker). With
+        ``model.weights``, their accuracy is measured first (once per run, ``base/eval.json``):
+        the report's reference, whichever the evaluator."""
         search = self.config.search
         stopper = None
         if search.early_stopping == "dominated":
@@ -263,6 +289,8 @@ class RunParts:
                 margin=search.early_stopping_margin, min_trials=search.early_stopping_min_trials
             )
         base = self.trained_base(run.base_dir)
+        if base.weights is not None:
+            base.get()
         return CandidateObjective(
             config=self.config,
             space=self.space,
@@ -290,7 +318,8 @@ def assemble(
     Raises:
         UnknownNameError: the target, evaluator or controller is not registered.
         ConfigError: an evaluator setting or the hardware settings are invalid (an unreachable
-            target with ``hardware.latency: measured``, a malformed RPC tracker).
+            target with ``hardware.latency: measured``, a malformed RPC tracker), or
+            ``model.weights`` is missing or differs from ``model.weights_sha256``.
     """
     profile = load_profile(config.target)
     hardware = config.hardware
@@ -309,7 +338,7 @@ def assemble(
     settings = evaluator_settings(config.evaluator)
     check_controller(config.search.controller)
     return RunParts(
-        config=_resolved(config, settings),
+        config=_resolved(_pinned_weights(config), settings),
         profile=profile,
         coster=coster,
         progress=progress,
@@ -326,3 +355,26 @@ def _resolved(config: Config, settings: Any) -> Config:
         name=evaluator.name, settings={**evaluator.settings, evaluator.name: own}
     )
     return dataclasses.replace(config, evaluator=completed)
+
+
+def _pinned_weights(config: Config) -> Config:
+    """``config`` with ``model.weights`` made absolute and ``model.weights_sha256`` set to the
+    file's SHA-256: what makes the run's identity (a resumed run with another path or content
+    is refused), and what Ray workers and ``retrain`` check the file against.
+
+    Raises:
+        ConfigError: the file is missing, or its SHA-256 is not the one the config pins.
+    """
+    model = config.model
+    if model.weights is None:
+        return config
+    path = Path(model.weights).expanduser().absolute()
+    digest = TrainedBase.weights_digest(path)
+    if model.weights_sha256 is not None and digest != model.weights_sha256:
+        raise ConfigError(
+            f"model.weights {str(path)!r} has SHA-256 {digest}, not the "
+            f"{model.weights_sha256} that model.weights_sha256 pins (the file changed); restore "
+            f"it, or set model.weights_sha256=null in a new run directory to start from it"
+        )
+    pinned = dataclasses.replace(model, weights=str(path), weights_sha256=digest)
+    return dataclasses.replace(config, model=pinned)

@@ -427,6 +427,11 @@ def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
             for key in sorted(set(a) | set(b)):
                 if (section, key) in RESUMABLE_KEYS:
                     continue
+                if (section, key) == ("model", "weights_sha256") and a.get(key) != b.get(key):
+                    return (
+                        f"model.weights: the file's content changed, SHA-256 "
+                        f"{str(a.get(key))[:12]} there, {str(b.get(key))[:12]} now"
+                    )
                 if a.get(key) != b.get(key):
                     return f"{section}.{key}: {a.get(key)!r} there, {b.get(key)!r} now"
         elif a != b:
