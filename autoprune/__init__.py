@@ -9,20 +9,22 @@ ResNet-50 at 224x224 = 4.09 GFLOPs).
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["Run", "__version__", "open_run", "search"]
 
 if TYPE_CHECKING:
-    from autoprune.api import Run, open_run, search
+    from autoprune.api import Run, open_run
+    from autoprune.api import search as search
 
 
 def __getattr__(name: str) -> Any:
     """The Python API (:mod:`autoprune.api`), imported on first use: ``import autoprune`` stays
     cheap for the CLI, which imports torch and Optuna only for the commands that need them."""
-    if name in ("Run", "open_run", "search"):
-        from autoprune import api  # noqa: PLC0415
-
-        return getattr(api, name)
+    if name == "search":  # the subpackage, which called is the API's search
+        return importlib.import_module("autoprune.search")
+    if name in ("Run", "open_run"):
+        return getattr(importlib.import_module("autoprune.api"), name)
     raise AttributeError(f"module 'autoprune' has no attribute {name!r}")

@@ -29,6 +29,7 @@ from autoprune.config._load import (
 )
 from autoprune.config._sections import (
     EARLY_STOPPING,
+    ESTIMATORS,
     LATENCY_MODES,
     SECTIONS,
     Config,
@@ -48,6 +49,7 @@ __all__ = [
     "CONFIG_DIR",
     "DEFAULT_CONFIG",
     "EARLY_STOPPING",
+    "ESTIMATORS",
     "LATENCY_MODES",
     "SECTIONS",
     "Budget",

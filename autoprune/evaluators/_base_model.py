@@ -26,7 +26,7 @@ from autoprune.evaluators._datasets import DatasetSplits
 from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import evaluate_accuracy, train_model
 from autoprune.evaluators._weights import CHECKPOINT_KEYS, load_weights, weights_digest
-from autoprune.spaces import Candidate, CostReport, build_model, count_costs
+from autoprune.spaces import Candidate, CostReport, build_model, cost_report
 
 __all__ = ["CHECKPOINT_KEYS", "YOUR_WEIGHTS", "TrainedBase", "fidelity_of", "macs_of", "unpruned"]
 
@@ -38,7 +38,7 @@ YOUR_WEIGHTS = "your weights"
 
 def macs_of(candidate: Candidate) -> int:
     """Multiply-accumulates of one inference of ``candidate`` (counted on the meta device)."""
-    return count_costs(build_model(candidate, device="meta"), candidate.input_shape).macs
+    return cost_report(candidate).macs
 
 
 def fidelity_of(training: TrainingConfig) -> Fidelity:
@@ -150,7 +150,7 @@ class TrainedBase:
     @functools.cached_property
     def costs(self) -> CostReport:
         """Exact costs of one inference of the base model (counted once)."""
-        return count_costs(build_model(self.candidate, device="meta"), self.candidate.input_shape)
+        return cost_report(self.candidate)
 
     @property
     def macs(self) -> int:
@@ -166,7 +166,7 @@ class TrainedBase:
             return False
         if any(bits < 32 for _, bits in (*candidate.weight_bits, *candidate.activation_bits)):
             return False
-        costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+        costs = cost_report(candidate)
         return (costs.macs, costs.params) == (self.costs.macs, self.costs.params)
 
     def get(self) -> tuple[nn.Module, EvalResult]:

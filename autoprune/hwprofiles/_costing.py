@@ -37,9 +37,9 @@ from typing import Any
 
 from torch import nn
 
-from autoprune.config import LATENCY_MODES, check_latency_mode
+from autoprune.config import ESTIMATORS, LATENCY_MODES, check_latency_mode
 from autoprune.errors import ConfigError
-from autoprune.hwprofiles._estimate import HardwareEstimate
+from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._lowered import estimate_with_tvm
 from autoprune.hwprofiles._profile import DeviceProfile
 from autoprune.hwprofiles._records import LatencyMeasurement, MeasureProtocol, check_int
@@ -49,7 +49,7 @@ from autoprune.hwprofiles._rpc import RpcEndpoint, RpcRunner
 from autoprune.hwprofiles._runner import LatencyRunner
 from autoprune.hwprofiles._tune import TuningError, TuningReport
 from autoprune.hwprofiles._tvm import TvmRunner
-from autoprune.spaces import Candidate, CostReport, build_model, count_costs
+from autoprune.spaces import Candidate, CostReport, cost_report, count_costs
 
 __all__ = [
     "LATENCY_MODES",
@@ -163,6 +163,7 @@ class HardwareCoster:
         tuning_dir: the run's MetaSchedule database folder (``<run_dir>/tuning/<profile>``);
             ``None`` measures untuned code.
         tuning_trials_per_task: MetaSchedule trials per new fused kernel (0: no tuning).
+        estimator: ``"kernels"`` (per fused TVM kernel) or ``"layers"`` (per layer, no TVM).
     """
 
     profile: DeviceProfile
@@ -172,15 +173,32 @@ class HardwareCoster:
     timeout_s: float = 600.0
     tuning_dir: str | os.PathLike[str] | None = None
     tuning_trials_per_task: int = 4
+    estimator: str = "kernels"
 
     def __post_init__(self) -> None:
         check_latency_mode(self.latency)
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"`hardware.estimator` must be one of {', '.join(ESTIMATORS)}, but got "
+                f"{self.estimator!r}"
+            )
         if self.latency == "measured" and not self.reachable:
             raise ConfigError(
                 f"hardware.latency is 'measured' but target {self.profile.name} cannot be "
                 f"reached from here: pass --rpc-tracker HOST:PORT --rpc-key KEY for the board, "
                 f"or set hardware.latency=auto"
             )
+
+    def estimate(self, candidate: Candidate, costs: CostReport | None = None) -> HardwareEstimate:
+        """The estimated latency and energy of ``candidate`` at its input shape on the profile,
+        by the coster's ``estimator`` (``costs``: its cost count, when already made)."""
+        if self.estimator == "layers":
+            if costs is None:
+                costs = cost_report(candidate)
+            return estimate_hardware(costs, self.profile)
+        return estimate_with_tvm(
+            candidate, candidate.input_shape, self.profile, cache_dir=self.cache_dir
+        )
 
     @property
     def reachable(self) -> bool:
@@ -315,12 +333,9 @@ def candidate_costs(
     Raises:
         MeasurementFailed: latency was to be measured and the build or measurement failed.
     """
-    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+    costs = cost_report(candidate)
     coster = coster or HardwareCoster(profile, latency="estimated")
-    estimate = estimate_with_tvm(
-        candidate, candidate.input_shape, profile, cache_dir=coster.cache_dir
-    )
-    return {**_exact(costs), **coster(candidate, estimate)}
+    return {**_exact(costs), **coster(candidate, coster.estimate(candidate, costs))}
 
 
 def model_costs(

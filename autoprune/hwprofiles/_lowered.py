@@ -31,7 +31,7 @@ from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fus
 from autoprune.hwprofiles._profile import DeviceProfile
 from autoprune.hwprofiles._relax import import_to_relax
 from autoprune.hwprofiles._workers import ModelLike, fingerprint
-from autoprune.spaces import Candidate, LayerCost, build_model, count_costs
+from autoprune.spaces import Candidate, LayerCost, build_model, cost_report, count_costs
 
 __all__ = ["estimate_with_tvm", "kernel_bits"]
 
@@ -129,7 +129,11 @@ def estimate_with_tvm(
         'per fused TVM kernel (1 kernels) over profile jetson-orin-nano'
     """
     if isinstance(model, Candidate):
-        costs = count_costs(build_model(model, device="meta"), input_shape)
+        costs = (
+            cost_report(model)
+            if tuple(input_shape) == model.input_shape
+            else count_costs(build_model(model, device="meta"), input_shape)
+        )
         float_model: ModelLike = dataclasses.replace(model, weight_bits=(), activation_bits=())
         module = build_model(float_model, seed=0)
     else:

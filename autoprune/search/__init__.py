@@ -10,6 +10,11 @@ read the result. Optuna and Ray are imported only inside this subpackage.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import Any
+
 from autoprune.search._assembly import RunParts, assemble, build_space, check_budgets
 from autoprune.search._controllers import (
     check_controller,
@@ -65,3 +70,16 @@ __all__ = [
     "register_controller",
     "run_search",
 ]
+
+
+class _CallableSearchPackage(types.ModuleType):
+    """``autoprune.search`` is this subpackage; called, it is the Python API's
+    :func:`autoprune.api.search` (importing this subpackage binds its name on ``autoprune``, so
+    the function and the package must be one object)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Imported by name: the API sits above this layer and imports it.
+        return importlib.import_module("autoprune.api").search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableSearchPackage

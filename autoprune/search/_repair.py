@@ -41,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from autoprune.config import Budget
 from autoprune.search import _schema as attrs
 from autoprune.search._optuna import set_trial_user_attr
-from autoprune.spaces import Candidate, SearchSpace, build_model, count_costs
+from autoprune.spaces import Candidate, SearchSpace, cost_report
 
 __all__ = [
     "EXACT_METRICS",
@@ -58,7 +58,7 @@ EXACT_METRICS = ("macs", "params", "size_bytes")
 def exact_costs(candidate: Candidate) -> dict[str, int]:
     """MACs, parameters and size (bytes, at the candidate's bit-widths), counted on the meta
     device (shapes only: no weight is allocated)."""
-    costs = count_costs(build_model(candidate, device="meta"), candidate.input_shape)
+    costs = cost_report(candidate)
     return {"macs": costs.macs, "params": costs.params, "size_bytes": costs.size_bytes}
 
 

@@ -35,7 +35,7 @@ from autoprune.spaces._sources import (
     python_model,
 )
 from autoprune.spaces._space import Decision, SearchSpace
-from autoprune.spaces._surgery import build_model
+from autoprune.spaces._surgery import build_model, cost_report
 from autoprune.spaces._zoo import register_model
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "SearchSpace",
     "Stage",
     "build_model",
+    "cost_report",
     "count_costs",
     "create_model",
     "find_stages",

@@ -32,11 +32,12 @@ from torch import nn
 from autoprune.errors import ConfigError
 from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
+from autoprune.spaces._costs import CostReport, count_costs
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._sources import create_model, model_source
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "cost_report"]
 
 _logger = logging.getLogger("autoprune.spaces")
 
@@ -299,6 +300,20 @@ def quantize_layers(
             name,
             wrapper.from_float(layer, weight_bits=w, activation_bits=a),  # type: ignore[arg-type]
         )
+
+
+@functools.lru_cache(maxsize=512)
+def cost_report(candidate: Candidate) -> CostReport:
+    """Exact costs of ``candidate`` at its input shape: :func:`count_costs` of its network built
+    on the ``meta`` device, counted once per process (candidates are immutable).
+
+    Example:
+        >>> from autoprune.spaces import Candidate
+        >>> cost_report(Candidate(model="resnet20", num_classes=10, in_channels=1,
+        ...                       input_shape=(1, 28, 28))).params
+        272186
+    """
+    return count_costs(build_model(candidate, device="meta"), candidate.input_shape)
 
 
 def base_model(candidate: Candidate, *, seed: int | None = None) -> nn.Module:
