@@ -67,7 +67,11 @@ def _metadata(name: str) -> tuple[int, float, int]:
 
 def _costs(name: str) -> dict[str, Any]:
     crop, gmacs, params = _metadata(name)
-    model = create_model(name, num_classes=1000, in_channels=3, device="meta")
+    if name.startswith("vit_") and crop != 224:  # torchvision builds these weights' ViT so
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name, weights=None, image_size=crop)
+    else:
+        model = create_model(name, num_classes=1000, in_channels=3, device="meta")
     report = count_costs(model, (3, crop, crop))
     return {
         "crop": crop,

@@ -10,7 +10,8 @@ from typing import Any
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._quantizers import check_bits
-from autoprune.spaces._surgery import analyze, is_under
+from autoprune.spaces._sources import create_model
+from autoprune.spaces._surgery import analyze, attention_modules, is_under
 
 __all__ = ["Decision", "SearchSpace"]
 
@@ -174,14 +175,17 @@ class SearchSpace:
         self.activation_bits = _bits_seq(activation_bits, "activation_bits")
         self.channel_multiple = channel_multiple
 
-        base = analyze(model, num_classes, in_channels, self.input_shape)
-        if base.attention:
+        attention = attention_modules(
+            create_model(model, num_classes=num_classes, in_channels=in_channels, device="meta")
+        )
+        if attention:
             raise ConfigError(
-                f"model {model!r} is a transformer (attention in {base.attention[0]}, ... "
-                f"{len(base.attention)} modules): autoprune profiles it (autoprune profile "
+                f"model {model!r} is a transformer (attention in {attention[0]}, ... "
+                f"{len(attention)} modules): autoprune profiles it (autoprune profile "
                 f"--model {model}) but cannot search it, because its width surgery does not keep "
                 f"attention heads consistent; search a CNN"
             )
+        base = analyze(model, num_classes, in_channels, self.input_shape)
         for scale in self.resolution_scales:  # fail now, not in trial 37
             analyze(model, num_classes, in_channels, self._scaled(scale))
         self._base = base
