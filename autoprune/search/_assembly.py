@@ -42,7 +42,6 @@ from autoprune.hwprofiles import (
     HardwareCoster,
     RpcEndpoint,
     candidate_costs,
-    estimate_with_tvm,
     load_profile,
 )
 from autoprune.search._controllers import check_controller, create_sampler
@@ -201,6 +200,7 @@ class RunParts:
                 download=data.download,
                 input_shape=data.input_shape,
                 num_workers=data.num_workers,
+                cache=data.cache,
             )
             if tuple(splits.input_shape[:1]) != (self.config.model.in_channels,):
                 raise ConfigError(
@@ -244,10 +244,7 @@ class RunParts:
         """The hypervolume reference of the run: the unpruned base model's *estimated* latency
         and energy on the target (known before anything runs, the same whether the run
         measures or estimates); its kernel list goes to the coster's cache."""
-        base = self.space.largest()
-        estimate = estimate_with_tvm(
-            base, base.input_shape, self.profile, cache_dir=self.coster.cache_dir
-        )
+        estimate = self.coster.estimate(self.space.largest())
         return HypervolumeReference.for_base(
             latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj
         )
@@ -308,12 +305,14 @@ def assemble(
     run: RunDir | None = None,
     tuning_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    data: DatasetSplits | None = None,
 ) -> RunParts:
     """Check ``config`` against the registries and build its run's parts.
 
     With ``run``, latency measurements and kernel lists are cached in the run directory and
     its tuning database is the run's; otherwise nothing is cached and kernels are tuned into
-    ``tuning_dir`` (``None``: measured untuned). Nothing is written here.
+    ``tuning_dir`` (``None``: measured untuned). ``data`` gives the run's data set as objects
+    (the Python API) instead of ``config.data``'s registered one. Nothing is written here.
 
     Raises:
         UnknownNameError: the target, evaluator or controller is not registered.
@@ -332,6 +331,7 @@ def assemble(
         endpoint=endpoint,
         timeout_s=hardware.measure_timeout_s,
         tuning_trials_per_task=hardware.tuning_trials_per_task,
+        estimator=hardware.estimator,
         cache_dir=None if run is None else run.hw_cache_dir,
         tuning_dir=run.tuning_dir(profile.name) if run is not None else tuning_dir,
     )
@@ -342,6 +342,7 @@ def assemble(
         profile=profile,
         coster=coster,
         progress=progress,
+        _data=data,
     )
 
 

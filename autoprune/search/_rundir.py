@@ -4,6 +4,7 @@ Layout of a run directory::
 
     run.json              storage URL and study name (written last when a run is created)
     config.yaml           the resolved configuration of the run
+    data.json             the data set: name, input shape, classes, normalisation (mean, std)
     study.db              Optuna's SQLite storage (unless --storage names another)
     .lock                 held by the process running the search
     trials/NNNN/          model.pt (trained state_dict), test.json (test-split accuracy),
@@ -48,7 +49,7 @@ from torch import nn
 
 from autoprune.config import Config, config_from_dict, load_config
 from autoprune.errors import AutopruneError, RunDirError
-from autoprune.evaluators import evaluator_settings
+from autoprune.evaluators import DatasetSplits, evaluator_settings
 from autoprune.search import _optuna
 from autoprune.search import _schema as attrs
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
@@ -77,6 +78,7 @@ RESUMABLE_KEYS = frozenset(
         ("hardware", "measure_timeout_s"),
         ("data", "download"),
         ("data", "num_workers"),
+        ("data", "cache"),
     }
 )
 #: State of the fake quantizer before LSQ (an EMA of the input's range); it cannot be loaded.
@@ -381,6 +383,26 @@ class RunDir:
         model = build_model(Candidate.from_dict(record.candidate), seed=0)
         model.load_state_dict(state)
         return model.eval()
+
+    @property
+    def data_file(self) -> Path:
+        return self.path / "data.json"
+
+    def save_data(self, data: DatasetSplits) -> None:
+        """Record what a deployed model needs from the data set (``data.json``): its name,
+        input shape ``[C, H, W]``, class count and names, and the normalisation its inputs
+        get, ``(x / 255 - mean) / std`` per channel (``x`` in 0..255)."""
+        record = {
+            "name": data.name,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "class_names": list(data.class_names),
+            "mean": list(data.mean),
+            "std": list(data.std),
+        }
+        temporary = self.data_file.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
+        temporary.replace(self.data_file)
 
     def save_test_accuracy(self, number: int, accuracy: float, fidelity: str | None) -> None:
         """Record trial ``number``'s test-split accuracy (``test.json``) and its fidelity."""

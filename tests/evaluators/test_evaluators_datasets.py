@@ -684,7 +684,12 @@ def expected_pixel(colour: tuple[int, int, int], mode: str, channels: int) -> li
 
 
 def load_tree(
-    root: Path, cache: Path, shape: tuple[int, int, int] = (3, 6, 5), *, num_workers: int = 0
+    root: Path,
+    cache: Path,
+    shape: tuple[int, int, int] = (3, 6, 5),
+    *,
+    num_workers: int = 0,
+    mode: str = "auto",
 ) -> DatasetSplits:
     return load_dataset(
         "imagefolder",
@@ -694,6 +699,7 @@ def load_tree(
         input_shape=shape,
         cache_dir=cache,
         num_workers=num_workers,
+        cache=mode,
     )
 
 
@@ -860,10 +866,10 @@ def test_imagefolder_that_would_not_fit_in_memory_is_refused_before_decoding(
     monkeypatch.setattr(
         psutil, "virtual_memory", lambda: memory._replace(available=2 * decoded - 1)
     )
-    with pytest.raises(DataError, match=r"lower data.input_shape") as info:
-        load_tree(root, tmp_path / "cache")
+    with pytest.raises(DataError, match=r"set data.cache: stream .*lower data.input_shape") as info:
+        load_tree(root, tmp_path / "cache", mode="memory")  # auto streams it instead
     assert f"the {n_images} images of" in str(info.value) and "3x6x5" in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "cache").exists()  # refused before anything was decoded or cached
     monkeypatch.setattr(psutil, "virtual_memory", lambda: memory._replace(available=2 * decoded))
-    assert len(load_tree(root, tmp_path / "cache").train) == n_images - 2 - 1  # test, val
+    assert len(load_tree(root, tmp_path / "cache", mode="memory").train) == n_images - 2 - 1
