@@ -32,7 +32,7 @@ from autoprune.config import load_config
 from autoprune.errors import ConfigError
 from autoprune.evaluators import DatasetSplits
 from autoprune.export import DEFAULT_FORMATS, ExportedModel, export_run
-from autoprune.report import format_front_table, write_report_files
+from autoprune.report import format_front_table, weights_reference, write_report_files
 from autoprune.retrain import RetrainSettings
 from autoprune.search import RunDir, TrialRecord, pareto_front, run_search
 from autoprune.spaces import python_model
@@ -85,7 +85,8 @@ class Run:
         write_report_files(
             self.path, front, records, title=title or str(self.path), hypervolume=hypervolume
         )
-        return format_front_table(front, records, hypervolume)
+        reference = weights_reference(self.path)
+        return format_front_table(front, records, hypervolume, reference=reference)
 
     def export(
         self,

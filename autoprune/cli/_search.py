@@ -13,7 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from autoprune._interrupts import interrupts_kept, raise_if_interrupted
 from autoprune.cli._parser import SEARCH_VALUES
 from autoprune.config import Config, load_config
-from autoprune.report import format_front_table, write_report_files
+from autoprune.report import format_front_table, weights_reference, write_report_files
 from autoprune.search import RunDir, pareto_front, run_search
 
 __all__ = ["search_command"]
@@ -89,7 +89,8 @@ def search_command(args: argparse.Namespace) -> int:
     write_report_files(
         run_dir, list(result.front), list(result.records), title=title, hypervolume=hypervolume
     )
-    print(format_front_table(result.front, result.records, hypervolume))
+    reference = weights_reference(run_dir)
+    print(format_front_table(result.front, result.records, hypervolume, reference=reference))
     print(
         f"\nrun directory: {run_dir} (pareto.json, pareto.csv, pareto.png, hypervolume.png); "
         f"continue or extend with: autoprune "
