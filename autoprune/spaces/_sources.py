@@ -28,7 +28,7 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +243,7 @@ def _tensors_to_meta() -> Iterator[None]:
         nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
-def _checked(name: str, value: object, key: str) -> int:
+def _checked(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"`{key}` must be a positive integer, but got {value!r}; fix it")
     return value
@@ -269,8 +269,8 @@ def create_model(
     """
     source = model_source(name)
     kwargs = {
-        "num_classes": _checked(name, num_classes, "num_classes"),
-        "in_channels": _checked(name, in_channels, "in_channels"),
+        "num_classes": _checked(num_classes, "num_classes"),
+        "in_channels": _checked(in_channels, "in_channels"),
     }
     if torch.device(device).type != "meta" and torch.empty(0).device.type != "meta":
         return source.factory(**kwargs)
@@ -281,11 +281,6 @@ def create_model(
         pass  # the constructor computes with tensors: keep that arithmetic on the CPU
     with torch.device("cpu"), _tensors_to_meta():
         return source.factory(**kwargs)
-
-
-def init_of(name: str) -> Callable[[nn.Module], None] | None:
-    """The registered re-initialisation of model ``name``, or ``None`` (own ``__init__``)."""
-    return model_source(name).init
 
 
 def _fresh_copy(module: nn.Module) -> ModelFactory:
