@@ -179,6 +179,12 @@ class TrainingConfig:
 
     ``samples`` training images (``null`` = all), ``epochs`` passes, at ``resolution_scale`` times
     the candidate's deploy resolution; SGD with Nesterov momentum and a one-cycle schedule.
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    ``precision``: ``fp32``, or autocast to ``bf16`` or ``fp16`` (GPU only); ``auto``: ``bf16``
+    on GPUs that have it (else ``fp16``) and on CPUs with native bfloat16 (AVX512-BF16 or AMX),
+    as ``benchmarks/train_speed.py`` measured faster with accuracy equal within the seeds'
+    spread (``autoprune.evaluators.CPU_AUTO_PRECISION``), else ``fp32``. Training runs in
+    channels-last memory format under GPU autocast and on the CPU.
     """
 
     samples: int | None = 20000
@@ -188,8 +194,23 @@ class TrainingConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        require(
+            self.device in ("auto", "cpu", "cuda")
+            or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            "training.device",
+            self.device,
+            "auto (CUDA when available), cpu, cuda or cuda:N",
+        )
+        require(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            "training.precision",
+            self.precision,
+            "auto, fp32, bf16 or fp16 (fp16 on a GPU only)",
+        )
         require(
             self.samples is None or self.samples >= 1,
             "training.samples",

@@ -53,6 +53,7 @@ from autoprune.evaluators._datasets import (
     read_pickle,
     register_dataset,
 )
+from autoprune.evaluators._evaluate import CPU_AUTO_PRECISION, CPU_CHANNELS_LAST, PRECISIONS
 from autoprune.evaluators._evaluator import (
     Evaluator,
     create_evaluator,
@@ -91,6 +92,9 @@ __all__ = [
     "evaluator_class",
     "describe_evaluator",
     "CACHE_MODES",
+    "CPU_AUTO_PRECISION",
+    "CPU_CHANNELS_LAST",
+    "PRECISIONS",
     "LOADER_OPTIONS",
     "DatasetSplits",
     "Distillation",

@@ -230,6 +230,8 @@ class TrainedBase:
             momentum=self.training.momentum,
             weight_decay=self.training.weight_decay,
             progress=self.progress,
+            device=self.training.device,
+            precision=self.training.precision,
         )
         model.cpu()
         tmp = self.folder / "model.pt.tmp"

@@ -1,12 +1,16 @@
-"""Batches as the networks see them, and top-1 evaluation on a split.
+"""Batches as the networks see them, where they run, and top-1 evaluation on a split.
 
 :func:`prepare_batch` is the one conversion every image goes through (training, evaluation,
 the zero-cost proxies): ``uint8`` or [0, 1] float pixels -> normalised ``float32`` at the
 training resolution. :func:`split_batches` reads a split in order, from memory or streamed.
+:func:`resolve_device` and :func:`resolve_precision` turn ``training.device`` and
+``training.precision`` into a device and an autocast dtype.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -17,14 +21,106 @@ from autoprune.errors import ConfigError
 from autoprune.evaluators._datasets import DatasetSplits, Split, StreamedSplit
 from autoprune.evaluators._records import Fidelity, SplitName
 
-__all__ = ["evaluate_accuracy", "prepare_batch", "split_batches"]
+__all__ = [
+    "CPU_AUTO_PRECISION",
+    "CPU_CHANNELS_LAST",
+    "PRECISIONS",
+    "evaluate_accuracy",
+    "prepare_batch",
+    "resolve_device",
+    "resolve_precision",
+    "split_batches",
+]
+
+_logger = logging.getLogger("autoprune.evaluators.train")
+
+#: Values of ``training.precision``: ``fp32``, or autocast to ``bf16`` / ``fp16`` (GPU only).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: What ``precision="auto"`` trains in on a CPU with native bfloat16 (AVX512-BF16 or AMX; on
+#: others, where bfloat16 is emulated and slow, float32): ``bf16``, because
+#: ``benchmarks/train_speed.py`` measured it faster at the default fidelity in every seed with
+#: validation accuracy equal within the seeds' spread (``benchmarks/results/train_speed.json``).
+CPU_AUTO_PRECISION = "bf16"
+#: Whether training on the CPU runs in channels-last memory format: yes, measured faster by the
+#: same benchmark in float32 and in bfloat16, accuracy equal within the seeds' spread.
+CPU_CHANNELS_LAST = True
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available and else the CPU for ``None``."""
-    if device is None:
+    """``device``; ``None`` or ``"auto"``: CUDA when available, else the CPU.
+
+    Raises:
+        ConfigError: ``device`` is not a device name, or names CUDA where there is none.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"training.device must be auto, cpu, cuda or cuda:N, but got {device!r}"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"training.device is {device!r} but torch sees no CUDA GPU here (none, or a "
+            f"CPU-only torch); set training.device: auto or cpu"
+        )
+    return dev
+
+
+@functools.cache
+def _native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``; ``None`` trains in float32.
+
+    ``auto``: bfloat16 on a GPU that has it, else float16; on the CPU,
+    :data:`CPU_AUTO_PRECISION` where the CPU has native bfloat16, else float32. ``None`` is
+    ``auto``.
+
+    Raises:
+        ConfigError: ``precision`` is not one of :data:`PRECISIONS`, or is ``fp16`` off a GPU.
+
+    Example:
+        >>> resolve_precision("bf16", torch.device("cpu"))
+        torch.bfloat16
+    """
+    chosen = "auto" if precision is None else precision
+    if chosen not in PRECISIONS:
+        raise ConfigError(
+            f"training.precision must be one of {', '.join(PRECISIONS)}, but got {precision!r}"
+        )
+    if chosen == "auto" and device.type == "cuda":
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif chosen == "auto":
+        chosen = CPU_AUTO_PRECISION if CPU_AUTO_PRECISION != "bf16" or _native_bf16() else "fp32"
+    if chosen == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "training.precision is fp16, which trains fast on GPUs only; on the CPU set "
+            "training.precision: bf16 or fp32"
+        )
+    if chosen == "bf16" and device.type == "cpu" and not _native_bf16():
+        _logger.warning(
+            "training.precision is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or "
+            "AMX): it is emulated, slower than fp32"
+        )
+    return _DTYPES.get(chosen)
+
+
+def uses_channels_last(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether training runs in channels-last memory format: on GPUs under autocast, where
+    tensor-core convolutions read NHWC; on the CPU, :data:`CPU_CHANNELS_LAST`."""
+    if device.type == "cuda":
+        return dtype is not None
+    return CPU_CHANNELS_LAST
 
 
 def check_shape(data: DatasetSplits, input_shape: tuple[int, int, int]) -> tuple[int, int]:

@@ -124,6 +124,8 @@ class Evaluator(abc.ABC):
             on_epoch=on_epoch,
             evaluator=self.name,
             progress=self.progress,
+            device=self.training.device,
+            precision=self.training.precision,
         )
 
 

@@ -5,8 +5,10 @@
 weights, is what matters) or weights inherited from a trained base (the fine-tune baseline).
 SGD + Nesterov momentum under a one-cycle learning-rate schedule (Smith & Topin, 2019) stepped
 once per batch; with a :class:`Distillation`, the loss is Hinton et al.'s (2015) softened-target
-loss against a teacher; on CUDA, under bfloat16 autocast. A streamed training split is read by
-its DataLoader workers in the order the in-memory path would index it.
+loss against a teacher; under the autocast ``precision`` asks for (``auto``: bfloat16 on GPUs
+and on CPUs with native bfloat16), in channels-last memory format on GPUs under autocast and on
+the CPU (:func:`~autoprune.evaluators._evaluate.uses_channels_last`). A streamed training split
+is read by its DataLoader workers in the order the in-memory path would index it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from autoprune.evaluators._evaluate import (
     normaliser,
     prepare_batch,
     resolve_device,
+    resolve_precision,
+    uses_channels_last,
 )
 from autoprune.evaluators._records import EvalResult, Fidelity
 
@@ -177,7 +181,8 @@ def train_model(
     evaluator: str = "scratch-e",
     progress: bool = False,
     device: str | torch.device | None = None,
-    amp: bool | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
 ) -> EvalResult:
     """Train ``model`` in place, then measure its validation accuracy.
 
@@ -212,16 +217,23 @@ def train_model(
             validation split); an exception it raises stops the training and propagates.
         evaluator: Name recorded on the result (see :class:`EvalResult`).
         progress: Show a tqdm bar over the training batches (removed when done).
-        device: Where to train; ``None`` picks CUDA when available, else the CPU.
-        amp: Train under bfloat16 autocast; ``None`` means on CUDA only.
+        device: Where to train (``training.device``); ``None`` or ``"auto"``: CUDA when
+            available, else the CPU.
+        precision: ``"fp32"``, or autocast to ``"bf16"`` or ``"fp16"`` (GPU only, with loss
+            scaling) (``training.precision``); ``None`` or ``"auto"``: see
+            :func:`~autoprune.evaluators._evaluate.resolve_precision`. Evaluation is float32.
+        channels_last: Train in channels-last memory format; ``None``: where it helps
+            (:func:`~autoprune.evaluators._evaluate.uses_channels_last`). The model is handed
+            back contiguous either way.
 
     Returns:
         The validation accuracy with its fidelity, resolution, time and throughput.
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite.
-        ConfigError: ``input_shape`` does not match the data set's channels, or ``lr``,
-            ``momentum`` or ``weight_decay`` is out of range.
+        ConfigError: ``input_shape`` does not match the data set's channels, ``lr``,
+            ``momentum`` or ``weight_decay`` is out of range, or ``device`` or ``precision``
+            cannot be had here.
 
     Example:
         >>> from autoprune.evaluators import load_dataset
@@ -237,7 +249,10 @@ def train_model(
     deploy_hw = check_shape(data, input_shape)
     hw = fidelity.train_hw(deploy_hw)
     dev = resolve_device(device)
-    use_amp = dev.type == "cuda" if amp is None else bool(amp)
+    dtype = resolve_precision(precision, dev)  # None: float32
+    if channels_last is None:
+        channels_last = uses_channels_last(dev, dtype)
+    scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
     train = data.train
     n_all = len(train)
     n = n_all if fidelity.samples is None else min(fidelity.samples, n_all)
@@ -281,6 +296,8 @@ def train_model(
             streamed = train.batches(order, pin_memory=dev.type == "cuda")
         total_steps = sum(len(plan) for plan in epoch_plans)
         model.to(dev)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         # Learned quantizer step sizes (LSQ's ``act_step``) are ranges, not weights: no decay.
         steps = [p for n, p in model.named_parameters() if n.endswith("act_step")]
         weights = [p for n, p in model.named_parameters() if not n.endswith("act_step")]
@@ -296,9 +313,11 @@ def train_model(
             optimizer, max_lr=lr, total_steps=total_steps, cycle_momentum=False
         )
         _logger.debug(
-            "training %s on %s: %s, %d steps, lr %g%s",
+            "training %s on %s in %s%s: %s, %d steps, lr %g%s",
             type(model).__name__,
             dev,
+            "float32" if dtype is None else f"{dtype} autocast",
+            ", channels last" if channels_last else "",
             fidelity.describe(deploy_hw),
             total_steps,
             lr,
@@ -323,7 +342,11 @@ def train_model(
                     else:
                         batch, truth = (t.to(dev, non_blocking=True) for t in next(streamed))
                     x = prepare_batch(batch, mean, std, hw)
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(
+                        dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+                    ):
                         logits = model(x)
                         if teacher is None:
                             loss = F.cross_entropy(logits, truth)
@@ -333,8 +356,13 @@ def train_model(
                                 target = teacher(x)
                             loss = distillation.loss(logits.float(), target.float(), truth)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    if scaler is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:  # float16: loss scaling, so that small gradients do not underflow
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
                     scheduler.step()
                     loss_sum += loss.detach() * len(idx)
                     epoch_images += len(idx)
@@ -374,6 +402,8 @@ def train_model(
             bar.close()
             if streamed is not None:
                 streamed.close()  # stops its worker processes, also after an early stop
+            if channels_last:
+                model.to(memory_format=torch.contiguous_format)  # as saved and exported
 
     accuracy = val_accuracy()
     result = EvalResult(
