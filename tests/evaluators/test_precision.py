@@ -68,8 +68,9 @@ def test_auto_device_is_the_cpu_and_cuda_without_a_gpu_is_one_line() -> None:
 def test_config_values_are_checked(override: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_config(overrides=[override])
-    config = load_config()
-    assert (config.training.device, config.training.precision) == ("auto", "auto")
+    assert (TrainingConfig().device, TrainingConfig().precision) == ("auto", "auto")
+    config = load_config()  # the embedded default trains in fp32 (see default.yaml)
+    assert (config.training.device, config.training.precision) == ("auto", "fp32")
 
 
 def test_auto_trains_as_the_cpu_default_and_both_precisions_learn(data: DatasetSplits) -> None:
