@@ -167,6 +167,16 @@ class _QuantMixin(nn.Module):
             self._observe(x)
         return self._quantize_input(x), self._quantized_weight()
 
+    @torch.jit.unused
+    def _forward_float32(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer with autocast off: fake-quantized operands stay on their integer grid only
+        in float32 (bfloat16 keeps 8 significant bits, so an 8-bit level times its step would
+        round off the grid), so under a bf16 or fp16 autocast a quantized layer runs in float32."""
+        if not torch.is_autocast_enabled(x.device.type):
+            return self._forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.float())
+
     def _quant_repr(self) -> str:
         return f"weight_bits={self.weight_bits}, activation_bits={self.activation_bits}"
 
@@ -228,6 +238,11 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward(x)
+        return self._forward_float32(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x, w = self._quantize(x)
         return self._conv_forward(x, w, self.bias)
 
@@ -287,6 +302,11 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self._forward(x)
+        return self._forward_float32(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         x, w = self._quantize(x)
         return F.linear(x, w, self.bias)
 
