@@ -172,8 +172,8 @@ class _QuantMixin(nn.Module):
         """The layer with autocast off: fake-quantized operands stay on their integer grid only
         in float32 (bfloat16 keeps 8 significant bits, so an 8-bit level times its step would
         round off the grid), so under a bf16 or fp16 autocast a quantized layer runs in float32."""
-        if not torch.is_autocast_enabled(x.device.type):
-            return self._forward(x)
+        if x.device.type not in ("cpu", "cuda") or not torch.is_autocast_enabled(x.device.type):
+            return self._forward(x)  # no autocast (on ``meta`` it has no state to ask)
         with torch.autocast(x.device.type, enabled=False):
             return self._forward(x.float())
 
