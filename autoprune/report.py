@@ -2,12 +2,15 @@
 
 Every accuracy is printed with its split and training fidelity; every latency and energy with
 its source (``measured`` or ``estimated``). JSON and CSV field names carry units
-(``macs``, ``size_bytes``, ``latency_ms``, ``energy_mj``). A run started from your trained
-weights (``model.weights``) also shows them, unpruned, as the reference (:func:`weights_reference`).
+(``macs``, ``size_bytes``, ``latency_ms``, ``energy_mj``). The JSON also gives each member's
+``architecture`` (:func:`architecture_of`); the CSV keeps flat columns only. A run started from your
+trained weights (``model.weights``) also shows them, unpruned, as the reference
+(:func:`weights_reference`).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -22,6 +25,7 @@ from autoprune.search import HypervolumeReference, RunDir, TrialRecord
 Hypervolume = tuple[HypervolumeReference, list[tuple[int, float]]]
 
 __all__ = [
+    "architecture_of",
     "format_front_table",
     "format_hypervolume",
     "hypervolume_payload",
@@ -54,8 +58,28 @@ _CSV_FIELDS = (
 )
 
 
+def architecture_of(record: TrialRecord) -> dict[str, Any] | None:
+    """The trial's architecture: a copy of its candidate as the trial stored it
+    (:meth:`Candidate.to_dict <autoprune.spaces.Candidate.to_dict>`); ``None`` without one.
+
+    Keys: ``model``, ``num_classes``, ``in_channels``; ``input_shape``, the deploy resolution
+    ``[C, H, W]`` in pixels; ``channels``, the widths (channel group -> output channels kept);
+    ``blocks``, the depths (stage -> blocks kept, the first ones of the stage); ``weight_bits`` and
+    ``activation_bits`` (conv/linear layer -> bit-width of its weights, of its input; 32 = float).
+    Counts are absolute; a group, stage or layer that is not listed is as in the base model (full
+    width, all blocks, float). ``Candidate.from_dict(architecture).hash`` is the trial's
+    ``candidate_hash``.
+
+    Example:
+        >>> architecture_of(record)["blocks"], architecture_of(record)["input_shape"]
+        ({'layer1': 2, 'layer2': 3, 'layer3': 1}, [1, 24, 24])
+    """
+    return copy.deepcopy(record.candidate) if record.candidate else None
+
+
 def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """Machine-readable Pareto members with units in the field names."""
+    """Machine-readable Pareto members with units in the field names, and each member's
+    ``architecture`` (:func:`architecture_of`), a nested object the CSV leaves out."""
     return [
         {
             "trial": r.number,
@@ -75,6 +99,7 @@ def front_records(front: Sequence[TrialRecord]) -> list[dict[str, Any]]:
             "energy_source": r.energy_source,
             "input_shape": r.resolution,
             "candidate_hash": r.candidate_hash,
+            "architecture": architecture_of(r),
         }
         for r in front
     ]
@@ -253,8 +278,10 @@ def format_front_table(
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as CSV with the flat :data:`_CSV_FIELDS` columns; other keys (``architecture``)
+    are left out."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

@@ -20,6 +20,7 @@ import torch
 from autoprune.cli import main
 from autoprune.errors import RunDirError
 from autoprune.search import RunDir, pareto_front
+from autoprune.spaces import Candidate
 from tests.conftest import write_config
 
 
@@ -68,6 +69,15 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
         assert member[key] is not None, key
     assert member["latency_source"] == "estimated"
     assert "samples" in member["fidelity"]
+    # Each member's architecture: widths, depths, input shape and bit-widths of its candidate.
+    for member, record in zip(payload["pareto"], front, strict=True):
+        architecture = member["architecture"]
+        assert architecture == record.candidate
+        assert architecture["input_shape"] == [int(d) for d in member["input_shape"].split("x")]
+        assert {"channels", "blocks", "weight_bits", "activation_bits"} <= set(architecture)
+        assert Candidate.from_dict(architecture).hash == member["candidate_hash"]
+    header = (finished_run / "pareto.csv").read_text().splitlines()[0].split(",")
+    assert "candidate_hash" in header and "architecture" not in header  # the CSV stays flat
     assert json.loads((finished_run / "pareto.json").read_text())["pareto"] == payload["pareto"]
     # The hypervolume after every trial, against the reference stored at the study's creation.
     hypervolume = payload["hypervolume"]
