@@ -2,8 +2,11 @@
 
 A controller is a factory ``(seed, population_size) -> BaseSampler``. Samplers read the
 immutable trial history from the study storage, so resuming a run and running several workers
-come free. Budgets reach the sampler as the trials' Optuna constraints (``Trial.set_constraint``;
-a trial is feasible when every value is ``<= 0``), never as weights in the objectives.
+come free. Budgets reach the sampler as the trials' Optuna constraints, never as weights in the
+objectives: one value per budget, in the run's budget order, in the trial's system attribute
+``constraints`` (Optuna 4's list, which Optuna 5 reads as constraints ``"0"``, ``"1"``, ...; see
+:func:`~autoprune.search._objective.set_constraints`). A trial is feasible when every value is
+``<= 0``; a sampler needs no more than ``trial.constraints.values()``.
 
 Example:
     >>> sampler = create_sampler("nsga2", seed=0, population_size=8)

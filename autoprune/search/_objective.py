@@ -13,7 +13,8 @@ the study storage alone is the record of a run; the trained weights go to the ru
 
 The objective runs on an ``optuna.Trial`` (the local loop) or on a :class:`RecordedTrial`: the same
 calls, recorded in a process that does not hold the study's trial (a Ray worker), and applied to
-the study's trial afterwards by :func:`apply_recording`. Both paths share one evaluation.
+the study's trial afterwards by :func:`apply_recording`. Both paths share one evaluation, and
+both give the sampler the budgets' violations through :func:`set_constraints`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import optuna
@@ -29,6 +30,7 @@ import optuna
 from autoprune.config import Budget, Config
 from autoprune.evaluators import EpochHook, Evaluator, TrainedBase
 from autoprune.hwprofiles import DeviceProfile, HardwareCoster, candidate_costs
+from autoprune.search import _optuna
 from autoprune.search import _schema as attrs
 from autoprune.search._early_stopping import DominanceStopper, EarlyStopped, peers_at
 from autoprune.search._repair import repair
@@ -41,6 +43,7 @@ __all__ = [
     "RecordedTrial",
     "apply_recording",
     "candidate_seed",
+    "set_constraints",
 ]
 
 _logger = logging.getLogger("autoprune.search")
@@ -155,7 +158,8 @@ class RecordedTrial:
 def apply_recording(trial: optuna.Trial, recording: dict[str, Any]) -> list[float] | None:
     """Set a :meth:`RecordedTrial.recording` on the study's trial; returns its objective values.
 
-    Call it before ``study.tell(trial, values)`` so that the sampler sees the constraints.
+    Call it before ``study.tell(trial, values)`` so that the sampler sees the constraints (set
+    by :func:`set_constraints`, in the recorded order: the run's budget order).
     ``None`` means the evaluation failed (tell ``FAIL``).
     """
     if recording["number"] != trial.number or recording["params"] != trial.params:
@@ -165,10 +169,71 @@ def apply_recording(trial: optuna.Trial, recording: dict[str, Any]) -> list[floa
         )
     for key, value in recording["user_attrs"].items():
         trial.set_user_attr(key, value)
-    for key, value in recording["constraints"].items():
-        trial.set_constraint(key, value)
+    set_constraints(trial, recording["constraints"])
     values = recording["values"]
     return None if values is None else [float(v) for v in values]
+
+
+#: Optuna 4's trial system attribute: the list of a trial's constraint values.
+CONSTRAINTS_KEY = "constraints"
+#: Prefix of Optuna 5's named constraint attributes (``Trial.set_constraint(name, value)``).
+NAMED_CONSTRAINT_PREFIX = "constraints:"
+
+
+def set_constraints(trial: ObjectiveTrial, constraints: Mapping[str, float]) -> None:
+    """Give the sampler a trial's constraint vector: one value per budget, ``<= 0`` where the
+    budget holds, keyed by the budget's spec in the run's budget order.
+
+    Contract:
+
+    * On an ``optuna.Trial``, the values go to the trial's system attribute ``constraints`` as
+      one list, in the order of ``constraints`` (Optuna 4's form). Optuna 5's samplers read it
+      as constraints ``"0"``, ``"1"``, ...; optuna-dashboard (0.21) reads only this form. The
+      budgets' names are in the trial's ``violations`` user attribute, which holds the same
+      values; what autoprune reads from ``trial.constraints`` is only whether any value is
+      ``> 0``.
+    * One form per study, decided by its trials: the study's first trial (by number) that has
+      constraints fixes the form for all. A study begun before autoprune wrote the list (its
+      trials carry Optuna 5's named attributes ``constraints:<spec>``, from
+      ``Trial.set_constraint``) keeps the named form on resume: each value is set with
+      ``trial.set_constraint(spec, value)`` instead. So the samplers see the same number,
+      names and order of constraints for every trial of a study (the GP sampler stacks them as
+      columns: mixed forms would pair a budget with another's column). Never both forms on one
+      trial: Optuna 5 merges them, so every budget would count twice, and GP fails with "The
+      number of constraints must be the same for all trials" on a study whose older trials
+      have one form.
+    * Values are floats (``float(value)``); NaN is refused with ``ValueError``, as Optuna
+      refuses it. Call it once per trial, before the trial is told; nothing is written when
+      there are no budgets.
+    * On any other trial (a :class:`RecordedTrial` on a Ray worker), each value is recorded with
+      ``set_constraint`` in order, and :func:`apply_recording` calls this function on the
+      study's trial.
+    """
+    values = {key: float(value) for key, value in constraints.items()}
+    for key, value in values.items():
+        if math.isnan(value):
+            raise ValueError(f"constraint {key!r} of trial {trial.number} is NaN")
+    if not values:
+        return
+    if not isinstance(trial, optuna.Trial) or _has_named_constraints(trial.study):
+        for key, value in values.items():
+            trial.set_constraint(key, value)
+        return
+    _optuna.set_trial_system_attr(trial.study, trial, CONSTRAINTS_KEY, list(values.values()))
+
+
+def _has_named_constraints(study: optuna.Study) -> bool:
+    """Whether the study's trials carry named constraints (a study begun before the list form).
+
+    Every trial of a study has the same form, so the first one with constraints decides.
+    """
+    for other in study.get_trials(deepcopy=False):
+        system_attrs = other.system_attrs
+        if CONSTRAINTS_KEY in system_attrs:
+            return False
+        if any(key.startswith(NAMED_CONSTRAINT_PREFIX) for key in system_attrs):
+            return True
+    return False
 
 
 def candidate_seed(candidate: Candidate, search_seed: int) -> int:
@@ -233,8 +298,7 @@ class CandidateObjective:
         feasible = all(v <= 0 for v in violations.values())
         attrs.COSTS.set(trial, values)
         attrs.VIOLATIONS.set(trial, violations)
-        for spec, violation in violations.items():
-            trial.set_constraint(spec, violation)  # Optuna: feasible when every value <= 0
+        set_constraints(trial, violations)  # Optuna: feasible when every value <= 0
         attrs.FEASIBLE.set(trial, feasible)
         latency, energy = float(values["latency_ms"]), float(values["energy_mj"])
         if not feasible:

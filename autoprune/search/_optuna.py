@@ -1,11 +1,12 @@
 """The one place autoprune reaches past Optuna's public API.
 
 Optuna 5 has no public way to set a study's system attributes, to write a trial's attributes
-from inside a sampler (the sampler sees a ``FrozenTrial``), or to fail a trial that a killed
-process left ``RUNNING``. Each of those goes through the study's storage, which is private
-(``Study._storage``, ``Study._study_id``, ``FrozenTrial._trial_id``). Every such access is a
-function here, and ``tests/search/test_optuna_adapter.py`` fails loudly when the pinned Optuna
-changes one of them.
+from inside a sampler (the sampler sees a ``FrozenTrial``), to write a trial's constraints in
+Optuna 4's list form (``Trial.set_constraint`` writes only named ones), or to fail a trial that
+a killed process left ``RUNNING``. Each of those goes through the study's storage, which is
+private (``Study._storage``, ``Study._study_id``, ``FrozenTrial._trial_id``,
+``Trial._trial_id``). Every such access is a function here, and
+``tests/search/test_optuna_adapter.py`` fails loudly when the pinned Optuna changes one of them.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
     study._storage.set_study_system_attr(study._study_id, key, value)
 
 
-def set_trial_system_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
-    """Write one system attribute of ``trial`` (a running trial seen by a sampler)."""
+def set_trial_system_attr(
+    study: optuna.Study, trial: FrozenTrial | optuna.Trial, key: str, value: Any
+) -> None:
+    """Write one system attribute of ``trial``, a running trial of ``study``: the ``FrozenTrial``
+    a sampler sees or the ``optuna.Trial`` an objective gets (its cached copy is not updated;
+    read the attribute back from the storage)."""
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
 
 

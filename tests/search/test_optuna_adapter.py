@@ -64,3 +64,15 @@ def test_ray_optuna_search_keeps_the_attributes_study_search_uses(study: optuna.
     assert isinstance(searcher._ot_trials, dict) and not searcher._ot_trials
     assert searcher._space == SPACE
     assert isinstance(searcher._completed_trials, set)
+
+
+def test_an_objectives_trial_gets_the_constraints_list_through_the_storage(
+    study: optuna.Study,
+) -> None:
+    trial = study.ask(SPACE)  # an optuna.Trial, as an objective gets it
+    _optuna.set_trial_system_attr(study, trial, "constraints", [0.5, -1.0])
+    assert trial.constraints == {"0": 0.5, "1": -1.0}  # Optuna 5 reads Optuna 4's list
+    study.tell(trial, [1.0])
+    (stored,) = study.get_trials()
+    assert stored.system_attrs["constraints"] == [0.5, -1.0]
+    assert stored.constraints == {"0": 0.5, "1": -1.0}

@@ -82,7 +82,9 @@ def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: 
     local_trials, remote_trials = local.get_trials(), remote.get_trials()
     assert [t.user_attrs.get("trained") for t in remote_trials] == [True, False, True]
     assert remote_trials[2].user_attrs["cached_from"] == 0
-    assert remote_trials[1].system_attrs  # the budget's constraint reached the study
+    # The budget's violation reached the study, as the list optuna-dashboard reads.
+    violation = remote_trials[1].user_attrs["violations"]["0.01gflops"]
+    assert violation > 0 and remote_trials[1].system_attrs["constraints"] == [violation]
     for a, b in zip(local_trials, remote_trials, strict=True):
         assert _without_timing(a, local_dir) == _without_timing(b, remote_dir)
     assert (remote_dir / "trials" / "0000" / "model.pt").is_file()
