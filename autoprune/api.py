@@ -94,11 +94,13 @@ class Run:
         *,
         formats: Sequence[str] = DEFAULT_FORMATS,
         out: PathLike | None = None,
+        target: str | None = None,
+        fold_normalisation: bool = False,
         retrain: RetrainSettings | None = None,
         progress: bool = False,
     ) -> list[ExportedModel]:
         """Export ``trial`` (a number or several; ``None``: the whole Pareto front), as
-        ``autoprune export`` does; returns what was written where."""
+        ``autoprune export`` does; returns what was written where, and what was skipped."""
         numbers = [trial] if isinstance(trial, int) else list(trial or ())
         return export_run(
             self.path,
@@ -106,6 +108,8 @@ class Run:
             pareto=trial is None,
             formats=list(formats),
             out_dir=Path(out) if out is not None else None,
+            target=target,
+            fold_normalisation=fold_normalisation,
             retrain=retrain,
             progress=progress,
         )

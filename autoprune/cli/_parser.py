@@ -154,16 +154,34 @@ def _add_search(sub: argparse._SubParsersAction, listed: bool) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    export = sub.add_parser("export", help="export trained trials (weights, ONNX, TorchScript)")
+    export = sub.add_parser(
+        "export",
+        help="export trained trials (weights, ONNX, TorchScript, .pt2, TVM)",
+        description="Export trained trials for deployment. Exit status 0: everything asked for "
+        "was written; 3: some (trial, format) pairs were skipped (each named on stderr with "
+        "the reason), the rest written; 2: bad input, nothing written.",
+    )
     export.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, action="append", help="trial number (repeatable)")
     which.add_argument("--pareto", action="store_true", help="every Pareto-front member")
     export.add_argument(
         "--format",
-        default="onnx,torchscript",
-        help="comma-separated formats: onnx, torchscript, tvm (a library for the run's "
-        "target) (default: onnx,torchscript)",
+        default="onnx,torchscript,pt2",  # autoprune.export.DEFAULT_FORMATS (not imported here)
+        help="comma-separated formats: onnx (dynamic batch; a quantized trial as an integer QDQ "
+        "model plus model.float.onnx), torchscript, pt2 (torch.export), tvm (a library for the "
+        "target, batch 1) (default: onnx,torchscript,pt2)",
+    )
+    export.add_argument(
+        "--target",
+        metavar="NAME",
+        help="device profile to build for (TVM library; 16-bit layers as fp16 where native), "
+        "e.g. host to run the library here (default: the run's target)",
+    )
+    export.add_argument(
+        "--fold-normalisation",
+        action="store_true",
+        help="put the input normalisation into the graphs: the models take pixel values in 0..255",
     )
     export.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
     export.add_argument(

@@ -45,7 +45,9 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """Export the chosen trials, retrained first with ``--retrain``; 130 after Ctrl-C."""
+    """Export the chosen trials, retrained first with ``--retrain``: 0 when everything asked for
+    was written, 3 when some (trial, format) pairs were skipped (each named on stderr), 130
+    after Ctrl-C."""
     options = {
         "evaluator": args.retrain_evaluator,
         "epochs": args.retrain_epochs,
@@ -67,6 +69,8 @@ def export_command(args: argparse.Namespace) -> int:
                 pareto=args.pareto,
                 formats=formats,
                 out_dir=args.out,
+                target=args.target,
+                fold_normalisation=args.fold_normalisation,
                 retrain=retrain,
                 progress=not args.quiet,
             )
@@ -81,4 +85,9 @@ def export_command(args: argparse.Namespace) -> int:
         return 130
     for item in exported:
         print(f"trial {item.trial}: {item.folder} ({', '.join(p.name for p in item.files)})")
-    return 0
+        for note in item.notes:
+            print(f"  note: {note}")
+    skipped = [s for item in exported for s in item.skipped]
+    for skip in skipped:
+        print(f"autoprune: {skip}", file=sys.stderr)
+    return 3 if skipped else 0
