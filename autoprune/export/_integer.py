@@ -266,12 +266,15 @@ def fold_batch_norms(model: onnx.ModelProto) -> int:
         factor = gamma / np.sqrt(var + eps)
         scale = numpy_helper.to_array(constants[dq.input[1]]).astype(np.float64)
         has_bias = len(conv.input) > 2 and conv.input[2] != ""
+        if has_bias and conv.input[2] not in constants:
+            continue
         bias = (
             numpy_helper.to_array(constants[conv.input[2]]).astype(np.float64) if has_bias else 0.0
         )
-        new_scale = numpy_helper.from_array((scale * factor).astype(np.float32), f"{bn.name}_scale")
+        prefix = f"autoprune_bn_fold_{len(folded)}"
+        new_scale = numpy_helper.from_array((scale * factor).astype(np.float32), f"{prefix}_scale")
         new_bias = numpy_helper.from_array(
-            ((bias - mean) * factor + beta).astype(np.float32), f"{bn.name}_bias"
+            ((bias - mean) * factor + beta).astype(np.float32), f"{prefix}_bias"
         )
         graph.initializer.extend([new_scale, new_bias])
         dq.input[1] = new_scale.name
