@@ -111,10 +111,14 @@ def test_a_quantized_trial_is_an_integer_model_and_model_json_says_how_to_feed_i
         expected = {8: "int8", 16: "fp16", 32: "fp32"}[width]  # jetson runs fp16 natively
         assert layers.get(name, {"weights": "fp32"})["weights"] == expected, name
     proto = onnx.load(str(folder / "model.onnx"))
-    ops = {node.op_type for node in proto.graph.node}
-    assert "DequantizeLinear" in ops and "BatchNormalization" not in ops or 8 not in bits.values()
-    int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
-    assert len([t for t in int8_weights if len(t.dims) >= 2]) == sum(b == 8 for b in bits.values())
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    convs = [producer[n.input[0]] for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    unfolded = [c for c in convs if producer.get(c.input[1], c).op_type == "DequantizeLinear"]
+    assert not unfolded  # batch norms after integer weights are folded into their scales
+    weights = [t.data_type for t in proto.graph.initializer if len(t.dims) >= 2]
+    for width, dtype in ((8, onnx.TensorProto.INT8), (16, onnx.TensorProto.FLOAT16)):
+        # stored at their precision: constant folding turned none back into float32
+        assert weights.count(dtype) == sum(b == width for b in bits.values())
     assert (folder / "model.onnx").stat().st_size < (folder / "model.float.onnx").stat().st_size
     card = (folder / "card.md").read_text()
     assert "logits" in card and "model.onnx" in card and "mean" in card

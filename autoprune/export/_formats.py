@@ -21,6 +21,8 @@ from typing import Any
 
 import onnx
 import torch
+from onnxscript import ir
+from onnxscript.optimizer import optimize_ir
 from torch import nn
 
 from autoprune.export._integer import LayerPrecision, fold_batch_norms, integer_form, is_quantized
@@ -118,12 +120,34 @@ def _onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProt
             output_names=[OUTPUT_NAME],
             dynamic_shapes=(_batch_dim(),),
             opset_version=opset,
+            optimize=False,
             verbose=False,
         )
+        optimize_ir(program.model, should_fold=_keeps_stored_precision)
     return program.model_proto
 
 
+_STORED = (ir.DataType.FLOAT16, ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT16)
+
+
+def _keeps_stored_precision(node: ir.Node) -> bool | None:
+    """Constant folding must not turn weights stored in fp16 or integers back into float32
+    (it would fold their ``Cast``/``DequantizeLinear``); ``None``: the default rules."""
+    source = node.inputs[0] if node.inputs else None
+    if node.op_type in ("Cast", "DequantizeLinear") and source is not None:
+        if source.const_value is not None and source.dtype in _STORED:
+            return False
+    return None
+
+
 def _save_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    """Check and write ``proto`` without the exporter's metadata (PyTorch stack traces, module
+    paths, intermediate shapes: more bytes than a small network's weights, and nothing a runtime
+    needs; runtimes infer the shapes)."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    del proto.graph.metadata_props[:]
+    del proto.graph.value_info[:]
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(path))
 
