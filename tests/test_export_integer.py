@@ -69,15 +69,20 @@ def test_integer_form_computes_the_trained_values_in_pytorch_and_onnxruntime(
     path = tmp_path / "model.onnx"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(path))
-    # As written, the graph computes the trained values; onnxruntime's integer kernels (its
-    # optimised graph) requantize their accumulators, which may move a value by one level.
+    # As written, the graph computes the trained values to float rounding; where a value sits on
+    # a rounding boundary, another summation order (or onnxruntime's integer kernels, which
+    # requantize their accumulators) may move it one level: most logits agree to 1e-5, all to
+    # 3e-2 (a few levels' worth at these steps).
     literal = onnxruntime.SessionOptions()
     literal.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-    for options, tolerance in ((literal, 1e-4), (onnxruntime.SessionOptions(), 3e-2)):
+    for options in (literal, onnxruntime.SessionOptions()):
         session = onnxruntime.InferenceSession(str(path), options)
         for batch in (1, 8):
             (got,) = session.run(None, {"input": x[:batch].numpy()})
-            np.testing.assert_allclose(got, expected[:batch], rtol=tolerance, atol=tolerance)
+            with torch.no_grad():
+                reference = model(x[:batch]).numpy()
+            np.testing.assert_allclose(got, reference, atol=3e-2)
+            assert np.median(np.abs(got - reference)) < 1e-5
 
 
 def test_sixteen_bits_become_fp16_where_the_target_has_it() -> None:
