@@ -92,18 +92,7 @@ def _check(run: RunDir, chosen: list[TrialRecord], formats: Sequence[str]) -> No
     if not formats:
         raise AutopruneError(f"no export format given; valid formats: {', '.join(EXPORT_FORMATS)}")
     for record in chosen:
-        if not record.trained or record.candidate is None:
-            raise RunDirError(
-                f"trial {record.number} of {str(run.path)!r} was not trained (state "
-                f"{record.state}); pick a trained trial, e.g. one listed by `autoprune report "
-                f"{run.path}`"
-            )
-        source = record.cached_from if record.cached_from is not None else record.number
-        if not run.weights_file(source).exists():
-            raise RunDirError(
-                f"weights of trial {record.number} are missing ({run.weights_file(source)}); "
-                f"export other trials, or search again"
-            )
+        run.trained_weights_file(record)  # raises if untrained or missing
 
 
 def _data(run: RunDir, fold_normalisation: bool) -> dict[str, Any] | None:

@@ -353,14 +353,11 @@ class RunDir:
         temporary.replace(path)
         return path
 
-    def trained_model(self, record: TrialRecord) -> nn.Module:
-        """A trained trial's network with its weights (evaluation mode, CPU).
-
-        A trial that reused an earlier training of its architecture loads that trial's weights.
+    def trained_weights_file(self, record: TrialRecord) -> Path:
+        """The weights a trained trial loads (an earlier trial's where it reused that training).
 
         Raises:
-            RunDirError: the trial was not trained, or its weights are missing or were saved by
-                an autoprune whose quantizer state cannot be loaded.
+            RunDirError: the trial was not trained, or its weights are missing.
         """
         if not record.trained or record.candidate is None:
             raise RunDirError(
@@ -372,6 +369,18 @@ class RunDir:
         weights = self.weights_file(source)
         if not weights.exists():
             raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
+        return weights
+
+    def trained_model(self, record: TrialRecord) -> nn.Module:
+        """A trained trial's network with its weights (evaluation mode, CPU).
+
+        A trial that reused an earlier training of its architecture loads that trial's weights.
+
+        Raises:
+            RunDirError: the trial was not trained, or its weights are missing or were saved by
+                an autoprune whose quantizer state cannot be loaded.
+        """
+        weights = self.trained_weights_file(record)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         legacy = sorted(k for k in state if k.endswith(_LEGACY_QUANTIZER_KEYS))
         if legacy:
