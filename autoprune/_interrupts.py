@@ -9,6 +9,11 @@ no Ctrl-C had come: a search interrupted at that instant finished every trial an
 :func:`raise_if_interrupted`, called where a run passes often (every training batch, the end of
 every trial), raises it again if it was swallowed. A signal the process inherited as ignored
 stays ignored: POSIX starts a script's background jobs with SIGINT ignored on purpose.
+
+Some library code must not be interrupted at all: an exception raised inside the Python callbacks
+that ``torch.export`` and TVM's passes run from C++ can end the process with SIGABRT instead of a
+clean exit (seen once in CI, mid ``torch.export``). :func:`interrupts_deferred` wraps such calls:
+within it a kept signal is only remembered, and raised when the block ends.
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["interrupts_kept", "raise_if_interrupted"]
+__all__ = ["interrupts_deferred", "interrupts_kept", "raise_if_interrupted"]
 
 _received: int | None = None
+_deferring = 0  # depth of nested interrupts_deferred blocks
 
 
 def _remember_and_raise(signum: int, frame: FrameType | None) -> None:
     global _received
     _received = signum
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    if not _deferring:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def raise_if_interrupted() -> None:
@@ -36,6 +43,25 @@ def raise_if_interrupted() -> None:
     """
     if _received is not None:
         raise KeyboardInterrupt(f"signal {signal.Signals(_received).name}")
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Within the block, a kept signal is remembered but not raised; it is raised at the end.
+
+    For short calls into native code that runs Python callbacks (``torch.export``, TVM's
+    passes), where an exception raised mid-call can abort the process. Outside
+    :func:`interrupts_kept` the signals keep their usual handlers and this is a no-op. Blocks may
+    nest; the signal is raised when the outermost one ends (not if it ends with an exception).
+    """
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if not _deferring:
+        raise_if_interrupted()
 
 
 @contextmanager

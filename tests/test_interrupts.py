@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from autoprune._interrupts import interrupts_kept, raise_if_interrupted
+from autoprune._interrupts import interrupts_deferred, interrupts_kept, raise_if_interrupted
 
 
 class _Object:
@@ -61,3 +61,21 @@ def test_an_ignored_signal_stays_ignored() -> None:
             raise_if_interrupted()
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_deferred_signal_is_raised_when_the_outermost_block_ends() -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), interrupts_kept((signal.SIGTERM,)):
+        with interrupts_deferred():
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs here, and must not raise
+                    pass
+                reached.append("inner end")
+            reached.append("outer end")  # the inner block's end does not raise either
+    assert reached == ["inner end", "outer end"]
+
+
+def test_deferring_outside_kept_signals_changes_nothing() -> None:
+    with interrupts_deferred():
+        raise_if_interrupted()

@@ -25,6 +25,7 @@ from onnxscript import ir
 from onnxscript.optimizer import optimize_ir
 from torch import nn
 
+from autoprune._interrupts import interrupts_deferred
 from autoprune.export._integer import LayerPrecision, fold_batch_norms, integer_form, is_quantized
 from autoprune.hwprofiles import DeviceProfile, build_for_target, import_to_relax, write_library
 
@@ -109,7 +110,11 @@ def _batch_dim() -> dict[int, Any]:
 
 
 def _onnx(model: nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        interrupts_deferred(),  # Ctrl-C inside torch.export's C++ callbacks can abort
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,
@@ -186,7 +191,7 @@ def write_torchscript(job: ExportJob, folder: Path) -> list[WrittenFile]:
 
 @register_format("pt2", "torch.export's ExportedProgram (torch.export.load), dynamic batch")
 def write_pt2(job: ExportJob, folder: Path) -> list[WrittenFile]:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), interrupts_deferred():
         warnings.simplefilter("ignore")
         program = torch.export.export(job.model, (job.example(2),), dynamic_shapes=(_batch_dim(),))
     torch.export.save(program, str(folder / "model.pt2"))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from autoprune._interrupts import interrupts_deferred
 from autoprune.errors import ConfigError, UnknownNameError
 from autoprune.hwprofiles._estimate import HardwareEstimate, _estimate_layer
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
@@ -134,7 +135,8 @@ def _fusion_passes() -> list[tvm.transform.Pass]:
 def _lower(mod: tvm.IRModule) -> tvm.IRModule:
     import tvm
 
-    return tvm.transform.Sequential(_fusion_passes())(mod)
+    with interrupts_deferred():  # TVM's passes call back into Python from C++
+        return tvm.transform.Sequential(_fusion_passes())(mod)
 
 
 # --------------------------------------------------------------------------------------------

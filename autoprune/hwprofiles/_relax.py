@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from autoprune._interrupts import interrupts_deferred
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._profile import DeviceProfile
 from autoprune.hwprofiles._records import check_input_shape, default_threads
@@ -65,8 +66,9 @@ def import_to_relax(model: nn.Module, input_shape: tuple[int, int, int]) -> tvm.
     from tvm.relax.frontend.torch import from_exported_program
 
     shape = check_input_shape(input_shape)
-    exported = torch.export.export(model.eval(), (example_input(shape),))
-    return from_exported_program(exported)
+    with interrupts_deferred():  # Ctrl-C inside its C++ callbacks can abort the process
+        exported = torch.export.export(model.eval(), (example_input(shape),))
+        return from_exported_program(exported)
 
 
 def host_arch() -> str:
