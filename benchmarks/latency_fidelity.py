@@ -93,7 +93,16 @@ def fidelity(estimates: list[float], measured: list[float]) -> dict[str, float]:
 
 def with_factors(profile: DeviceProfile, values: np.ndarray) -> DeviceProfile:
     """``profile`` with the estimator factors set to ``values`` (in :data:`FACTORS` order)."""
-    return dataclasses.replace(profile, **dict(zip(FACTORS, map(float, values), strict=True)))
+    factors = dict(zip(FACTORS, map(float, values), strict=True))
+    factors["compute_efficiency"] = dict.fromkeys(
+        profile.native_precisions, factors["compute_efficiency"]
+    )
+    return dataclasses.replace(profile, **factors)
+
+
+def _factor(profile: DeviceProfile, name: str) -> float:
+    value = getattr(profile, name)
+    return value["fp32"] if name == "compute_efficiency" else value
 
 
 def fit_factors(
@@ -114,7 +123,7 @@ def fit_factors(
         predicted = [estimate_from_kernels(k, fitted).latency_ms for k in kernels]
         return float(np.sum((np.log(predicted) - target) ** 2))
 
-    start = np.log([getattr(profile, name) for name in FACTORS])
+    start = np.log([_factor(profile, name) for name in FACTORS])
     result = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 2000, "xatol": 1e-4})
     return np.exp(result.x)
 
@@ -315,7 +324,7 @@ def main() -> None:
             else "UNTUNED (naive loops)"
         ),
         "profile": profile.name,
-        "profile_factors": {name: getattr(profile, name) for name in FACTORS},
+        "profile_factors": {name: _factor(profile, name) for name in FACTORS},
         "protocol": protocol.to_dict(),
         "machine": platform.processor() or platform.machine(),
         "models": len(rows),

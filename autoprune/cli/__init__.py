@@ -1,4 +1,4 @@
-"""Command line: ``autoprune search | report | export | targets | profile | board``.
+"""Command line: ``autoprune search | report | export | targets | profile | calibrate | board``.
 
 A thin layer over the library: it parses arguments (:mod:`._parser`), configures logging and
 output, hands typed option values to the package, and turns
@@ -30,6 +30,7 @@ _COMMANDS = {
     "targets": "autoprune.cli._devices:targets_command",
     "profile": "autoprune.cli._devices:profile_command",
     "board": "autoprune.cli._devices:board_command",
+    "calibrate": "autoprune.cli._calibrate:calibrate_command",
 }
 
 

@@ -18,6 +18,7 @@ from autoprune.hwprofiles import (
     TuningError,
     default_tuning_dir,
     find_board_sensor,
+    latency_label,
     list_profiles,
     model_costs,
     serve_board,
@@ -100,7 +101,7 @@ def profile_command(args: argparse.Namespace) -> int:
         "model": args.model,
         "target": device.name,
         "input_shape": "x".join(map(str, shape)),
-        **model_costs(model, shape, device),
+        **model_costs(model, shape, device, precision=args.precision),
     }
     if args.measure or args.rpc_tracker:
         record["measured"] = [m.to_dict() for m in _measurements(model, shape, parts)]
@@ -111,10 +112,17 @@ def profile_command(args: argparse.Namespace) -> int:
     print(f"  MACs      {record['macs'] / 1e9:.4f} G (GFLOPs = multiply-accumulates)")
     print(f"  params    {record['params']:,}")
     print(f"  size      {record['size_bytes'] / 1e6:.3f} MB")
-    print(
-        f"  latency   {record['latency_ms']:.4g} ms "
-        f"({record['latency_source']}: {record['hardware_method']})"
-    )
+    runs_at = record["precision"]
+    if runs_at != args.precision:
+        runs_at = (
+            f"{runs_at}: {device.name} has no native {args.precision} "
+            f"(native: {', '.join(device.native_precisions)})"
+        )
+    print(f"  precision {runs_at}")
+    label = latency_label(record["latency_source"], record["latency_expected_error"])
+    print(f"  latency   {record['latency_ms']:.4g} ms ({label}: {record['hardware_method']})")
+    if record["latency_expected_error"] is None:
+        print(f"            ({device.name} is not calibrated: its error is unknown)")
     print(f"  energy    {record['energy_mj']:.4g} mJ per inference ({record['energy_source']})")
     for m in record.get("measured", []):
         tuning = "" if m["backend"] == "pytorch" else ", tuned" if m["tuned"] else ", untuned"

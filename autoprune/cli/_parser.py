@@ -226,6 +226,13 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     profile.add_argument(
         "--num-classes", type=int, default=1000, help="classifier outputs (default 1000)"
     )
+    profile.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="precision the model runs at (default fp32); one the target lacks runs at the "
+        "narrowest native precision that covers it",
+    )
     profile.add_argument("--format", choices=("table", "json"), default="table")
     profile.add_argument(
         "--measure",
@@ -251,6 +258,30 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    calibrate = sub.add_parser(
+        "calibrate", help="fit a device profile's factors to published measurements of its board"
+    )
+    calibrate.add_argument("--target", required=True, help="device profile name or YAML path")
+    calibrate.add_argument(
+        "--rows", type=Path, metavar="CSV", help="calibration rows (default: the built-in set)"
+    )
+    calibrate.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
+    calibrate.add_argument(
+        "--no-cross-validation",
+        action="store_true",
+        help="skip leave-one-model-out cross-validation (no expected error is written)",
+    )
+    calibrate.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="kernel lists of the rows' models (default ~/.cache/autoprune/kernels)",
+    )
+    calibrate.add_argument("--format", choices=("table", "json"), default="table")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 def build_parser(*, list_registries: bool = False) -> argparse.ArgumentParser:
     """The parser of every subcommand; ``list_registries`` lists registered names in the help
     of ``search`` (slow: it imports the search and evaluator packages)."""
@@ -274,6 +305,7 @@ def build_parser(*, list_registries: bool = False) -> argparse.ArgumentParser:
     targets.add_argument("--format", choices=("table", "json"), default="table")
 
     _add_profile(sub)
+    _add_calibrate(sub)
 
     board = sub.add_parser(
         "board",

@@ -13,6 +13,10 @@ behind a TVM RPC tracker; :class:`PyTorchRunner` for the PyTorch eager reference
 (:func:`candidate_costs`, :func:`model_costs`). The TVM facts this relies on are in
 ``docs/tvm.md``.
 
+Board profiles are fitted to published measurements (``calibration/rows.csv``) by
+:func:`fit_profile` (``autoprune calibrate``); ``docs/calibration.md`` says how, and how far to
+trust the result (``DeviceProfile.expected_error``).
+
 Example:
     >>> from autoprune.hwprofiles import estimate_hardware, list_profiles, load_profile
     >>> [p.name for p in list_profiles()][:2]
@@ -25,6 +29,7 @@ Example:
 from __future__ import annotations
 
 from autoprune.hwprofiles._board import find_board_sensor, serve_board
+from autoprune.hwprofiles._calibrate import CalibrationFit, fit_profile, kernels_for_rows
 from autoprune.hwprofiles._costing import (
     LATENCY_MODES,
     HardwareCoster,
@@ -34,7 +39,12 @@ from autoprune.hwprofiles._costing import (
     default_tuning_dir,
     model_costs,
 )
-from autoprune.hwprofiles._estimate import HardwareEstimate, LayerEstimate, estimate_hardware
+from autoprune.hwprofiles._estimate import (
+    HardwareEstimate,
+    LayerEstimate,
+    estimate_hardware,
+    latency_label,
+)
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._library import target_host_arch, write_library
 from autoprune.hwprofiles._lowered import estimate_with_tvm, kernel_bits
@@ -49,13 +59,14 @@ from autoprune.hwprofiles._power import (
 from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._pytorch import PyTorchRunner, measure_pytorch_latency
 from autoprune.hwprofiles._records import LatencyMeasurement, MeasureProtocol
-from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile
+from autoprune.hwprofiles._registry import PROFILE_DIR, list_profiles, load_profile, profile_file
 from autoprune.hwprofiles._relax import (
     build_for_target,
     import_to_relax,
     is_local_target,
     resolve_target,
 )
+from autoprune.hwprofiles._rows import CalibrationRow, load_rows
 from autoprune.hwprofiles._rpc import RpcEndpoint, RpcRunner, measure_rpc_latency
 from autoprune.hwprofiles._runner import LatencyRunner
 from autoprune.hwprofiles._tune import TuningError, TuningReport, build_tuned, tune_model
@@ -70,6 +81,8 @@ __all__ = [
     "LATENCY_MODES",
     "PRECISION_BITS",
     "PROFILE_DIR",
+    "CalibrationFit",
+    "CalibrationRow",
     "DeviceProfile",
     "EnergyMeasurement",
     "EnergySensor",
@@ -98,19 +111,24 @@ __all__ = [
     "estimate_hardware",
     "estimate_with_tvm",
     "find_board_sensor",
+    "fit_profile",
     "find_energy_sensor",
     "fused_kernels",
     "import_to_relax",
     "is_local_target",
     "kernel_bits",
+    "kernels_for_rows",
+    "latency_label",
     "list_energy_sensors",
     "list_profiles",
     "load_profile",
+    "load_rows",
     "measure_energy",
     "measure_pytorch_latency",
     "measure_rpc_latency",
     "measure_tvm_latency",
     "model_costs",
+    "profile_file",
     "register_energy_sensor",
     "resolve_target",
     "serve_board",

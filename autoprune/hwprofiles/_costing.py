@@ -339,19 +339,28 @@ def candidate_costs(
 
 
 def model_costs(
-    model: nn.Module, input_shape: tuple[int, int, int], profile: DeviceProfile
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    profile: DeviceProfile,
+    *,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target.
+    """MACs, params, size_bytes and estimated latency_ms and energy_mj of a model on a target,
+    run at ``precision`` (``fp32``, ``fp16``, ``int8``; see :func:`estimate_with_tvm`).
 
     Keys, in order: ``macs``, ``params``, ``size_bytes``, ``latency_ms``, ``latency_source``,
+    ``latency_expected_error`` (fraction or ``None``), ``precision`` (as executed),
     ``energy_mj``, ``energy_source``, ``hardware_method`` (:func:`estimate_with_tvm`, no cache).
     """
     costs = count_costs(model, input_shape)
-    hardware = estimate_with_tvm(model, input_shape, profile)
+    hardware = estimate_with_tvm(model, input_shape, profile, precision=precision)
+    executed = sorted({layer.precision for layer in hardware.layers})
     return {
         **_exact(costs),
         "latency_ms": hardware.latency_ms,
         "latency_source": hardware.latency_source,
+        "latency_expected_error": hardware.expected_error,
+        "precision": ",".join(executed) or precision,
         "energy_mj": hardware.energy_mj,
         "energy_source": hardware.energy_source,
         "hardware_method": hardware.method,

@@ -6,7 +6,9 @@ Used wherever the target device cannot be measured. Every number it returns is l
 * precision: the narrowest native precision of the profile whose bit width covers
   ``max(weight_bits, activation_bits)``; sub-native widths (4 bits) run at int8 where int8 is
   native, else at the next wider native precision.
-* compute time = ``macs / (peak_macs_per_s[precision] * compute_efficiency)``.
+* compute time = ``macs / (peak_macs_per_s[precision] * compute_efficiency[precision] *
+  kernel_class_efficiency[class])``; here a ``linear``/``matmul`` layer is class ``fc`` and every
+  other layer ``conv`` (the per-kernel estimate tells depthwise and pointwise kernels apart).
 * memory time = bytes moved / ``(memory_bandwidth_bytes_per_s * memory_efficiency)``, with input
   and output activations at ``activation_bits`` and weights at ``weight_bits``, each rounded up
   to a whole-byte load width (8, 16 or 32 bits): no device loads packed sub-byte tensors
@@ -48,6 +50,7 @@ __all__ = [
     "HardwareEstimate",
     "LayerEstimate",
     "estimate_hardware",
+    "latency_label",
 ]
 
 _logger = logging.getLogger("autoprune.hwprofiles")
@@ -99,6 +102,18 @@ FUSED_ELEMENTWISE_OPS = frozenset(
         "identity",
     }
 )
+
+
+def latency_label(source: str, expected_error: float | None) -> str:
+    """``"estimated, +-18 %"`` for an estimate with a known error, else just ``source``.
+
+    Example:
+        >>> latency_label("estimated", 0.176), latency_label("measured", None)
+        ('estimated, +-18 %', 'measured')
+    """
+    if source == "estimated" and expected_error is not None:
+        return f"estimated, +-{expected_error * 100:.0f} %"
+    return source
 
 
 def _storage_bits(bits: int) -> int:
@@ -184,6 +199,8 @@ class HardwareEstimate:
         method: how the numbers were made, e.g.
             ``"per-layer roofline over profile jetson-orin-nano"``.
         profile: name of the device profile used.
+        expected_error: typical relative error of ``latency_ms`` (0.18 = +-18 %), the profile's
+            cross-validated calibration error; ``None`` when the profile was never calibrated.
 
     Example:
         >>> from autoprune.spaces import CostReport, LayerCost
@@ -204,6 +221,12 @@ class HardwareEstimate:
     profile: str
     latency_source: Literal["measured", "estimated"] = "estimated"
     energy_source: Literal["measured", "estimated"] = "estimated"
+    expected_error: float | None = None
+
+    @property
+    def latency_label(self) -> str:
+        """``"estimated, +-18 %"``, ``"estimated"`` or ``"measured"``: how far to trust it."""
+        return latency_label(self.latency_source, self.expected_error)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; ``HardwareEstimate.from_dict(e.to_dict()) == e``."""
@@ -219,7 +242,13 @@ class HardwareEstimate:
         return cls(**fields)
 
 
-def _estimate_layer(layer: LayerCost, profile: DeviceProfile) -> LayerEstimate:
+def _layer_class(layer: LayerCost) -> str:
+    return "fc" if layer.op.casefold() in ("linear", "matmul", "addmm", "bmm") else "conv"
+
+
+def _estimate_layer(
+    layer: LayerCost, profile: DeviceProfile, kernel_class: str | None = None
+) -> LayerEstimate:
     precision = _precision(layer, profile)
     prec_bits = PRECISION_BITS[precision]
     activations = layer.input_elements + layer.output_elements
@@ -230,7 +259,8 @@ def _estimate_layer(layer: LayerCost, profile: DeviceProfile) -> LayerEstimate:
         + layer.weight_elements * _storage_bits(layer.weight_bits)
     ) / 8
     memory_s = load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
-    compute_s = layer.macs / (profile.peak_macs_per_s[precision] * profile.compute_efficiency)
+    efficiency = profile.efficiency(precision, kernel_class or _layer_class(layer))
+    compute_s = layer.macs / (profile.peak_macs_per_s[precision] * efficiency)
     fused = layer.macs == 0 and layer.op.casefold() in FUSED_ELEMENTWISE_OPS
     overhead_s = 0.0 if fused else profile.kernel_launch_overhead_us * 1e-6
     latency_ms = (max(compute_s, memory_s) + overhead_s) * 1e3
@@ -289,6 +319,7 @@ def estimate_hardware(costs: CostReport, profile: DeviceProfile) -> HardwareEsti
         layers=layers,
         method=f"per-layer roofline over profile {profile.name}",
         profile=profile.name,
+        expected_error=profile.expected_error,
     )
     _logger.debug(
         "%s on %s: %.4f ms, %.4f mJ (estimated, %d layers)",

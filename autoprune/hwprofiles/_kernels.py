@@ -45,13 +45,19 @@ from autoprune.spaces import LayerCost
 if TYPE_CHECKING:
     import tvm
 
-__all__ = ["KernelCost", "estimate_from_kernels", "fused_kernels"]
+__all__ = ["KERNEL_CLASSES", "KernelCost", "estimate_from_kernels", "fused_kernels"]
 
 _logger = logging.getLogger("autoprune.hwprofiles.kernels")
 
 #: ``LayerEstimate.op`` of every row of a per-kernel estimate; the kernel's name says what it
 #: fuses (``fused_conv2d_subtract_divide_multiply_add1_relu``).
 KERNEL_OP = "tvm_kernel"
+
+#: What a kernel's anchor op computes, for per-class efficiencies (``kernel_class_efficiency``):
+#: ``conv`` a dense spatial convolution (the reference, efficiency factor 1), ``depthwise`` one
+#: with one input channel per group, ``pointwise`` a 1x1 convolution, ``fc`` a matrix product
+#: (linear layer), ``other`` the rest (pooling, additions, concatenations: no MACs to speak of).
+KERNEL_CLASSES = ("conv", "depthwise", "pointwise", "fc", "other")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class KernelCost:
             vectors); 0 when the weights are not separable (passed to ``main`` as inputs with no
             ``num_input`` attribute), in which case they are in ``bytes_in``.
         dtype: dtype of the (first) output buffer, e.g. ``"float32"``.
+        kernel_class: one of :data:`KERNEL_CLASSES`, from the anchor op and its weight's shape.
 
     Example:
         >>> k = KernelCost(name="fused_conv2d_relu", flops=29_696, macs=13_824, bytes_in=768,
@@ -88,6 +95,7 @@ class KernelCost:
     bytes_out: int
     bytes_weights: int
     dtype: str
+    kernel_class: str = "other"
 
     @property
     def bytes_moved(self) -> int:
@@ -97,9 +105,7 @@ class KernelCost:
     @property
     def op(self) -> str:
         """The first (anchor) op of the kernel's name: ``"conv2d"``, ``"matmul"``, ``"mean"``."""
-        parts = self.name.split("_")
-        head = parts[1] if parts[0] == "fused" and len(parts) > 1 else parts[0]
-        return head.rstrip("0123456789")  # FuseTIR numbers repeated op names: conv2d1, add9
+        return _anchor_op(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; ``KernelCost.from_dict(k.to_dict()) == k``."""
@@ -109,6 +115,12 @@ class KernelCost:
     def from_dict(cls, data: Mapping[str, Any]) -> KernelCost:
         """Inverse of :meth:`to_dict`."""
         return cls(**dict(data))
+
+
+def _anchor_op(name: str) -> str:
+    parts = name.split("_")
+    head = parts[1] if parts[0] == "fused" and len(parts) > 1 else parts[0]
+    return head.rstrip("0123456789")  # FuseTIR numbers repeated op names: conv2d1, add9
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +243,29 @@ def _flops(func: tvm.tirx.PrimFunc, macs: int, name: str) -> int:
         return 2 * macs
 
 
+def kernel_class(op: str, weight_shapes: Sequence[Sequence[int]]) -> str:
+    """The :data:`KERNEL_CLASSES` entry of a kernel with anchor ``op`` and constant-argument
+    shapes ``weight_shapes`` (a convolution's weight is ``(O, I / groups, kh, kw)``).
+
+    Example:
+        >>> kernel_class("conv2d", [(32, 1, 3, 3), (1, 32, 1, 1)]), kernel_class("matmul", [])
+        ('depthwise', 'fc')
+    """
+    if op in ("matmul", "dense", "linear"):
+        return "fc"
+    if not op.startswith("conv"):
+        return "other"
+    kernels = [shape for shape in weight_shapes if len(shape) >= 3]
+    if not kernels:
+        return "conv"
+    spatial = 1
+    for size in kernels[0][2:]:
+        spatial *= int(size)
+    if spatial == 1:
+        return "pointwise"
+    return "depthwise" if int(kernels[0][1]) == 1 else "conv"
+
+
 def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
     """Lower a Relax module through TVM's fusion passes and cost each kernel ``main`` launches.
 
@@ -282,10 +317,12 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
         # TVM 0.27 (tirx): a tensor parameter is a Var typed as a buffer (shape, dtype).
         buffers = [p for p in func.params if isinstance(p.ty, BufferType)]
         bytes_in = bytes_weights = 0
+        weight_shapes = []
         for arg, buffer in zip(args, buffers[: len(args)], strict=True):
             size = _buffer_bytes(buffer, name)
             if isinstance(arg, tvm.ir.GenericConst) or arg in weight_params:
                 bytes_weights += size
+                weight_shapes.append([int(d) for d in buffer.shape])
             else:
                 bytes_in += size
         outputs = buffers[len(args) :]
@@ -299,6 +336,7 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
                 bytes_out=sum(_buffer_bytes(b, name) for b in outputs),
                 bytes_weights=bytes_weights,
                 dtype=str(outputs[0].dtype) if outputs else "float32",
+                kernel_class=kernel_class(_anchor_op(name), weight_shapes),
             )
         )
     _logger.debug(
@@ -351,7 +389,7 @@ def estimate_from_kernels(
 ) -> HardwareEstimate:
     """Estimate batch-1 latency (ms) and energy (mJ) from a model's fused TVM kernels.
 
-    Per kernel: ``max(macs / (peak[precision] * compute_efficiency), bytes_moved /
+    Per kernel: ``max(macs / (peak[precision] * efficiency(precision, class)), bytes_moved /
     (bandwidth * memory_efficiency)) + kernel_launch_overhead``, summed over the kernels (batch
     1, one stream); energy is :mod:`~autoprune.hwprofiles._estimate`'s Horowitz model (the same
     code, fed one row per kernel). Every kernel is one launch: a standalone ReLU that TVM did not
@@ -387,7 +425,7 @@ def estimate_from_kernels(
     elif len(bits) != len(kernels):
         raise ConfigError(f"`bits` has {len(bits)} entries for {len(kernels)} kernels")
     rows = tuple(
-        _estimate_layer(_kernel_row(k, w, a), profile)
+        _estimate_layer(_kernel_row(k, w, a), profile, k.kernel_class)
         for k, (w, a) in zip(kernels, bits, strict=True)
     )
     estimate = HardwareEstimate(
@@ -396,6 +434,7 @@ def estimate_from_kernels(
         layers=rows,
         method=f"per fused TVM kernel ({len(rows)} kernels) over profile {profile.name}",
         profile=profile.name,
+        expected_error=profile.expected_error,
     )
     _logger.debug(
         "%d kernels on %s at %s: %.4f ms, %.4f mJ (estimated)",

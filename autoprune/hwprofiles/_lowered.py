@@ -38,7 +38,7 @@ __all__ = ["estimate_with_tvm", "kernel_bits"]
 _logger = logging.getLogger("autoprune.hwprofiles.lowered")
 
 #: Bump when :func:`fused_kernels` changes what it counts: cached kernel lists become misses.
-KERNELS_FORMAT = 1
+KERNELS_FORMAT = 2
 
 
 def kernel_bits(
@@ -112,6 +112,7 @@ def estimate_with_tvm(
     profile: DeviceProfile,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
+    precision: str = "fp32",
 ) -> HardwareEstimate:
     """Batch-1 latency (ms) and energy (mJ) of ``model`` on ``profile``, per fused TVM kernel.
 
@@ -121,6 +122,9 @@ def estimate_with_tvm(
         input_shape: ``(C, H, W)`` of one input, pixels.
         profile: the target device.
         cache_dir: folder for the kernel lists (e.g. ``<run_dir>/hw-cache``); ``None``: none.
+        precision: ``fp32``, ``fp16`` or ``int8`` for a float module (a candidate's bit-widths
+            decide its own); a precision the profile lacks runs at the narrowest native one
+            that covers it (int8 on the Nano runs at fp16).
 
     Example:
         >>> from autoprune.hwprofiles import load_profile
@@ -149,7 +153,9 @@ def estimate_with_tvm(
             fallback, method=f"{fallback.method} (TVM lowering failed: {reason[:200]})"
         )
     bits = kernel_bits(kernels, costs.layers)
-    estimate = estimate_from_kernels(kernels, profile, bits=bits)
+    if bits is not None and not isinstance(model, Candidate) and precision != "fp32":
+        bits = None  # a float module at the asked precision
+    estimate = estimate_from_kernels(kernels, profile, bits=bits, precision=precision)
     if bits is None and any(c.weight_bits < 32 or c.activation_bits < 32 for c in costs.layers):
         _logger.warning("fused kernels do not match the model's layers; estimating them at fp32")
         estimate = dataclasses.replace(

@@ -17,12 +17,27 @@ from typing import Any, Literal
 
 from autoprune.errors import ConfigError
 
-__all__ = ["PRECISION_BITS", "DeviceProfile"]
+__all__ = ["FACTORS", "PRECISION_BITS", "DeviceProfile"]
 
 #: Bit width of each execution precision a profile may list, narrowest last.
 PRECISION_BITS: Mapping[str, int] = MappingProxyType({"fp32": 32, "fp16": 16, "int8": 8})
 
 _KINDS = ("cpu", "gpu")
+
+#: Kernel classes with their own efficiency factor; ``conv`` (dense spatial) is the reference.
+_CLASSES = ("depthwise", "pointwise", "fc")
+
+#: The modelling factors of a profile, as ``autoprune calibrate`` names them: each is fitted to
+#: published measurements or listed under the profile's ``assumed`` with a reason.
+#: ``compute_efficiency.<precision>`` exists per native precision.
+FACTORS = (
+    "compute_efficiency",
+    "memory_efficiency",
+    "kernel_launch_overhead_us",
+    *(f"kernel_class_efficiency.{c}" for c in _CLASSES),
+    "idle_power_w",
+    "energy_scale",
+)
 
 
 def _freeze(value: Any) -> Any:
@@ -66,13 +81,22 @@ class DeviceProfile:
         bit_widths: bit widths fake quantization may use for this device (32 = float).
         channel_multiple: channel counts are rounded to this multiple (8 for tensor-core GPUs,
             4 for 128-bit NEON CPUs).
-        compute_efficiency: fraction of peak MAC/s reached by batch-1 inference kernels, (0, 1].
+        compute_efficiency: precision -> fraction of its peak MAC/s that batch-1 dense
+            convolutions reach, (0, 1]; one number in YAML stands for every native precision.
         memory_efficiency: fraction of DRAM bandwidth reached, (0, 1].
         kernel_launch_overhead_us: fixed cost per kernel launch, microseconds.
         idle_power_w: board power while idle, watts; charged for the whole latency.
         max_power_w: power ceiling of the mode profiled (TDP / power mode), watts.
         energy_scale: multiplier on Horowitz's 45 nm energies for this process node (assumed).
         sources: where the numbers come from, one string each.
+        runtime: the runtime whose code the estimate models (``tensorrt``, ``ncnn``, ``tvm``).
+        kernel_class_efficiency: kernel class (``depthwise``, ``pointwise``, ``fc``) -> factor on
+            ``compute_efficiency`` for its kernels; a missing class is 1 (as dense ``conv``).
+        expected_error: the estimate's typical relative latency error (0.18 = +-18 %), from
+            leave-one-model-out cross-validation of the fit; ``None`` when never calibrated.
+        assumed: factor (as in :data:`FACTORS`) -> why it is assumed rather than fitted.
+        calibration: the fit's provenance (date, rows used, residuals, cross-validation), as
+            ``autoprune calibrate`` wrote it; ``None`` when never calibrated.
 
     Example:
         >>> from autoprune.hwprofiles import load_profile
@@ -90,7 +114,7 @@ class DeviceProfile:
     native_precisions: tuple[str, ...]
     bit_widths: tuple[int, ...]
     channel_multiple: int
-    compute_efficiency: float
+    compute_efficiency: Mapping[str, float] = field(hash=False)
     memory_efficiency: float
     kernel_launch_overhead_us: float
     idle_power_w: float
@@ -98,6 +122,46 @@ class DeviceProfile:
     energy_scale: float
     sources: tuple[str, ...]
     aliases: tuple[str, ...] = ()
+    runtime: str = "tvm"
+    kernel_class_efficiency: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    expected_error: float | None = None
+    assumed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    calibration: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def efficiency(self, precision: str, kernel_class: str = "conv") -> float:
+        """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches.
+
+        Example:
+            >>> load_profile("host").efficiency("fp32") > 0
+            True
+        """
+        base = self.compute_efficiency[precision]
+        return base * self.kernel_class_efficiency.get(kernel_class, 1.0)
+
+    def factor_provenance(self) -> dict[str, str]:
+        """Each of :meth:`factor_keys` -> ``"fitted to rows N, M, ..."`` or ``"assumed: why"``.
+
+        Example:
+            >>> load_profile("jetson").factor_provenance()["energy_scale"][:8]
+            'assumed:'
+        """
+        fitted = dict((self.calibration or {}).get("fitted_factors") or {})
+        rows = ", ".join(map(str, (self.calibration or {}).get("rows") or ()))
+        out = {}
+        for key in self.factor_keys():
+            if key in fitted:
+                out[key] = f"fitted to calibration/rows.csv lines {rows}"
+            else:
+                why = self.assumed.get(key) or self.assumed.get(key.split(".")[0])
+                out[key] = f"assumed: {why or 'no reason given'}"
+        return out
+
+    def factor_keys(self) -> list[str]:
+        """Every factor of this profile, ``compute_efficiency`` split per native precision."""
+        keys = [f"compute_efficiency.{p}" for p in self.native_precisions]
+        return keys + [f for f in FACTORS if f != "compute_efficiency"]
 
     def tvm_target_spec(self) -> str | dict[str, Any]:
         """The TVM target as ``tvm.target.Target`` accepts it: a tag string or a plain dict.
@@ -132,7 +196,9 @@ class DeviceProfile:
 # --------------------------------------------------------------------------------------------
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DeviceProfile))
-_OPTIONAL = frozenset({"aliases"})
+_OPTIONAL = frozenset(
+    {"aliases", "runtime", "kernel_class_efficiency", "expected_error", "assumed", "calibration"}
+)
 
 
 def _fail(source: str, name: str, message: str) -> ConfigError:
@@ -263,6 +329,57 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise _fail(source, "channel_multiple", f"must be an integer >= 1, got {multiple!r}")
 
+    efficiency_raw = data["compute_efficiency"]
+    if not isinstance(efficiency_raw, Mapping):
+        efficiency_raw = dict.fromkeys(
+            native, _fraction(source, "compute_efficiency", efficiency_raw)
+        )
+    missing_precisions = [p for p in native if p not in efficiency_raw]
+    if missing_precisions or set(efficiency_raw) - set(native):
+        raise _fail(
+            source,
+            "compute_efficiency",
+            f"must be one number or map each native precision {list(native)!r} to one, "
+            f"got {dict(efficiency_raw)!r}",
+        )
+    efficiency = {
+        p: _fraction(source, f"compute_efficiency.{p}", efficiency_raw[p]) for p in native
+    }
+
+    classes_raw = data.get("kernel_class_efficiency") or {}
+    if not isinstance(classes_raw, Mapping) or set(classes_raw) - set(_CLASSES):
+        raise _fail(
+            source,
+            "kernel_class_efficiency",
+            f"must map some of {', '.join(_CLASSES)} to a factor, got {classes_raw!r}",
+        )
+    classes = {
+        c: _positive(source, f"kernel_class_efficiency.{c}", v) for c, v in classes_raw.items()
+    }
+
+    error = data.get("expected_error")
+    if error is not None:
+        error = _non_negative(source, "expected_error", error)
+
+    assumed_raw = data.get("assumed") or {}
+    if not isinstance(assumed_raw, Mapping) or not all(
+        isinstance(v, str) and v.strip() for v in assumed_raw.values()
+    ):
+        raise _fail(source, "assumed", f"must map factor -> reason, got {assumed_raw!r}")
+    unknown_factors = sorted(
+        k for k in assumed_raw if k.split(".")[0] not in {f.split(".")[0] for f in FACTORS}
+    )
+    if unknown_factors:
+        raise _fail(
+            source,
+            "assumed",
+            f"names unknown factor {unknown_factors[0]!r}; factors: {', '.join(FACTORS)}",
+        )
+
+    calibration = data.get("calibration")
+    if calibration is not None and not isinstance(calibration, Mapping):
+        raise _fail(source, "calibration", f"must be a mapping, got {calibration!r}")
+
     idle = _non_negative(source, "idle_power_w", data["idle_power_w"])
     peak_power = _positive(source, "max_power_w", data["max_power_w"])
     if idle > peak_power:
@@ -283,7 +400,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         native_precisions=native,
         bit_widths=tuple(sorted(set(bits_raw))),
         channel_multiple=multiple,
-        compute_efficiency=_fraction(source, "compute_efficiency", data["compute_efficiency"]),
+        compute_efficiency=MappingProxyType(efficiency),
         memory_efficiency=_fraction(source, "memory_efficiency", data["memory_efficiency"]),
         kernel_launch_overhead_us=_non_negative(
             source, "kernel_launch_overhead_us", data["kernel_launch_overhead_us"]
@@ -292,4 +409,9 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         max_power_w=peak_power,
         energy_scale=_positive(source, "energy_scale", data["energy_scale"]),
         sources=_strings(source, "sources", data["sources"], allow_empty=False),
+        runtime=_string(source, "runtime", data.get("runtime", "tvm")),
+        kernel_class_efficiency=MappingProxyType(classes),
+        expected_error=error,
+        assumed=MappingProxyType({str(k): v.strip() for k, v in assumed_raw.items()}),
+        calibration=None if calibration is None else _freeze(calibration),
     )

@@ -2,6 +2,10 @@
 
 The registry key is the file's ``name`` (equal to its file stem), the same string in Python,
 YAML configs and on the CLI. Adding a device means adding a YAML file; no code changes.
+
+A profile's fitted factors live beside it, written by ``autoprune calibrate``:
+``calibration/<name>.yaml`` for a built-in profile, ``<stem>.calibration.yaml`` next to a user's
+``<stem>.yaml``. Loading applies them over the hand-written values (:func:`apply_overlay`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import yaml
 from autoprune.errors import ConfigError, UnknownNameError
 from autoprune.hwprofiles._profile import DeviceProfile
 
-__all__ = ["PROFILE_DIR", "list_profiles", "load_profile"]
+__all__ = [
+    "PROFILE_DIR",
+    "apply_overlay",
+    "list_profiles",
+    "load_profile",
+    "overlay_path",
+    "profile_file",
+]
 
 _logger = logging.getLogger("autoprune.hwprofiles")
 
@@ -41,13 +52,68 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from exc
 
 
-def _load_file(path: Path) -> DeviceProfile:
+def overlay_path(profile_path: Path) -> Path:
+    """Where the calibration of the profile in ``profile_path`` is (or will be) written."""
+    if profile_path.resolve().parent == PROFILE_DIR:
+        return PROFILE_DIR.parent / "calibration" / profile_path.name
+    return profile_path.with_name(f"{profile_path.stem}.calibration.yaml")
+
+
+def apply_overlay(data: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """A profile mapping with a calibration overlay's fitted factors in place.
+
+    ``overlay["fitted"]`` maps factor names (``compute_efficiency.fp16``,
+    ``kernel_class_efficiency.depthwise``, ``memory_efficiency``...) to values; fitted factors
+    leave ``assumed``, factors the fit could not inform keep (or get) their reason there. The
+    overlay's ``expected_error`` and its provenance (``calibration``) are copied in.
+    """
+    merged = dict(data)
+    native = list(merged.get("native_precisions") or [])
+    efficiency = merged.get("compute_efficiency")
+    merged["compute_efficiency"] = (
+        dict(efficiency) if isinstance(efficiency, dict) else dict.fromkeys(native, efficiency)
+    )
+    merged["kernel_class_efficiency"] = dict(merged.get("kernel_class_efficiency") or {})
+    assumed = dict(merged.get("assumed") or {})
+    for name, value in (overlay.get("fitted") or {}).items():
+        kind, _, key = str(name).partition(".")
+        if key:
+            merged[kind][key] = value
+        else:
+            merged[kind] = value
+        assumed.pop(name, None)
+        if kind == "compute_efficiency" and all(
+            f"compute_efficiency.{p}" in overlay["fitted"] for p in native
+        ):
+            assumed.pop("compute_efficiency", None)
+    for name, why in (overlay.get("not_fitted") or {}).items():
+        reason = assumed.get(name) or assumed.get(str(name).split(".")[0])
+        assumed[name] = f"{reason}; not fitted: {why}" if reason else f"not fitted: {why}"
+    merged["assumed"] = assumed
+    merged["expected_error"] = overlay.get("expected_error")
+    merged["calibration"] = {
+        **{k: v for k, v in overlay.items() if k not in ("fitted", "profile")},
+        "fitted_factors": dict(overlay.get("fitted") or {}),
+    }
+    return merged
+
+
+def _load_file(path: Path, *, calibrated: bool = True) -> DeviceProfile:
     if not path.is_file():
         raise ConfigError(
             f"target profile file {str(path)!r} does not exist; pass a profile name "
             f"({', '.join(_names())}) or the path of an existing profile YAML file"
         )
-    profile = DeviceProfile.from_dict(_read_yaml(path), source=str(path))
+    data = _read_yaml(path)
+    overlay = overlay_path(path)
+    if calibrated and isinstance(data, dict) and overlay.is_file():
+        fit = _read_yaml(overlay)
+        if not isinstance(fit, dict):
+            raise ConfigError(
+                f"{overlay}: a calibration must be a mapping; rerun autoprune calibrate"
+            )
+        data = apply_overlay(data, fit)
+    profile = DeviceProfile.from_dict(data, source=str(path))
     _logger.debug("loaded profile %r from %s", profile.name, path)
     return profile
 
@@ -96,11 +162,20 @@ def list_profiles() -> list[DeviceProfile]:
     return list(_builtin()[0])
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
+def profile_file(name_or_path: str | Path) -> Path:
+    """The YAML file of a profile name or alias, or the path itself for a user's file."""
+    if isinstance(name_or_path, Path) or _looks_like_path(str(name_or_path)):
+        return Path(name_or_path).expanduser()
+    return PROFILE_DIR / f"{load_profile(name_or_path).name}.yaml"
+
+
+def load_profile(name_or_path: str | Path, *, calibrated: bool = True) -> DeviceProfile:
     """A device profile by name or alias (case-insensitive), or from a user's YAML file.
 
     A :class:`~pathlib.Path`, or a string that ends in ``.yaml``/``.yml`` or contains a path
     separator, is read as a file with the same schema as the built-in profiles.
+    ``calibrated=False`` leaves out the fitted overlay (the hand-written values, which
+    ``autoprune calibrate`` starts from).
 
     Raises:
         UnknownNameError: ``name_or_path`` is neither a known name nor alias (the message lists
@@ -115,12 +190,14 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         235929600000.0
     """
     if isinstance(name_or_path, Path):
-        return _load_file(name_or_path)
+        return _load_file(name_or_path, calibrated=calibrated)
     if not isinstance(name_or_path, str):
         raise TypeError(f"name_or_path must be str or Path, got {type(name_or_path).__name__}")
     if _looks_like_path(name_or_path):
-        return _load_file(Path(name_or_path).expanduser())
+        return _load_file(Path(name_or_path).expanduser(), calibrated=calibrated)
     profile = _builtin()[1].get(name_or_path.strip().casefold())
     if profile is None:
         raise UnknownNameError("target", name_or_path, _names())
+    if not calibrated:
+        return _load_file(PROFILE_DIR / f"{profile.name}.yaml", calibrated=False)
     return profile

@@ -54,7 +54,7 @@ def test_load_from_a_user_yaml_path(tmp_path: Path) -> None:
     for arg in (path, str(path)):
         profile = load_profile(arg)
         assert profile.name == "my-board"
-        assert profile.compute_efficiency == 0.5
+        assert dict(profile.compute_efficiency) == dict.fromkeys(profile.native_precisions, 0.5)
         assert profile.peak_macs_per_s == load_profile("jetson").peak_macs_per_s
 
 
@@ -143,7 +143,8 @@ def test_every_profile_is_complete_and_consistent(profile: DeviceProfile) -> Non
     )
     assert all(v > 0 for v in profile.peak_macs_per_s.values())
     assert profile.memory_bandwidth_bytes_per_s > 0
-    assert 0 < profile.compute_efficiency <= 1 and 0 < profile.memory_efficiency <= 1
+    assert all(0 < e <= 1 for e in profile.compute_efficiency.values())
+    assert 0 < profile.memory_efficiency <= 1
     assert 0 <= profile.idle_power_w <= profile.max_power_w
     assert profile.energy_scale > 0 and profile.channel_multiple >= 1
     assert 32 in profile.bit_widths

@@ -1,0 +1,406 @@
+"""Fit a profile's factors to published measurements (``autoprune calibrate``).
+
+The per-kernel estimate of a row's model (:func:`~autoprune.hwprofiles.estimate_from_kernels`)
+is, per fused kernel, ``max(macs / (peak[p] * compute_efficiency[p] * class_factor[class]),
+bytes / (bandwidth * memory_efficiency)) + kernel_launch_overhead``, summed. The fit chooses
+the factors that minimise the squared error of log latency over the board's rows, by
+``scipy.optimize.least_squares`` within bounds, from the profile's own values and five
+deterministic restarts. A factor counts as fitted when some row's latency moves by at least 10 %
+of the factor's relative change (sensitivity >= 0.1); otherwise it keeps the profile's value and
+stays assumed, with that reason.
+
+A row of another runtime than the one the profile models (``runtime``) enters through a
+per-runtime factor on its latency, fitted with the rest and reported; it is never silently taken
+for the profile's runtime. Leave-one-model-out cross-validation gives the expected error that
+``profile``, the report and model cards print beside every estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autoprune.errors import ConfigError
+from autoprune.hwprofiles._estimate import _precision, _storage_bits
+from autoprune.hwprofiles._kernels import KernelCost, _dtype_bytes
+from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
+from autoprune.hwprofiles._rows import CalibrationRow
+from autoprune.spaces import LayerCost
+
+__all__ = ["CalibrationFit", "fit_profile", "kernels_for_rows", "predict_latency_ms"]
+
+_logger = logging.getLogger("autoprune.hwprofiles.calibrate")
+
+_CLASSES = ("depthwise", "pointwise", "fc")
+_BOUNDS = {  # natural-log bounds per kind of factor
+    "compute_efficiency": (math.log(0.002), 0.0),
+    "memory_efficiency": (math.log(0.01), 0.0),
+    "kernel_launch_overhead_us": (math.log(0.1), math.log(5000.0)),
+    "kernel_class_efficiency": (math.log(0.03), math.log(5.0)),
+    "runtime_factor": (math.log(0.05), math.log(50.0)),
+}
+_MIN_SENSITIVITY = 0.1
+_RESTARTS = 5
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """One row's kernels as arrays at the row's precision (what the fit evaluates fast)."""
+
+    macs: np.ndarray
+    load_bytes: np.ndarray
+    classes: list[str]
+    precision: str  # the precision the board executes the row's precision at
+
+
+def _arrays(kernels: Sequence[KernelCost], profile: DeviceProfile, precision: str) -> _Arrays:
+    bits = PRECISION_BITS[precision]
+    probe = LayerCost("probe", "conv2d", 0, 0, bits, bits, 0, 0, 0)
+    executed = _precision(probe, profile)
+    load = []
+    for k in kernels:
+        element = _dtype_bytes(k.dtype)
+        activations = k.bytes_in // element + k.bytes_out // element
+        weights = k.bytes_weights // element
+        load.append((activations + weights) * _storage_bits(bits) / 8)
+    return _Arrays(
+        macs=np.array([k.macs for k in kernels], dtype=float),
+        load_bytes=np.array(load, dtype=float),
+        classes=[k.kernel_class for k in kernels],
+        precision=executed,
+    )
+
+
+def predict_latency_ms(
+    kernels: Sequence[KernelCost], profile: DeviceProfile, precision: str
+) -> float:
+    """The per-kernel estimate's latency (ms) of ``kernels`` run at ``precision`` on ``profile``:
+    the same number as ``estimate_from_kernels(kernels, profile, precision=precision)``."""
+    return _latency_ms(_arrays(kernels, profile, precision), profile)
+
+
+def _latency_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
+    efficiency = np.array([profile.efficiency(arrays.precision, c) for c in arrays.classes])
+    compute = arrays.macs / (profile.peak_macs_per_s[arrays.precision] * efficiency)
+    memory = arrays.load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
+    overhead = profile.kernel_launch_overhead_us * 1e-6 * len(arrays.macs)
+    return float((np.maximum(compute, memory).sum() + overhead) * 1e3)
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """What :func:`fit_profile` found for one board.
+
+    Attributes:
+        profile: the profile with the fitted factors in place (and ``expected_error``).
+        fitted: factor -> fitted value, for the factors the rows constrain.
+        not_fitted: factor -> why it was left at the profile's value.
+        runtime_factors: runtime -> factor on its latencies relative to ``profile.runtime``.
+        rows: the CSV lines of the rows used.
+        residuals_percent: CSV line -> (estimate / published - 1) * 100 with the full fit.
+        cross_validation: leave-one-model-out figures over the rows of ``profile.runtime``:
+            ``median_ape_percent``, ``kendall_tau``, ``rows``, ``models``, and ``per_row``
+            (CSV line -> held-out estimate, ms).
+    """
+
+    profile: DeviceProfile
+    fitted: dict[str, float]
+    not_fitted: dict[str, str]
+    runtime_factors: dict[str, float]
+    rows: list[int]
+    residuals_percent: dict[int, float]
+    cross_validation: dict[str, Any] = field(default_factory=dict)
+
+    def overlay(self) -> dict[str, Any]:
+        """The ``calibration/<profile>.yaml`` mapping (see :func:`apply_overlay`)."""
+        cv = {k: v for k, v in self.cross_validation.items() if k != "per_row"}
+        return {
+            "profile": self.profile.name,
+            "date": datetime.date.today().isoformat(),
+            "runtime": self.profile.runtime,
+            "fitted": {k: _round(v) for k, v in self.fitted.items()},
+            "not_fitted": dict(self.not_fitted),
+            "runtime_factors": {k: _round(v) for k, v in self.runtime_factors.items()},
+            "expected_error": self.profile.expected_error,
+            "cross_validation": cv,
+            "rows": list(self.rows),
+            "residuals_percent": {k: round(v, 1) for k, v in self.residuals_percent.items()},
+        }
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------------------------
+
+
+def _factor_value(profile: DeviceProfile, name: str) -> float:
+    kind, _, key = name.partition(".")
+    if kind == "compute_efficiency":
+        return profile.compute_efficiency[key]
+    if kind == "kernel_class_efficiency":
+        return profile.kernel_class_efficiency.get(key, 1.0)
+    return float(getattr(profile, kind))
+
+
+def _with_factors(profile: DeviceProfile, values: Mapping[str, float]) -> DeviceProfile:
+    efficiency = dict(profile.compute_efficiency)
+    classes = dict(profile.kernel_class_efficiency)
+    scalars: dict[str, float] = {}
+    for name, value in values.items():
+        kind, _, key = name.partition(".")
+        if kind == "compute_efficiency":
+            efficiency[key] = min(value, 1.0)
+        elif kind == "kernel_class_efficiency":
+            classes[key] = value
+        elif kind == "memory_efficiency":
+            scalars[kind] = min(value, 1.0)
+        elif kind != "runtime_factor":
+            scalars[kind] = value
+    return dataclasses.replace(
+        profile, compute_efficiency=efficiency, kernel_class_efficiency=classes, **scalars
+    )
+
+
+def _parameters(profile: DeviceProfile, arrays: Sequence[_Arrays], runtimes: set[str]) -> list:
+    names = [f"compute_efficiency.{p}" for p in sorted({a.precision for a in arrays})]
+    names += ["memory_efficiency", "kernel_launch_overhead_us"]
+    names += [
+        f"kernel_class_efficiency.{c}"
+        for c in _CLASSES
+        if any(m > 0 for a in arrays for m, k in zip(a.macs, a.classes, strict=True) if k == c)
+    ]
+    names += [f"runtime_factor.{r}" for r in sorted(runtimes - {profile.runtime})]
+    return names
+
+
+def _start(profile: DeviceProfile, name: str) -> float:
+    if name.startswith("runtime_factor."):
+        return 0.0
+    return math.log(_factor_value(profile, name))
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------------
+
+
+def _solve(
+    profile: DeviceProfile, rows: Sequence[CalibrationRow], arrays: Sequence[_Arrays]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Fitted values (natural units) and each factor's largest sensitivity over the rows."""
+    from scipy.optimize import least_squares
+
+    names = _parameters(profile, arrays, {r.runtime for r in rows})
+    start = np.array([_start(profile, n) for n in names])
+    low = np.array([_BOUNDS[n.split(".")[0]][0] for n in names])
+    high = np.array([_BOUNDS[n.split(".")[0]][1] for n in names])
+    start = np.clip(start, low + 1e-9, high - 1e-9)
+    observed = np.log([r.latency_ms for r in rows])
+
+    def predicted(theta: np.ndarray) -> np.ndarray:
+        values = dict(zip(names, np.exp(theta), strict=True))
+        fitted = _with_factors(profile, values)
+        out = []
+        for row, a in zip(rows, arrays, strict=True):
+            factor = values.get(f"runtime_factor.{row.runtime}", 1.0)
+            out.append(math.log(_latency_ms(a, fitted) * factor))
+        return np.array(out)
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        return predicted(theta) - observed
+
+    # max(compute, memory) makes the surface piecewise: a few deterministic restarts find the
+    # best basin, the profile's own values first.
+    rng = np.random.default_rng(0)
+    starts = [start] + [
+        np.clip(start + rng.uniform(-1.5, 1.5, len(start)), low + 1e-9, high - 1e-9)
+        for _ in range(_RESTARTS)
+    ]
+    result = min(
+        (
+            least_squares(residuals, x0, bounds=(low, high), diff_step=1e-6, ftol=1e-10, xtol=1e-10)
+            for x0 in starts
+        ),
+        key=lambda r: r.cost,
+    )
+    jacobian = result.jac[: len(rows)]
+    sensitivity = np.abs(jacobian).max(axis=0) if len(rows) else np.zeros(len(names))
+    values = dict(zip(names, map(float, np.exp(result.x)), strict=True))
+    return values, dict(zip(names, map(float, sensitivity), strict=True))
+
+
+def _predict_row(
+    profile: DeviceProfile, values: Mapping[str, float], row: CalibrationRow, a: _Arrays
+) -> float | None:
+    if row.runtime != profile.runtime and f"runtime_factor.{row.runtime}" not in values:
+        return None  # a runtime with no factor in this fit: cannot be predicted
+    fitted = _with_factors(profile, values)
+    return _latency_ms(a, fitted) * values.get(f"runtime_factor.{row.runtime}", 1.0)
+
+
+def _cross_validate(
+    profile: DeviceProfile, rows: Sequence[CalibrationRow], arrays: Sequence[_Arrays]
+) -> dict[str, Any]:
+    from scipy.stats import kendalltau
+
+    models = sorted({r.model for r in rows})
+    held_out: dict[int, float] = {}
+    for model in models:
+        train = [i for i, r in enumerate(rows) if r.model != model]
+        if not any(rows[i].runtime == profile.runtime for i in train):
+            continue
+        values, _ = _solve(profile, [rows[i] for i in train], [arrays[i] for i in train])
+        for i, row in enumerate(rows):
+            if row.model == model:
+                estimate = _predict_row(profile, values, row, arrays[i])
+                if estimate is not None:
+                    held_out[row.line] = estimate
+    own = [r for r in rows if r.runtime == profile.runtime and r.line in held_out]
+    if not own:
+        return {"rows": 0, "models": 0}
+    errors = [abs(held_out[r.line] / r.latency_ms - 1) * 100 for r in own]
+    tau = (
+        float(kendalltau([held_out[r.line] for r in own], [r.latency_ms for r in own]).statistic)
+        if len(own) >= 2
+        else float("nan")
+    )
+    return {
+        "median_ape_percent": round(float(np.median(errors)), 1),
+        "kendall_tau": round(tau, 3),
+        "rows": len(own),
+        "models": len({r.model for r in own}),
+        "per_row": {r.line: round(held_out[r.line], 4) for r in own},
+    }
+
+
+def fit_profile(
+    profile: DeviceProfile,
+    rows: Sequence[CalibrationRow],
+    kernels: Mapping[tuple[str, int, tuple[int, int]], Sequence[KernelCost]],
+    *,
+    cross_validate: bool = True,
+) -> CalibrationFit:
+    """Fit ``profile``'s latency factors to its published ``rows``.
+
+    Args:
+        profile: the board's profile; its ``runtime`` is the runtime the estimate models.
+        rows: the board's rows (:func:`~autoprune.hwprofiles.load_rows`).
+        kernels: the fused kernels of each row's ``workload`` (:func:`kernels_for_rows`).
+        cross_validate: also run leave-one-model-out cross-validation (one fit per model).
+
+    Raises:
+        ConfigError: no row is of the profile's runtime, or a row's kernels are missing.
+
+    Example:
+        >>> fit = fit_profile(load_profile("jetson"), rows, kernels)
+        >>> fit.fitted["compute_efficiency.fp16"], fit.cross_validation["median_ape_percent"]
+        (0.0817, 11.9)
+    """
+    if not any(r.runtime == profile.runtime for r in rows):
+        runtimes = sorted({r.runtime for r in rows}) or ["none"]
+        raise ConfigError(
+            f"no calibration row of runtime {profile.runtime!r} for {profile.name} (rows: "
+            f"{', '.join(runtimes)}); add rows measured with it, or set the profile's runtime"
+        )
+    missing = [r.workload for r in rows if r.workload not in kernels]
+    if missing:
+        raise ConfigError(f"no kernels for {missing[0]}; pass kernels_for_rows(rows)")
+    arrays = [_arrays(kernels[r.workload], profile, r.precision) for r in rows]
+    values, sensitivity = _solve(profile, rows, arrays)
+
+    fitted: dict[str, float] = {}
+    not_fitted: dict[str, str] = {}
+    runtime_factors: dict[str, float] = {}
+    for name, value in values.items():
+        if name.startswith("runtime_factor."):
+            runtime_factors[name.split(".", 1)[1]] = value
+        elif sensitivity[name] >= _MIN_SENSITIVITY:
+            fitted[name] = value
+        else:
+            not_fitted[name] = (
+                f"the rows barely depend on it (largest d log latency / d log factor "
+                f"{sensitivity[name]:.2g} < {_MIN_SENSITIVITY})"
+            )
+    for name in profile.factor_keys():
+        if name not in fitted and name not in not_fitted:
+            not_fitted[name] = _why_absent(name, rows)
+    calibrated = _with_factors(profile, fitted)
+    residuals = {}
+    for row, a in zip(rows, arrays, strict=True):
+        estimate = _predict_row(calibrated, {**fitted, **_runtime_values(runtime_factors)}, row, a)
+        if estimate is not None:
+            residuals[row.line] = (estimate / row.latency_ms - 1) * 100
+    cv = _cross_validate(profile, rows, arrays) if cross_validate else {}
+    error = cv.get("median_ape_percent")
+    calibrated = dataclasses.replace(
+        calibrated, expected_error=None if error is None else round(error / 100, 3)
+    )
+    return CalibrationFit(
+        profile=calibrated,
+        fitted=fitted,
+        not_fitted=not_fitted,
+        runtime_factors=runtime_factors,
+        rows=[r.line for r in rows],
+        residuals_percent=residuals,
+        cross_validation=cv,
+    )
+
+
+def _runtime_values(factors: Mapping[str, float]) -> dict[str, float]:
+    return {f"runtime_factor.{k}": v for k, v in factors.items()}
+
+
+def _why_absent(name: str, rows: Sequence[CalibrationRow]) -> str:
+    kind, _, key = name.partition(".")
+    if kind == "compute_efficiency":
+        return f"no row runs at {key} on this board"
+    if kind == "kernel_class_efficiency":
+        return f"no row's model has {key} kernels with MACs"
+    if kind in ("idle_power_w", "energy_scale"):
+        return "no published power or energy in this board's rows"
+    return "not a latency factor the rows inform"
+
+
+# --------------------------------------------------------------------------------------------
+# kernels of the rows' models
+# --------------------------------------------------------------------------------------------
+
+
+def kernels_for_rows(
+    rows: Sequence[CalibrationRow],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[tuple[str, int, tuple[int, int]], list[KernelCost]]:
+    """The fused TVM kernels of every distinct ``(model, classes, input)`` among ``rows``.
+
+    Each model is built with random weights (``create_model``) and lowered through TVM
+    (about 5-20 s at 224x224 on 2 cores); ``cache_dir`` keeps the lists between calls.
+
+    Raises:
+        UnknownNameError: a row names a model that cannot be built.
+    """
+    from autoprune.hwprofiles._lowered import _cached_kernels
+    from autoprune.spaces import create_model
+
+    out: dict[tuple[str, int, tuple[int, int]], list[KernelCost]] = {}
+    for row in rows:
+        if row.workload in out:
+            continue
+        if progress is not None:
+            progress(f"{row.model} at {row.input_hw[0]}x{row.input_hw[1]}")
+        model = create_model(row.model, num_classes=row.classes, in_channels=3).eval()
+        out[row.workload] = _cached_kernels(model, model, row.input_shape, cache_dir)
+    return out
