@@ -23,6 +23,7 @@ from typing import Any
 
 from autoprune.export._formats import INPUT_NAME, OUTPUT_NAME, WrittenFile
 from autoprune.export._integer import LayerPrecision
+from autoprune.hwprofiles import latency_label
 from autoprune.retrain import Retrained
 from autoprune.search import TrialRecord
 
@@ -112,6 +113,7 @@ def model_json(
             "size_bytes_at_bit_widths": record.size_bytes,
             "latency_ms": record.latency_ms,
             "latency_source": record.latency_source,
+            "latency_expected_error": record.latency_expected_error,
             "energy_mj": record.energy_mj,
             "energy_source": record.energy_source,
         },
@@ -178,7 +180,8 @@ def card_markdown(info: dict[str, Any], run_dir: Path) -> str:
         f"- parameters: {costs['params']:,}; size at its bit-widths: "
         f"{costs['size_bytes_at_bit_widths']:,} bytes",
         f"- on {costs['target']}: latency {costs['latency_ms']:.4g} ms "
-        f"({costs['latency_source']}), energy {costs['energy_mj']:.4g} mJ per inference "
+        f"({latency_label(costs['latency_source'], costs['latency_expected_error'])}), "
+        f"energy {costs['energy_mj']:.4g} mJ per inference "
         f"({costs['energy_source']})",
         "",
         trained,

@@ -391,6 +391,7 @@ def kernels_for_rows(
 
     Raises:
         UnknownNameError: a row names a model that cannot be built.
+        ConfigError: a model cannot be lowered at its row's input (the message names the line).
     """
     from autoprune.hwprofiles._lowered import _cached_kernels
     from autoprune.spaces import create_model
@@ -402,5 +403,12 @@ def kernels_for_rows(
         if progress is not None:
             progress(f"{row.model} at {row.input_hw[0]}x{row.input_hw[1]}")
         model = create_model(row.model, num_classes=row.classes, in_channels=3).eval()
-        out[row.workload] = _cached_kernels(model, model, row.input_shape, cache_dir)
+        try:
+            out[row.workload] = _cached_kernels(model, model, row.input_shape, cache_dir)
+        except Exception as exc:  # noqa: BLE001 - any importer or lowering failure
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"cannot lower {row.model} at {row.input_hw[0]}x{row.input_hw[1]} through TVM "
+                f"(line {row.line}: {reason[:200]}); remove its rows or give another input"
+            ) from exc
     return out

@@ -270,6 +270,7 @@ class HardwareCoster:
             return {
                 "latency_ms": estimate.latency_ms,
                 "latency_source": estimate.latency_source,
+                "latency_expected_error": estimate.expected_error,
                 "energy_mj": estimate.energy_mj,
                 "energy_source": estimate.energy_source,
                 "hardware_method": estimate.method,

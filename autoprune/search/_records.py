@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from autoprune.hwprofiles._estimate import latency_label
 from autoprune.search import _schema as attrs
 
 __all__ = ["TrialRecord", "counts_toward_budget", "record_of"]
@@ -51,6 +52,7 @@ class TrialRecord:
     size_bytes: int | None = None
     latency_ms: float | None = None
     latency_source: str | None = None
+    latency_expected_error: float | None = None  # the estimate's calibrated error, a fraction
     energy_mj: float | None = None
     energy_source: str | None = None
     violations: dict[str, float] = field(default_factory=dict)
@@ -68,6 +70,11 @@ class TrialRecord:
         if not self.candidate:
             return None
         return "x".join(str(d) for d in self.candidate["input_shape"])
+
+    @property
+    def latency_label(self) -> str:
+        """``"estimated, +-6 %"``, ``"estimated"`` or ``"measured"``."""
+        return latency_label(self.latency_source or "-", self.latency_expected_error)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,6 +118,7 @@ def record_of(trial: FrozenTrial, test: Mapping[str, Any] | None = None) -> Tria
         size_bytes=costs.get("size_bytes"),
         latency_ms=costs.get("latency_ms"),
         latency_source=costs.get("latency_source"),
+        latency_expected_error=costs.get("latency_expected_error"),
         energy_mj=costs.get("energy_mj"),
         energy_source=costs.get("energy_source"),
         violations=dict(attrs.VIOLATIONS.get(trial) or {}),

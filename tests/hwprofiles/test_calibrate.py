@@ -177,3 +177,50 @@ def test_a_user_profile_gets_its_calibration_from_beside_it(tmp_path: Path) -> N
     assert "memory_efficiency" not in profile.assumed
     assert "no row runs at int8" in profile.assumed["compute_efficiency.int8"]
     assert load_profile(path, calibrated=False).expected_error is None
+
+
+@pytest.mark.slow
+def test_calibrate_command_writes_the_fit_beside_a_user_profile_and_profile_prints_its_error(
+    tmp_path: Path, capsys
+) -> None:
+    from autoprune.cli import main
+
+    data = yaml.safe_load(profile_file("jetson-orin-nano").read_text())
+    data.update(name="mine", aliases=[])
+    profile_path = tmp_path / "mine.yaml"
+    profile_path.write_text(yaml.safe_dump(data))
+    header = "board,model,classes,input,batch,precision,runtime,latency_ms,power_w,source,method"
+    published = [("resnet18", 0.9), ("mobilenet_v2", 0.7), ("squeezenet1_1", 0.5), ("resnet34", 1.6)]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        header
+        + "\n"
+        + "".join(
+            f"mine,{m},10,32x32,1,fp16,tensorrt,{ms},,a test,made up\n" for m, ms in published
+        )
+    )
+    args = ["--target", str(profile_path), "--rows", str(rows), "--cache-dir", str(tmp_path / "k")]
+    assert main(["calibrate", *args, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fitted   compute_efficiency.fp16" in out and "median error" in out
+    overlay = yaml.safe_load((tmp_path / "mine.calibration.yaml").read_text())
+    assert overlay["rows"] == [2, 3, 4, 5] and overlay["expected_error"] is not None
+    error = round(overlay["expected_error"] * 100)
+
+    model = ["--model", "resnet18", "--input", "3x32x32", "--num-classes", "10"]
+    assert main(["profile", "--target", str(profile_path), *model, "--precision", "fp16"]) == 0
+    assert f"(estimated, +-{error} %" in capsys.readouterr().out
+
+    empty = tmp_path / "none.csv"
+    empty.write_text(header + "\n")
+    assert main(["calibrate", "--target", str(profile_path), "--rows", str(empty)]) == 2
+    assert "no calibration row for mine" in capsys.readouterr().err
+
+
+def test_every_factor_of_every_built_in_profile_is_fitted_or_assumed_with_a_reason() -> None:
+    from autoprune.hwprofiles import list_profiles
+
+    for profile in list_profiles():
+        for factor, provenance in profile.factor_provenance().items():
+            assert provenance.startswith(("fitted to calibration/rows.csv lines", "assumed: "))
+            assert "no reason given" not in provenance, (profile.name, factor)
