@@ -190,7 +190,12 @@ def test_calibrate_command_writes_the_fit_beside_a_user_profile_and_profile_prin
     profile_path = tmp_path / "mine.yaml"
     profile_path.write_text(yaml.safe_dump(data))
     header = "board,model,classes,input,batch,precision,runtime,latency_ms,power_w,source,method"
-    published = [("resnet18", 0.9), ("mobilenet_v2", 0.7), ("squeezenet1_1", 0.5), ("resnet34", 1.6)]
+    published = [
+        ("resnet18", 0.9),
+        ("mobilenet_v2", 0.7),
+        ("squeezenet1_1", 0.5),
+        ("resnet34", 1.6),
+    ]
     rows = tmp_path / "rows.csv"
     rows.write_text(
         header
