@@ -46,6 +46,8 @@ def targets_command(args: argparse.Namespace) -> int:
             "GB/s",
             "native",
             "multiple",
+            "runtime",
+            "error",
             "TVM target",
         )
     ]
@@ -60,6 +62,8 @@ def targets_command(args: argparse.Namespace) -> int:
                 f"{p.memory_bandwidth_bytes_per_s / 1e9:.1f}",
                 ",".join(p.native_precisions),
                 str(p.channel_multiple),
+                p.runtime,
+                "-" if p.expected_error is None else f"+-{p.expected_error * 100:.0f} %",
                 _target_text(p.tvm_target_spec()),
             )
         )

@@ -129,11 +129,12 @@ def test_board_server_reports_energy_from_its_power_rails(tmp_path: Path, monkey
     assert energy is not None and energy.sensor == "jetson-ina3221"
     assert energy.power_w == pytest.approx(5.0, rel=0.05)  # the input rail only, not the sum
     assert energy.seconds >= 1.0
-    # Energy per call = power x the mean time of a call in the window (calls back to back), so at
-    # least about the power x the median latency (more on a loaded machine, as in CI once).
+    # Energy per call = power x the mean time of a call in the window (calls back to back): about
+    # the power x the median latency. A call of this tiny model takes about 10 us, so the two
+    # timings differ with the machine's load, both ways (0.72x and more than 1x seen in CI).
     per_call_mj = energy.power_w * energy.seconds / energy.calls * 1e3
     assert energy.energy_mj == pytest.approx(per_call_mj, rel=0.1)
-    assert energy.energy_mj >= 0.8 * 5.0 * measurement.latency_ms
+    assert 0.4 <= energy.energy_mj / (5.0 * measurement.latency_ms) <= 10.0
 
 
 def test_rail_sensor_reads_l4t_r32_iio_rails_and_sums_without_an_input_rail(tmp_path) -> None:
