@@ -82,15 +82,19 @@ def _print_fit(fit: CalibrationFit, rows: list, before: Any, written: Path | Non
     for name, value in fit.fitted.items():
         print(f"  fitted   {name:36s} {value:10.4g}  (was {_factor_value(before, name):.4g})")
     for name, why in fit.not_fitted.items():
-        print(f"  assumed  {name:36s} {_factor_value(p, name):10.4g}  {why}")
-    for runtime, factor in fit.runtime_factors.items():
-        print(f"  runtime  {runtime:36s} {factor:10.4g}  x its latencies against {p.runtime}")
+        if name not in fit.derived:
+            print(f"  assumed  {name:36s} {_factor_value(p, name):10.4g}  {why}")
+    for name, value in fit.derived.items():
+        print(f"  derived  {name:36s} {value:10.4g}  {fit.not_fitted[name]}")
+    for name, value in fit.runtime_factors.items():
+        what = "x the roofline part" if name.startswith("runtime_factor.") else "us per kernel"
+        print(f"  runtime  {name:36s} {value:10.4g}  {what}, against {p.runtime}")
     cv = fit.cross_validation
     if cv.get("rows"):
         print(
             f"  leave-one-model-out over the {p.runtime} rows: median error "
             f"{cv['median_ape_percent']:.1f} %, Kendall tau {cv['kendall_tau']:.2f} "
-            f"({cv['rows']} rows, {cv['models']} models)"
+            f"({cv['points']} measurements in {cv['rows']} rows, {cv['models']} models)"
         )
     if written is not None:
         print(f"  wrote {written}")

@@ -35,7 +35,13 @@ from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._rows import CalibrationRow
 from autoprune.spaces import LayerCost
 
-__all__ = ["CalibrationFit", "fit_profile", "kernels_for_rows", "predict_latency_ms"]
+__all__ = [
+    "CalibrationFit",
+    "fit_profile",
+    "kernels_for_rows",
+    "point_figures",
+    "predict_latency_ms",
+]
 
 _logger = logging.getLogger("autoprune.hwprofiles.calibrate")
 
@@ -46,9 +52,12 @@ _BOUNDS = {  # natural-log bounds per kind of factor
     "kernel_launch_overhead_us": (math.log(0.1), math.log(5000.0)),
     "kernel_class_efficiency": (math.log(0.03), math.log(5.0)),
     "runtime_factor": (math.log(0.05), math.log(50.0)),
+    "runtime_overhead_us": (math.log(0.1), math.log(5000.0)),
 }
 _MIN_SENSITIVITY = 0.1
 _RESTARTS = 5
+_PRIOR_SD: float | None = None  # natural-log sd of a pull toward the hand-written values
+_RUNTIME_OVERHEAD = True  # other runtimes get their own per-kernel overhead
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,8 @@ def _arrays(kernels: Sequence[KernelCost], profile: DeviceProfile, precision: st
         element = _dtype_bytes(k.dtype)
         activations = k.bytes_in // element + k.bytes_out // element
         weights = k.bytes_weights // element
-        load.append((activations + weights) * _storage_bits(bits) / 8)
+        width = max(_storage_bits(bits), PRECISION_BITS[executed])  # as _estimate_layer
+        load.append((activations + weights) * width / 8)
     return _Arrays(
         macs=np.array([k.macs for k in kernels], dtype=float),
         load_bytes=np.array(load, dtype=float),
@@ -87,12 +97,29 @@ def predict_latency_ms(
     return _latency_ms(_arrays(kernels, profile, precision), profile)
 
 
-def _latency_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
+def _roofline_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
     efficiency = np.array([profile.efficiency(arrays.precision, c) for c in arrays.classes])
     compute = arrays.macs / (profile.peak_macs_per_s[arrays.precision] * efficiency)
     memory = arrays.load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
-    overhead = profile.kernel_launch_overhead_us * 1e-6 * len(arrays.macs)
-    return float((np.maximum(compute, memory).sum() + overhead) * 1e3)
+    return float(np.maximum(compute, memory).sum() * 1e3)
+
+
+def _latency_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
+    overhead_ms = profile.kernel_launch_overhead_us * 1e-3 * len(arrays.macs)
+    return _roofline_ms(arrays, profile) + overhead_ms
+
+
+def _row_latency_ms(
+    arrays: _Arrays, profile: DeviceProfile, values: Mapping[str, float], runtime: str
+) -> float:
+    """A row's modelled latency: the profile's estimate for its own runtime; for another
+    runtime, ``runtime_factor * roofline + kernels * runtime_overhead_us`` (its own speed on the
+    same kernels, and its own cost per kernel launch)."""
+    if runtime == profile.runtime:
+        return _latency_ms(arrays, profile)
+    factor = values.get(f"runtime_factor.{runtime}", 1.0)
+    overhead_us = values.get(f"runtime_overhead_us.{runtime}", profile.kernel_launch_overhead_us)
+    return factor * _roofline_ms(arrays, profile) + overhead_us * 1e-3 * len(arrays.macs)
 
 
 @dataclass(frozen=True)
@@ -102,17 +129,23 @@ class CalibrationFit:
     Attributes:
         profile: the profile with the fitted factors in place (and ``expected_error``).
         fitted: factor -> fitted value, for the factors the rows constrain.
+        derived: efficiency of each native precision no row ran at, scaled with the fitted
+            ones (applied, but still assumed).
         not_fitted: factor -> why it was left at the profile's value.
-        runtime_factors: runtime -> factor on its latencies relative to ``profile.runtime``.
+        runtime_factors: ``runtime_factor.<runtime>`` (its speed on the roofline part relative
+            to ``profile.runtime``) and ``runtime_overhead_us.<runtime>`` (its cost per kernel),
+            for each other runtime in the rows.
         rows: the CSV lines of the rows used.
         residuals_percent: CSV line -> (estimate / published - 1) * 100 with the full fit.
-        cross_validation: leave-one-model-out figures over the rows of ``profile.runtime``:
-            ``median_ape_percent``, ``kendall_tau``, ``rows``, ``models``, and ``per_row``
-            (CSV line -> held-out estimate, ms).
+        cross_validation: leave-one-model-out figures over the rows of ``profile.runtime``,
+            one point per distinct (model, input, precision) at the median of its rows:
+            ``median_ape_percent``, ``kendall_tau``, ``points``, ``rows``, ``models``, and
+            ``per_row`` (CSV line -> held-out estimate, ms).
     """
 
     profile: DeviceProfile
     fitted: dict[str, float]
+    derived: dict[str, float]
     not_fitted: dict[str, str]
     runtime_factors: dict[str, float]
     rows: list[int]
@@ -127,6 +160,7 @@ class CalibrationFit:
             "date": datetime.date.today().isoformat(),
             "runtime": self.profile.runtime,
             "fitted": {k: _round(v) for k, v in self.fitted.items()},
+            "derived": {k: _round(v) for k, v in self.derived.items()},
             "not_fitted": dict(self.not_fitted),
             "runtime_factors": {k: _round(v) for k, v in self.runtime_factors.items()},
             "expected_error": self.profile.expected_error,
@@ -166,7 +200,7 @@ def _with_factors(profile: DeviceProfile, values: Mapping[str, float]) -> Device
             classes[key] = value
         elif kind == "memory_efficiency":
             scalars[kind] = min(value, 1.0)
-        elif kind != "runtime_factor":
+        elif not kind.startswith("runtime_"):
             scalars[kind] = value
     return dataclasses.replace(
         profile, compute_efficiency=efficiency, kernel_class_efficiency=classes, **scalars
@@ -181,13 +215,18 @@ def _parameters(profile: DeviceProfile, arrays: Sequence[_Arrays], runtimes: set
         for c in _CLASSES
         if any(m > 0 for a in arrays for m, k in zip(a.macs, a.classes, strict=True) if k == c)
     ]
-    names += [f"runtime_factor.{r}" for r in sorted(runtimes - {profile.runtime})]
+    for runtime in sorted(runtimes - {profile.runtime}):
+        names.append(f"runtime_factor.{runtime}")
+        if _RUNTIME_OVERHEAD:
+            names.append(f"runtime_overhead_us.{runtime}")
     return names
 
 
 def _start(profile: DeviceProfile, name: str) -> float:
     if name.startswith("runtime_factor."):
         return 0.0
+    if name.startswith("runtime_overhead_us."):
+        return math.log(profile.kernel_launch_overhead_us)
     return math.log(_factor_value(profile, name))
 
 
@@ -214,12 +253,13 @@ def _solve(
         fitted = _with_factors(profile, values)
         out = []
         for row, a in zip(rows, arrays, strict=True):
-            factor = values.get(f"runtime_factor.{row.runtime}", 1.0)
-            out.append(math.log(_latency_ms(a, fitted) * factor))
+            out.append(math.log(_row_latency_ms(a, fitted, values, row.runtime)))
         return np.array(out)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        return predicted(theta) - observed
+        if _PRIOR_SD is None:
+            return predicted(theta) - observed
+        return np.concatenate([predicted(theta) - observed, (theta - start) / _PRIOR_SD])
 
     # max(compute, memory) makes the surface piecewise: a few deterministic restarts find the
     # best basin, the profile's own values first.
@@ -241,20 +281,37 @@ def _solve(
     return values, dict(zip(names, map(float, sensitivity), strict=True))
 
 
+def _scaled_precisions(profile: DeviceProfile, values: Mapping[str, float]) -> dict[str, float]:
+    """Efficiencies of the native precisions no row ran at, scaled from the hand-written value by
+    the geometric mean of fitted / hand-written over the precisions that were fitted (int8 on a
+    board with fp16 rows only moves as fp16 moved)."""
+    ratios = [
+        math.log(values[f"compute_efficiency.{p}"] / profile.compute_efficiency[p])
+        for p in profile.native_precisions
+        if f"compute_efficiency.{p}" in values
+    ]
+    if not ratios:
+        return {}
+    scale = math.exp(sum(ratios) / len(ratios))
+    return {
+        f"compute_efficiency.{p}": min(1.0, profile.compute_efficiency[p] * scale)
+        for p in profile.native_precisions
+        if f"compute_efficiency.{p}" not in values
+    }
+
+
 def _predict_row(
     profile: DeviceProfile, values: Mapping[str, float], row: CalibrationRow, a: _Arrays
 ) -> float | None:
     if row.runtime != profile.runtime and f"runtime_factor.{row.runtime}" not in values:
         return None  # a runtime with no factor in this fit: cannot be predicted
-    fitted = _with_factors(profile, values)
-    return _latency_ms(a, fitted) * values.get(f"runtime_factor.{row.runtime}", 1.0)
+    values = {**values, **_scaled_precisions(profile, values)}
+    return _row_latency_ms(a, _with_factors(profile, values), values, row.runtime)
 
 
 def _cross_validate(
     profile: DeviceProfile, rows: Sequence[CalibrationRow], arrays: Sequence[_Arrays]
 ) -> dict[str, Any]:
-    from scipy.stats import kendalltau
-
     models = sorted({r.model for r in rows})
     held_out: dict[int, float] = {}
     for model in models:
@@ -270,18 +327,34 @@ def _cross_validate(
     own = [r for r in rows if r.runtime == profile.runtime and r.line in held_out]
     if not own:
         return {"rows": 0, "models": 0}
-    errors = [abs(held_out[r.line] / r.latency_ms - 1) * 100 for r in own]
-    tau = (
-        float(kendalltau([held_out[r.line] for r in own], [r.latency_ms for r in own]).statistic)
-        if len(own) >= 2
-        else float("nan")
-    )
     return {
-        "median_ape_percent": round(float(np.median(errors)), 1),
-        "kendall_tau": round(tau, 3),
+        **point_figures(own, held_out),
         "rows": len(own),
         "models": len({r.model for r in own}),
         "per_row": {r.line: round(held_out[r.line], 4) for r in own},
+    }
+
+
+def point_figures(
+    rows: Sequence[CalibrationRow], estimates: Mapping[int, float]
+) -> dict[str, float | int]:
+    """Median absolute percentage error and Kendall tau of ``estimates`` (CSV line -> ms)
+    against ``rows``, one point per distinct measurement (model, input, precision): rows that
+    repeat one (MLPerf rounds, two tables of one harness) count once, at their median, so that
+    ties between copies of one point neither help nor hurt the rank correlation."""
+    from scipy.stats import kendalltau
+
+    points: dict[tuple, list[CalibrationRow]] = {}
+    for row in rows:
+        points.setdefault((row.workload, row.precision), []).append(row)
+    published = [float(np.median([r.latency_ms for r in group])) for group in points.values()]
+    estimated = [float(np.median([estimates[r.line] for r in g])) for g in points.values()]
+    errors = [abs(e / p - 1) * 100 for e, p in zip(estimated, published, strict=True)]
+    tau = float(kendalltau(estimated, published).statistic) if len(points) >= 2 else math.nan
+    return {
+        "median_ape_percent": round(float(np.median(errors)), 1),
+        "kendall_tau": round(tau, 3),
+        "points": len(points),
     }
 
 
@@ -324,8 +397,8 @@ def fit_profile(
     not_fitted: dict[str, str] = {}
     runtime_factors: dict[str, float] = {}
     for name, value in values.items():
-        if name.startswith("runtime_factor."):
-            runtime_factors[name.split(".", 1)[1]] = value
+        if name.startswith("runtime_"):
+            runtime_factors[name] = value
         elif sensitivity[name] >= _MIN_SENSITIVITY:
             fitted[name] = value
         else:
@@ -333,13 +406,17 @@ def fit_profile(
                 f"the rows barely depend on it (largest d log latency / d log factor "
                 f"{sensitivity[name]:.2g} < {_MIN_SENSITIVITY})"
             )
+    derived = _scaled_precisions(profile, fitted)
     for name in profile.factor_keys():
         if name not in fitted and name not in not_fitted:
             not_fitted[name] = _why_absent(name, rows)
-    calibrated = _with_factors(profile, fitted)
+            if name in derived:
+                ratio = derived[name] / _factor_value(profile, name)
+                not_fitted[name] += f"; scaled x{ratio:.3g} with the fitted precisions"
+    calibrated = _with_factors(profile, {**fitted, **derived})
     residuals = {}
     for row, a in zip(rows, arrays, strict=True):
-        estimate = _predict_row(calibrated, {**fitted, **_runtime_values(runtime_factors)}, row, a)
+        estimate = _predict_row(profile, {**fitted, **runtime_factors}, row, a)
         if estimate is not None:
             residuals[row.line] = (estimate / row.latency_ms - 1) * 100
     cv = _cross_validate(profile, rows, arrays) if cross_validate else {}
@@ -350,16 +427,13 @@ def fit_profile(
     return CalibrationFit(
         profile=calibrated,
         fitted=fitted,
+        derived=derived,
         not_fitted=not_fitted,
         runtime_factors=runtime_factors,
         rows=[r.line for r in rows],
         residuals_percent=residuals,
         cross_validation=cv,
     )
-
-
-def _runtime_values(factors: Mapping[str, float]) -> dict[str, float]:
-    return {f"runtime_factor.{k}": v for k, v in factors.items()}
 
 
 def _why_absent(name: str, rows: Sequence[CalibrationRow]) -> str:

@@ -13,7 +13,8 @@ Used wherever the target device cannot be measured. Every number it returns is l
   and output activations at ``activation_bits`` and weights at ``weight_bits``, each rounded up
   to a whole-byte load width (8, 16 or 32 bits): no device loads packed sub-byte tensors
   natively, so a 4-bit layer moves what an 8-bit one moves (sub-native widths save size, not
-  latency).
+  latency); a layer whose width the board does not run (int8 on a Nano, fp16 on a Raspberry
+  Pi 4) runs at, and moves data at, the wider precision it falls back to.
 * latency = ``max(compute, memory) + kernel_launch_overhead``; zero-MAC elementwise layers that a
   compiler fuses into the producing conv (batchnorm, activations) cost memory time only.
 * energy = ``energy_scale * (macs * e_mac + 2 * macs * e_sram + dram_bytes * e_dram)`` +
@@ -254,9 +255,13 @@ def _estimate_layer(
     activations = layer.input_elements + layer.output_elements
 
     # Latency: whole-byte loads only, so sub-byte widths move as much data as int8.
+    # A width the board lacks (int8 on a Nano) runs, and moves, at the wider precision.
+    floor = (
+        prec_bits if prec_bits > _storage_bits(max(layer.weight_bits, layer.activation_bits)) else 0
+    )
     load_bytes = (
-        activations * _storage_bits(layer.activation_bits)
-        + layer.weight_elements * _storage_bits(layer.weight_bits)
+        activations * max(floor, _storage_bits(layer.activation_bits))
+        + layer.weight_elements * max(floor, _storage_bits(layer.weight_bits))
     ) / 8
     memory_s = load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
     efficiency = profile.efficiency(precision, kernel_class or _layer_class(layer))

@@ -86,13 +86,16 @@ def apply_overlay(data: dict[str, Any], overlay: dict[str, Any]) -> dict[str, An
             f"compute_efficiency.{p}" in overlay["fitted"] for p in native
         ):
             assumed.pop("compute_efficiency", None)
+    for name, value in (overlay.get("derived") or {}).items():  # applied, still assumed
+        kind, _, key = str(name).partition(".")
+        merged[kind][key] = value
     for name, why in (overlay.get("not_fitted") or {}).items():
         reason = assumed.get(name) or assumed.get(str(name).split(".")[0])
         assumed[name] = f"{reason}; not fitted: {why}" if reason else f"not fitted: {why}"
     merged["assumed"] = assumed
     merged["expected_error"] = overlay.get("expected_error")
     merged["calibration"] = {
-        **{k: v for k, v in overlay.items() if k not in ("fitted", "profile")},
+        **{k: v for k, v in overlay.items() if k not in ("fitted", "derived", "profile")},
         "fitted_factors": dict(overlay.get("fitted") or {}),
     }
     return merged

@@ -119,15 +119,21 @@ def test_a_fit_on_synthetic_rows_recovers_the_factors_that_made_them() -> None:
     fit = fit_profile(start, rows, models)
     for name, value in TRUE.items():
         assert fit.fitted[name] == pytest.approx(value, rel=0.05), name
-    assert fit.runtime_factors["pytorch"] == pytest.approx(2.5, rel=0.05)
+    # 2.5x the whole latency: 2.5x the roofline part and 2.5x the per-kernel overhead
+    assert fit.runtime_factors["runtime_factor.pytorch"] == pytest.approx(2.5, rel=0.05)
+    assert fit.runtime_factors["runtime_overhead_us.pytorch"] == pytest.approx(50.0, rel=0.05)
     assert max(abs(r) for r in fit.residuals_percent.values()) < 2.0
     assert fit.cross_validation["median_ape_percent"] < 5.0
     assert fit.cross_validation["kendall_tau"] > 0.9
     assert fit.profile.expected_error == pytest.approx(
         fit.cross_validation["median_ape_percent"] / 100, abs=1e-3
     )
-    # no int8 row and no power figure: those factors stay assumed, each with its reason
+    # no int8 row and no power figure: those factors stay assumed, each with its reason; int8
+    # moves as fp16 moved
     assert "compute_efficiency.int8" in fit.not_fitted
+    assert fit.derived["compute_efficiency.int8"] / start.compute_efficiency["int8"] == (
+        pytest.approx(fit.fitted["compute_efficiency.fp16"] / start.compute_efficiency["fp16"])
+    )
     assert "published power" in fit.not_fitted["idle_power_w"]
 
 
@@ -229,3 +235,21 @@ def test_every_factor_of_every_built_in_profile_is_fitted_or_assumed_with_a_reas
         for factor, provenance in profile.factor_provenance().items():
             assert provenance.startswith(("fitted to calibration/rows.csv lines", "assumed: "))
             assert "no reason given" not in provenance, (profile.name, factor)
+
+
+def test_a_precision_runs_at_the_narrowest_native_one_that_covers_it() -> None:
+    from autoprune.hwprofiles import estimate_with_tvm
+    from autoprune.spaces import create_model
+
+    model = create_model("resnet18", num_classes=10, in_channels=3).eval()
+
+    def latency(target: str, precision: str) -> tuple[float, set[str]]:
+        estimate = estimate_with_tvm(model, (3, 32, 32), load_profile(target), precision=precision)
+        return estimate.latency_ms, {layer.precision for layer in estimate.layers}
+
+    # the Nano has no int8: int8 runs at fp16, no faster; the Orin Nano runs int8 natively
+    assert latency("jetson-nano", "int8") == latency("jetson-nano", "fp16")
+    assert latency("jetson-nano", "int8")[1] == {"fp16"}
+    assert latency("jetson-orin-nano", "int8")[0] < latency("jetson-orin-nano", "fp16")[0]
+    # the Raspberry Pi 4 has no fp16 arithmetic: fp16 runs at fp32
+    assert latency("raspberry-pi-4", "fp16") == latency("raspberry-pi-4", "fp32")
