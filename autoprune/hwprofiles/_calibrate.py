@@ -56,8 +56,6 @@ _BOUNDS = {  # natural-log bounds per kind of factor
 }
 _MIN_SENSITIVITY = 0.1
 _RESTARTS = 5
-_PRIOR_SD: float | None = None  # natural-log sd of a pull toward the hand-written values
-_RUNTIME_OVERHEAD = True  # other runtimes get their own per-kernel overhead
 
 
 @dataclass(frozen=True)
@@ -216,9 +214,7 @@ def _parameters(profile: DeviceProfile, arrays: Sequence[_Arrays], runtimes: set
         if any(m > 0 for a in arrays for m, k in zip(a.macs, a.classes, strict=True) if k == c)
     ]
     for runtime in sorted(runtimes - {profile.runtime}):
-        names.append(f"runtime_factor.{runtime}")
-        if _RUNTIME_OVERHEAD:
-            names.append(f"runtime_overhead_us.{runtime}")
+        names += [f"runtime_factor.{runtime}", f"runtime_overhead_us.{runtime}"]
     return names
 
 
@@ -257,9 +253,7 @@ def _solve(
         return np.array(out)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        if _PRIOR_SD is None:
-            return predicted(theta) - observed
-        return np.concatenate([predicted(theta) - observed, (theta - start) / _PRIOR_SD])
+        return predicted(theta) - observed
 
     # max(compute, memory) makes the surface piecewise: a few deterministic restarts find the
     # best basin, the profile's own values first.
