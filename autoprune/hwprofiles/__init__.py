@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from autoprune.hwprofiles._board import find_board_sensor, serve_board
-from autoprune.hwprofiles._calibrate import CalibrationFit, fit_profile, kernels_for_rows
+from autoprune.hwprofiles._calibrate import CalibrationFit, fit_profile
 from autoprune.hwprofiles._costing import (
     LATENCY_MODES,
     HardwareCoster,
@@ -66,7 +66,7 @@ from autoprune.hwprofiles._relax import (
     is_local_target,
     resolve_target,
 )
-from autoprune.hwprofiles._rows import CalibrationRow, load_rows
+from autoprune.hwprofiles._rows import CalibrationRow, kernels_for_rows, load_rows
 from autoprune.hwprofiles._rpc import RpcEndpoint, RpcRunner, measure_rpc_latency
 from autoprune.hwprofiles._runner import LatencyRunner
 from autoprune.hwprofiles._tune import TuningError, TuningReport, build_tuned, tune_model

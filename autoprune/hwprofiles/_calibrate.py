@@ -21,8 +21,7 @@ import dataclasses
 import datetime
 import logging
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +37,6 @@ from autoprune.spaces import LayerCost
 __all__ = [
     "CalibrationFit",
     "fit_profile",
-    "kernels_for_rows",
     "point_figures",
     "predict_latency_ms",
 ]
@@ -127,6 +125,7 @@ class CalibrationFit:
     Attributes:
         profile: the profile with the fitted factors in place (and ``expected_error``).
         fitted: factor -> fitted value, for the factors the rows constrain.
+        at_bound: fitted factors that ended at an end of their allowed range, and which.
         derived: efficiency of each native precision no row ran at, scaled with the fitted
             ones (applied, but still assumed).
         not_fitted: factor -> why it was left at the profile's value.
@@ -143,6 +142,7 @@ class CalibrationFit:
 
     profile: DeviceProfile
     fitted: dict[str, float]
+    at_bound: dict[str, str]
     derived: dict[str, float]
     not_fitted: dict[str, str]
     runtime_factors: dict[str, float]
@@ -158,6 +158,7 @@ class CalibrationFit:
             "date": datetime.date.today().isoformat(),
             "runtime": self.profile.runtime,
             "fitted": {k: _round(v) for k, v in self.fitted.items()},
+            "at_bound": dict(self.at_bound),
             "derived": {k: _round(v) for k, v in self.derived.items()},
             "not_fitted": dict(self.not_fitted),
             "runtime_factors": {k: _round(v) for k, v in self.runtime_factors.items()},
@@ -269,10 +270,18 @@ def _solve(
         ),
         key=lambda r: r.cost,
     )
-    jacobian = result.jac[: len(rows)]
-    sensitivity = np.abs(jacobian).max(axis=0) if len(rows) else np.zeros(len(names))
+    # Sensitivity by a step into the allowed range (a factor at a bound has no step outward).
+    at_solution = predicted(result.x)
+    sensitivity = {}
+    for i, name in enumerate(names):
+        step = -0.05 if result.x[i] > high[i] - 0.05 else 0.05
+        moved = result.x.copy()
+        moved[i] += step
+        sensitivity[name] = float(np.abs((predicted(moved) - at_solution) / step).max())
+        if min(result.x[i] - low[i], high[i] - result.x[i]) < 1e-3:
+            _logger.info("%s: %s ends at a bound of its range", profile.name, name)
     values = dict(zip(names, map(float, np.exp(result.x)), strict=True))
-    return values, dict(zip(names, map(float, sensitivity), strict=True))
+    return values, sensitivity
 
 
 def _scaled_precisions(profile: DeviceProfile, values: Mapping[str, float]) -> dict[str, float]:
@@ -389,12 +398,20 @@ def fit_profile(
 
     fitted: dict[str, float] = {}
     not_fitted: dict[str, str] = {}
+    at_bound: dict[str, str] = {}
     runtime_factors: dict[str, float] = {}
     for name, value in values.items():
         if name.startswith("runtime_"):
             runtime_factors[name] = value
         elif sensitivity[name] >= _MIN_SENSITIVITY:
             fitted[name] = value
+            kind = name.split(".")[0]
+            low, high = (math.exp(b) for b in _BOUNDS[kind])
+            if min(value / low, high / value) < 1.001:
+                at_bound[name] = (
+                    f"at the {'lower' if value / low < 1.001 else 'upper'} end of "
+                    f"its range [{low:.3g}, {high:.3g}]: the rows ask for more than it allows"
+                )
         else:
             not_fitted[name] = (
                 f"the rows barely depend on it (largest d log latency / d log factor "
@@ -421,6 +438,7 @@ def fit_profile(
     return CalibrationFit(
         profile=calibrated,
         fitted=fitted,
+        at_bound=at_bound,
         derived=derived,
         not_fitted=not_fitted,
         runtime_factors=runtime_factors,
@@ -439,44 +457,3 @@ def _why_absent(name: str, rows: Sequence[CalibrationRow]) -> str:
     if kind in ("idle_power_w", "energy_scale"):
         return "no published power or energy in this board's rows"
     return "not a latency factor the rows inform"
-
-
-# --------------------------------------------------------------------------------------------
-# kernels of the rows' models
-# --------------------------------------------------------------------------------------------
-
-
-def kernels_for_rows(
-    rows: Sequence[CalibrationRow],
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[tuple[str, int, tuple[int, int]], list[KernelCost]]:
-    """The fused TVM kernels of every distinct ``(model, classes, input)`` among ``rows``.
-
-    Each model is built with random weights (``create_model``) and lowered through TVM
-    (about 5-20 s at 224x224 on 2 cores); ``cache_dir`` keeps the lists between calls.
-
-    Raises:
-        UnknownNameError: a row names a model that cannot be built.
-        ConfigError: a model cannot be lowered at its row's input (the message names the line).
-    """
-    from autoprune.hwprofiles._lowered import _cached_kernels
-    from autoprune.spaces import create_model
-
-    out: dict[tuple[str, int, tuple[int, int]], list[KernelCost]] = {}
-    for row in rows:
-        if row.workload in out:
-            continue
-        if progress is not None:
-            progress(f"{row.model} at {row.input_hw[0]}x{row.input_hw[1]}")
-        model = create_model(row.model, num_classes=row.classes, in_channels=3).eval()
-        try:
-            out[row.workload] = _cached_kernels(model, model, row.input_shape, cache_dir)
-        except Exception as exc:  # noqa: BLE001 - any importer or lowering failure
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(
-                f"cannot lower {row.model} at {row.input_hw[0]}x{row.input_hw[1]} through TVM "
-                f"(line {row.line}: {reason[:200]}); remove its rows or give another input"
-            ) from exc
-    return out

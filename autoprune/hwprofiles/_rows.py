@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._profile import PRECISION_BITS
 
-__all__ = ["CALIBRATION_DIR", "CalibrationRow", "load_rows"]
+if TYPE_CHECKING:
+    from autoprune.hwprofiles._kernels import KernelCost
+
+__all__ = ["CALIBRATION_DIR", "CalibrationRow", "kernels_for_rows", "load_rows"]
 
 #: Folder of ``rows.csv`` and of the fitted overlays ``<profile>.yaml`` (package data).
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -154,3 +159,39 @@ def load_rows(
         if keep is None or row.board in keep:
             rows.append(row)
     return rows
+
+
+def kernels_for_rows(
+    rows: Sequence[CalibrationRow],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[tuple[str, int, tuple[int, int]], list[KernelCost]]:
+    """The fused TVM kernels of every distinct ``(model, classes, input)`` among ``rows``.
+
+    Each model is built with random weights (``create_model``) and lowered through TVM
+    (about 5-20 s at 224x224 on 2 cores); ``cache_dir`` keeps the lists between calls.
+
+    Raises:
+        UnknownNameError: a row names a model that cannot be built.
+        ConfigError: a model cannot be lowered at its row's input (the message names the line).
+    """
+    from autoprune.hwprofiles._lowered import _cached_kernels
+    from autoprune.spaces import create_model
+
+    out: dict[tuple[str, int, tuple[int, int]], list[KernelCost]] = {}
+    for row in rows:
+        if row.workload in out:
+            continue
+        if progress is not None:
+            progress(f"{row.model} at {row.input_hw[0]}x{row.input_hw[1]}")
+        model = create_model(row.model, num_classes=row.classes, in_channels=3).eval()
+        try:
+            out[row.workload] = _cached_kernels(model, model, row.input_shape, cache_dir)
+        except Exception as exc:  # noqa: BLE001 - any importer or lowering failure
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"cannot lower {row.model} at {row.input_hw[0]}x{row.input_hw[1]} through TVM "
+                f"(line {row.line}: {reason[:200]}); remove its rows or give another input"
+            ) from exc
+    return out
