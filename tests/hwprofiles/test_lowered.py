@@ -60,8 +60,10 @@ def test_int8_candidate_runs_its_kernels_at_int8_where_the_device_has_int8() -> 
         assert {row.precision for row in q.layers} == {precision}  # Nano: no fast int8 path
         assert q.latency_ms < f.latency_ms
         compute_ratio = sum(r.compute_ms for r in q.layers) / sum(r.compute_ms for r in f.layers)
-        peaks = profile.peak_macs_per_s
-        assert compute_ratio == pytest.approx(peaks["fp32"] / peaks[precision])
+        fp32, low = (
+            profile.peak_macs_per_s[p] * profile.efficiency(p) for p in ("fp32", precision)
+        )
+        assert compute_ratio == pytest.approx(fp32 / low)
 
 
 def test_kernel_bits_follow_the_layer_with_the_same_macs_and_give_up_on_a_stranger() -> None:

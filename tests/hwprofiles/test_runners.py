@@ -187,13 +187,15 @@ def test_the_coster_measures_through_the_runner_and_its_cache(tmp_path: Path) ->
 
 def test_costs_keep_their_keys_in_order() -> None:
     jetson = load_profile("jetson")
-    estimated = ["latency_ms", "latency_source", "energy_mj", "energy_source", "hardware_method"]
+    latency = ["latency_ms", "latency_source", "latency_expected_error"]
+    energy = ["energy_mj", "energy_source", "hardware_method"]
     costs = candidate_costs(CANDIDATE, jetson)
-    assert list(costs) == ["macs", "params", "size_bytes", *estimated]
+    assert list(costs) == ["macs", "params", "size_bytes", *latency, *energy]
+    assert costs["latency_expected_error"] == jetson.expected_error
     assert costs["latency_source"] == "estimated" and costs["macs"] > 0
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
     costs = model_costs(net, SHAPE, jetson)
-    assert list(costs) == ["macs", "params", "size_bytes", *estimated]
+    assert list(costs) == ["macs", "params", "size_bytes", *latency, "precision", *energy]
     assert costs["macs"] == 8 * 9 * 8 * 8 and costs["params"] == 8 * 9 + 8
 
 
