@@ -21,6 +21,7 @@ from autoprune.hwprofiles import (
     load_rows,
     profile_file,
 )
+from autoprune.hwprofiles._costing import cache_root
 from autoprune.hwprofiles._registry import overlay_path
 
 __all__ = ["calibrate_command", "default_kernel_cache"]
@@ -29,7 +30,7 @@ __all__ = ["calibrate_command", "default_kernel_cache"]
 def default_kernel_cache() -> Path:
     """``$XDG_CACHE_HOME/autoprune/kernels`` (``~/.cache`` when unset): the lowered kernel
     lists of the calibration models, kept between calls."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autoprune/kernels"
+    return cache_root() / "kernels"
 
 
 def calibrate_command(args: argparse.Namespace) -> int:

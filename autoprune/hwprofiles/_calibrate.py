@@ -30,7 +30,7 @@ import numpy as np
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._estimate import _precision, _storage_bits
 from autoprune.hwprofiles._kernels import KernelCost, _dtype_bytes
-from autoprune.hwprofiles._profile import PRECISION_BITS, DeviceProfile
+from autoprune.hwprofiles._profile import _CLASSES, PRECISION_BITS, DeviceProfile
 from autoprune.hwprofiles._rows import CalibrationRow
 from autoprune.spaces import LayerCost
 
@@ -43,7 +43,6 @@ __all__ = [
 
 _logger = logging.getLogger("autoprune.hwprofiles.calibrate")
 
-_CLASSES = ("depthwise", "pointwise", "fc")
 _BOUNDS = {  # natural-log bounds per kind of factor
     "compute_efficiency": (math.log(0.002), 0.0),
     "memory_efficiency": (math.log(0.01), 0.0),

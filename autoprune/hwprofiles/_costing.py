@@ -141,8 +141,13 @@ def default_tuning_dir(profile: DeviceProfile | str) -> Path:
         PosixPath('/cache/autoprune/tuning/host')
     """
     name = (load_profile(profile) if isinstance(profile, str) else profile).name
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "autoprune" / "tuning" / name
+    return cache_root() / "tuning" / name
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/autoprune``, with ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or
+    empty: where caches kept between commands live. Nothing is created."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autoprune"
 
 
 def _float(candidate: Candidate) -> Candidate:
