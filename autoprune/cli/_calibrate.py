@@ -81,13 +81,21 @@ def _print_fit(fit: CalibrationFit, rows: list, before: Any, written: Path | Non
     from autoprune.hwprofiles._calibrate import _factor_value
 
     for name, value in fit.fitted.items():
-        print(f"  fitted   {name:36s} {value:10.4g}  (was {_factor_value(before, name):.4g})")
+        bound = f"; {fit.at_bound[name].split(':')[0]}" if name in fit.at_bound else ""
+        was = _factor_value(before, name)
+        print(f"  fitted   {name:36s} {value:10.4g}  (was {was:.4g}{bound})")
     for name, why in fit.not_fitted.items():
         if name not in fit.derived:
             print(f"  assumed  {name:36s} {_factor_value(p, name):10.4g}  {why}")
     for name, value in fit.derived.items():
         print(f"  derived  {name:36s} {value:10.4g}  {fit.not_fitted[name]}")
+    if fit.reference_setup:
+        print(f"  models   {fit.reference_setup} (the setup with the most {p.runtime} rows)")
     for name, value in fit.runtime_factors.items():
+        if name.startswith("setup_factor."):
+            setup = name.removeprefix("setup_factor.")
+            print(f"  setup    {setup:36s} {value:10.4g}  x latency, against the modelled setup")
+            continue
         what = "x the roofline part" if name.startswith("runtime_factor.") else "us per kernel"
         print(f"  runtime  {name:36s} {value:10.4g}  {what}, against {p.runtime}")
     cv = fit.cross_validation

@@ -1,8 +1,9 @@
 """Fit a profile's factors to published measurements (``autoprune calibrate``).
 
 The per-kernel estimate of a row's model (:func:`~autoprune.hwprofiles.estimate_from_kernels`)
-is, per fused kernel, ``max(macs / (peak[p] * compute_efficiency[p] * class_factor[class]),
-bytes / (bandwidth * memory_efficiency)) + kernel_launch_overhead``, summed. The fit chooses
+is, per fused kernel of ``m`` MACs, ``max((m / class_factor[class] + saturation_macs) /
+(peak[p] * compute_efficiency[p]), bytes / (bandwidth * memory_efficiency)) +
+kernel_launch_overhead``, summed (``saturation_macs`` only where ``m > 0``). The fit chooses
 the factors that minimise the squared error of log latency over the board's rows, by
 ``scipy.optimize.least_squares`` within bounds, from the profile's own values and five
 deterministic restarts. A factor counts as fitted when some row's latency moves by at least 10 %
@@ -11,8 +12,12 @@ stays assumed, with that reason.
 
 A row of another runtime than the one the profile models (``runtime``) enters through a
 per-runtime factor on its latency, fitted with the rest and reported; it is never silently taken
-for the profile's runtime. Leave-one-model-out cross-validation gives the expected error that
-``profile``, the report and model cards print beside every estimate.
+for the profile's runtime. Rows of the profile's runtime published by different people (one
+file of one repository, or one page: a *setup*) differ in versions, power mode and what is
+timed: each setup with rows of two or more models gets a ``setup_factor`` on its latency,
+relative to the setup with the most rows, whose figures the profile then models.
+Leave-one-model-out cross-validation gives the expected error that ``profile``, the report and
+model cards print beside every estimate.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ from typing import Any
 import numpy as np
 
 from autoprune.errors import ConfigError
-from autoprune.hwprofiles._estimate import _precision, _storage_bits
-from autoprune.hwprofiles._kernels import KernelCost, _dtype_bytes
-from autoprune.hwprofiles._profile import _CLASSES, PRECISION_BITS, DeviceProfile
+from autoprune.hwprofiles._kernels import KERNEL_CLASSES, KernelCost
+from autoprune.hwprofiles._profile import _CLASSES, DeviceProfile
+from autoprune.hwprofiles._row_model import (
+    _Arrays,
+    _arrays,
+    _reference_setup,
+    _rows_latency_ms,
+    _setups_with_factor,
+    _Stack,
+    predict_latency_ms,
+)
 from autoprune.hwprofiles._rows import CalibrationRow
-from autoprune.spaces import LayerCost
 
 __all__ = [
     "CalibrationFit",
@@ -47,74 +59,14 @@ _BOUNDS = {  # natural-log bounds per kind of factor
     "compute_efficiency": (math.log(0.002), 0.0),
     "memory_efficiency": (math.log(0.01), 0.0),
     "kernel_launch_overhead_us": (math.log(0.1), math.log(5000.0)),
+    "saturation_macs": (math.log(1e3), math.log(1e10)),
     "kernel_class_efficiency": (math.log(0.03), math.log(5.0)),
     "runtime_factor": (math.log(0.05), math.log(50.0)),
     "runtime_overhead_us": (math.log(0.1), math.log(5000.0)),
+    "setup_factor": (math.log(0.2), math.log(5.0)),
 }
 _MIN_SENSITIVITY = 0.1
 _RESTARTS = 5
-
-
-@dataclass(frozen=True)
-class _Arrays:
-    """One row's kernels as arrays at the row's precision (what the fit evaluates fast)."""
-
-    macs: np.ndarray
-    load_bytes: np.ndarray
-    classes: list[str]
-    precision: str  # the precision the board executes the row's precision at
-
-
-def _arrays(kernels: Sequence[KernelCost], profile: DeviceProfile, precision: str) -> _Arrays:
-    bits = PRECISION_BITS[precision]
-    probe = LayerCost("probe", "conv2d", 0, 0, bits, bits, 0, 0, 0)
-    executed = _precision(probe, profile)
-    load = []
-    for k in kernels:
-        element = _dtype_bytes(k.dtype)
-        activations = k.bytes_in // element + k.bytes_out // element
-        weights = k.bytes_weights // element
-        width = max(_storage_bits(bits), PRECISION_BITS[executed])  # as _estimate_layer
-        load.append((activations + weights) * width / 8)
-    return _Arrays(
-        macs=np.array([k.macs for k in kernels], dtype=float),
-        load_bytes=np.array(load, dtype=float),
-        classes=[k.kernel_class for k in kernels],
-        precision=executed,
-    )
-
-
-def predict_latency_ms(
-    kernels: Sequence[KernelCost], profile: DeviceProfile, precision: str
-) -> float:
-    """The per-kernel estimate's latency (ms) of ``kernels`` run at ``precision`` on ``profile``:
-    the same number as ``estimate_from_kernels(kernels, profile, precision=precision)``."""
-    return _latency_ms(_arrays(kernels, profile, precision), profile)
-
-
-def _roofline_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
-    efficiency = np.array([profile.efficiency(arrays.precision, c) for c in arrays.classes])
-    compute = arrays.macs / (profile.peak_macs_per_s[arrays.precision] * efficiency)
-    memory = arrays.load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
-    return float(np.maximum(compute, memory).sum() * 1e3)
-
-
-def _latency_ms(arrays: _Arrays, profile: DeviceProfile) -> float:
-    overhead_ms = profile.kernel_launch_overhead_us * 1e-3 * len(arrays.macs)
-    return _roofline_ms(arrays, profile) + overhead_ms
-
-
-def _row_latency_ms(
-    arrays: _Arrays, profile: DeviceProfile, values: Mapping[str, float], runtime: str
-) -> float:
-    """A row's modelled latency: the profile's estimate for its own runtime; for another
-    runtime, ``runtime_factor * roofline + kernels * runtime_overhead_us`` (its own speed on the
-    same kernels, and its own cost per kernel launch)."""
-    if runtime == profile.runtime:
-        return _latency_ms(arrays, profile)
-    factor = values.get(f"runtime_factor.{runtime}", 1.0)
-    overhead_us = values.get(f"runtime_overhead_us.{runtime}", profile.kernel_launch_overhead_us)
-    return factor * _roofline_ms(arrays, profile) + overhead_us * 1e-3 * len(arrays.macs)
 
 
 @dataclass(frozen=True)
@@ -130,7 +82,9 @@ class CalibrationFit:
         not_fitted: factor -> why it was left at the profile's value.
         runtime_factors: ``runtime_factor.<runtime>`` (its speed on the roofline part relative
             to ``profile.runtime``) and ``runtime_overhead_us.<runtime>`` (its cost per kernel),
-            for each other runtime in the rows.
+            for each other runtime in the rows; ``setup_factor.<setup>`` (its latency relative
+            to ``reference_setup``) for each other setup of ``profile.runtime`` with a factor.
+        reference_setup: the setup (source file or page) whose figures the profile models.
         rows: the CSV lines of the rows used.
         residuals_percent: CSV line -> (estimate / published - 1) * 100 with the full fit.
         cross_validation: leave-one-model-out figures over the rows of ``profile.runtime``,
@@ -148,6 +102,7 @@ class CalibrationFit:
     rows: list[int]
     residuals_percent: dict[int, float]
     cross_validation: dict[str, Any] = field(default_factory=dict)
+    reference_setup: str | None = None
 
     def overlay(self) -> dict[str, Any]:
         """The ``calibration/<profile>.yaml`` mapping (see :func:`apply_overlay`)."""
@@ -161,6 +116,7 @@ class CalibrationFit:
             "derived": {k: _round(v) for k, v in self.derived.items()},
             "not_fitted": dict(self.not_fitted),
             "runtime_factors": {k: _round(v) for k, v in self.runtime_factors.items()},
+            "reference_setup": self.reference_setup,
             "expected_error": self.profile.expected_error,
             "cross_validation": cv,
             "rows": list(self.rows),
@@ -198,29 +154,34 @@ def _with_factors(profile: DeviceProfile, values: Mapping[str, float]) -> Device
             classes[key] = value
         elif kind == "memory_efficiency":
             scalars[kind] = min(value, 1.0)
-        elif not kind.startswith("runtime_"):
+        elif not kind.startswith(("runtime_", "setup_")):
             scalars[kind] = value
     return dataclasses.replace(
         profile, compute_efficiency=efficiency, kernel_class_efficiency=classes, **scalars
     )
 
 
-def _parameters(profile: DeviceProfile, arrays: Sequence[_Arrays], runtimes: set[str]) -> list:
+def _parameters(
+    profile: DeviceProfile, arrays: Sequence[_Arrays], rows: Sequence[CalibrationRow]
+) -> list:
     names = [f"compute_efficiency.{p}" for p in sorted({a.precision for a in arrays})]
-    names += ["memory_efficiency", "kernel_launch_overhead_us"]
+    names += ["memory_efficiency", "kernel_launch_overhead_us", "saturation_macs"]
     names += [
         f"kernel_class_efficiency.{c}"
         for c in _CLASSES
-        if any(m > 0 for a in arrays for m, k in zip(a.macs, a.classes, strict=True) if k == c)
+        if any((a.macs[a.classes == KERNEL_CLASSES.index(c)] > 0).any() for a in arrays)
     ]
-    for runtime in sorted(runtimes - {profile.runtime}):
+    for runtime in sorted({r.runtime for r in rows} - {profile.runtime}):
         names += [f"runtime_factor.{runtime}", f"runtime_overhead_us.{runtime}"]
+    names += [f"setup_factor.{s}" for s in _setups_with_factor(profile, rows)]
     return names
 
 
 def _start(profile: DeviceProfile, name: str) -> float:
-    if name.startswith("runtime_factor."):
+    if name.startswith(("runtime_factor.", "setup_factor.")):
         return 0.0
+    if name == "saturation_macs" and not profile.saturation_macs:
+        return math.log(1e6)  # one small convolution
     if name.startswith("runtime_overhead_us."):
         return math.log(profile.kernel_launch_overhead_us)
     return math.log(_factor_value(profile, name))
@@ -237,20 +198,18 @@ def _solve(
     """Fitted values (natural units) and each factor's largest sensitivity over the rows."""
     from scipy.optimize import least_squares
 
-    names = _parameters(profile, arrays, {r.runtime for r in rows})
+    names = _parameters(profile, arrays, rows)
     start = np.array([_start(profile, n) for n in names])
     low = np.array([_BOUNDS[n.split(".")[0]][0] for n in names])
     high = np.array([_BOUNDS[n.split(".")[0]][1] for n in names])
     start = np.clip(start, low + 1e-9, high - 1e-9)
     observed = np.log([r.latency_ms for r in rows])
 
+    stack = _Stack.of(arrays)
+
     def predicted(theta: np.ndarray) -> np.ndarray:
         values = dict(zip(names, np.exp(theta), strict=True))
-        fitted = _with_factors(profile, values)
-        out = []
-        for row, a in zip(rows, arrays, strict=True):
-            out.append(math.log(_row_latency_ms(a, fitted, values, row.runtime)))
-        return np.array(out)
+        return np.log(_rows_latency_ms(stack, _with_factors(profile, values), values, rows))
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         return predicted(theta) - observed
@@ -278,7 +237,7 @@ def _solve(
         moved[i] += step
         sensitivity[name] = float(np.abs((predicted(moved) - at_solution) / step).max())
         if min(result.x[i] - low[i], high[i] - result.x[i]) < 1e-3:
-            _logger.info("%s: %s ends at a bound of its range", profile.name, name)
+            _logger.debug("%s: %s ends at a bound of its range", profile.name, name)
     values = dict(zip(names, map(float, np.exp(result.x)), strict=True))
     return values, sensitivity
 
@@ -308,7 +267,8 @@ def _predict_row(
     if row.runtime != profile.runtime and f"runtime_factor.{row.runtime}" not in values:
         return None  # a runtime with no factor in this fit: cannot be predicted
     values = {**values, **_scaled_precisions(profile, values)}
-    return _row_latency_ms(a, _with_factors(profile, values), values, row.runtime)
+    profile = _with_factors(profile, values)
+    return float(_rows_latency_ms(_Stack.of([a]), profile, values, [row])[0])
 
 
 def _cross_validate(
@@ -400,7 +360,7 @@ def fit_profile(
     at_bound: dict[str, str] = {}
     runtime_factors: dict[str, float] = {}
     for name, value in values.items():
-        if name.startswith("runtime_"):
+        if name.startswith(("runtime_", "setup_")):
             runtime_factors[name] = value
         elif sensitivity[name] >= _MIN_SENSITIVITY:
             fitted[name] = value
@@ -444,6 +404,7 @@ def fit_profile(
         rows=[r.line for r in rows],
         residuals_percent=residuals,
         cross_validation=cv,
+        reference_setup=_reference_setup(profile, rows),
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,10 +55,11 @@ _logger = logging.getLogger("autoprune.hwprofiles.kernels")
 KERNEL_OP = "tvm_kernel"
 
 #: What a kernel's anchor op computes, for per-class efficiencies (``kernel_class_efficiency``):
-#: ``conv`` a dense spatial convolution (the reference, efficiency factor 1), ``depthwise`` one
-#: with one input channel per group, ``pointwise`` a 1x1 convolution, ``fc`` a matrix product
-#: (linear layer), ``other`` the rest (pooling, additions, concatenations: no MACs to speak of).
-KERNEL_CLASSES = ("conv", "depthwise", "pointwise", "fc", "other")
+#: ``conv`` a spatial convolution (the reference, efficiency factor 1), ``conv3x3`` a dense 3x3
+#: one at stride 1 (the shape runtimes run by Winograd's algorithm), ``depthwise`` one with one
+#: input channel per group, ``pointwise`` a 1x1 convolution, ``fc`` a matrix product (linear
+#: layer), ``other`` the rest (pooling, additions, concatenations: no MACs to speak of).
+KERNEL_CLASSES = ("conv", "conv3x3", "depthwise", "pointwise", "fc", "other")
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,25 @@ def _flops(func: tvm.tirx.PrimFunc, macs: int, name: str) -> int:
         return 2 * macs
 
 
-def kernel_class(op: str, weight_shapes: Sequence[Sequence[int]]) -> str:
-    """The :data:`KERNEL_CLASSES` entry of a kernel with anchor ``op`` and constant-argument
-    shapes ``weight_shapes`` (a convolution's weight is ``(O, I / groups, kh, kw)``).
+def kernel_class(
+    op: str,
+    weight_shapes: Sequence[Sequence[int]],
+    input_shape: Sequence[int] = (),
+    macs: int = 0,
+) -> str:
+    """The :data:`KERNEL_CLASSES` entry of a kernel with anchor ``op``, constant-argument shapes
+    ``weight_shapes`` (a convolution's weight is ``(O, I / groups, kh, kw)``), first activation
+    input of shape ``input_shape`` (NCHW) and ``macs`` multiply-accumulates. A 3x3 convolution
+    is ``conv3x3`` when it is dense (``I / groups`` is the input's channel count) and keeps the
+    input's spatial size (stride 1: its MACs over ``O * I * 9`` are the input's pixels).
 
     Example:
         >>> kernel_class("conv2d", [(32, 1, 3, 3), (1, 32, 1, 1)]), kernel_class("matmul", [])
         ('depthwise', 'fc')
+        >>> kernel_class("conv2d", [(8, 4, 3, 3)], (1, 4, 10, 10), 8 * 4 * 9 * 100)
+        'conv3x3'
+        >>> kernel_class("conv2d", [(8, 4, 3, 3)], (1, 4, 10, 10), 8 * 4 * 9 * 25)
+        'conv'
     """
     if op in ("matmul", "dense", "linear"):
         return "fc"
@@ -258,12 +272,17 @@ def kernel_class(op: str, weight_shapes: Sequence[Sequence[int]]) -> str:
     kernels = [shape for shape in weight_shapes if len(shape) >= 3]
     if not kernels:
         return "conv"
-    spatial = 1
-    for size in kernels[0][2:]:
-        spatial *= int(size)
+    weight = [int(d) for d in kernels[0]]
+    spatial = math.prod(weight[2:])
     if spatial == 1:
         return "pointwise"
-    return "depthwise" if int(kernels[0][1]) == 1 else "conv"
+    if weight[1] == 1:
+        return "depthwise"
+    if weight[2:] == [3, 3] and len(input_shape) == 4 and int(input_shape[1]) == weight[1]:
+        output_pixels = macs / (weight[0] * weight[1] * spatial)
+        if 2 * output_pixels > int(input_shape[2]) * int(input_shape[3]):
+            return "conv3x3"
+    return "conv"
 
 
 def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
@@ -317,7 +336,7 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
         # TVM 0.27 (tirx): a tensor parameter is a Var typed as a buffer (shape, dtype).
         buffers = [p for p in func.params if isinstance(p.ty, BufferType)]
         bytes_in = bytes_weights = 0
-        weight_shapes = []
+        weight_shapes, input_shapes = [], []
         for arg, buffer in zip(args, buffers[: len(args)], strict=True):
             size = _buffer_bytes(buffer, name)
             if isinstance(arg, tvm.ir.GenericConst) or arg in weight_params:
@@ -325,6 +344,7 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
                 weight_shapes.append([int(d) for d in buffer.shape])
             else:
                 bytes_in += size
+                input_shapes.append([int(d) for d in buffer.shape])
         outputs = buffers[len(args) :]
         macs = _count_macs(func, name)
         kernels.append(
@@ -336,7 +356,9 @@ def fused_kernels(mod: tvm.IRModule) -> list[KernelCost]:
                 bytes_out=sum(_buffer_bytes(b, name) for b in outputs),
                 bytes_weights=bytes_weights,
                 dtype=str(outputs[0].dtype) if outputs else "float32",
-                kernel_class=kernel_class(_anchor_op(name), weight_shapes),
+                kernel_class=kernel_class(
+                    _anchor_op(name), weight_shapes, input_shapes[0] if input_shapes else (), macs
+                ),
             )
         )
     _logger.debug(

@@ -38,7 +38,7 @@ __all__ = ["estimate_with_tvm", "kernel_bits"]
 _logger = logging.getLogger("autoprune.hwprofiles.lowered")
 
 #: Bump when :func:`fused_kernels` changes what it counts: cached kernel lists become misses.
-KERNELS_FORMAT = 2
+KERNELS_FORMAT = 3
 
 
 def kernel_bits(

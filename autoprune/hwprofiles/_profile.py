@@ -24,8 +24,8 @@ PRECISION_BITS: Mapping[str, int] = MappingProxyType({"fp32": 32, "fp16": 16, "i
 
 _KINDS = ("cpu", "gpu")
 
-#: Kernel classes with their own efficiency factor; ``conv`` (dense spatial) is the reference.
-_CLASSES = ("depthwise", "pointwise", "fc")
+#: Kernel classes with their own efficiency factor; ``conv`` (spatial) is the reference.
+_CLASSES = ("conv3x3", "depthwise", "pointwise", "fc")
 
 #: The modelling factors of a profile, as ``autoprune calibrate`` names them: each is fitted to
 #: published measurements or listed under the profile's ``assumed`` with a reason.
@@ -34,6 +34,7 @@ FACTORS = (
     "compute_efficiency",
     "memory_efficiency",
     "kernel_launch_overhead_us",
+    "saturation_macs",
     *(f"kernel_class_efficiency.{c}" for c in _CLASSES),
     "idle_power_w",
     "energy_scale",
@@ -85,13 +86,19 @@ class DeviceProfile:
             convolutions reach, (0, 1]; one number in YAML stands for every native precision.
         memory_efficiency: fraction of DRAM bandwidth reached, (0, 1].
         kernel_launch_overhead_us: fixed cost per kernel launch, microseconds.
+        saturation_macs: the least work any kernel with MACs costs: a kernel of ``m`` MACs
+            takes as long as ``m / class_factor + saturation_macs`` MACs at the precision's
+            ``compute_efficiency`` (filling and draining the device's parallel units). MACs; 0
+            (the default) charges every kernel its MACs only.
         idle_power_w: board power while idle, watts; charged for the whole latency.
         max_power_w: power ceiling of the mode profiled (TDP / power mode), watts.
         energy_scale: multiplier on Horowitz's 45 nm energies for this process node (assumed).
         sources: where the numbers come from, one string each.
         runtime: the runtime whose code the estimate models (``tensorrt``, ``ncnn``, ``tvm``).
-        kernel_class_efficiency: kernel class (``depthwise``, ``pointwise``, ``fc``) -> factor on
-            ``compute_efficiency`` for its kernels; a missing class is 1 (as dense ``conv``).
+        kernel_class_efficiency: kernel class (``conv3x3``, ``depthwise``, ``pointwise``, ``fc``)
+            -> factor on ``compute_efficiency`` for its kernels; a missing class is 1 (as
+            ``conv``). ``conv3x3`` (dense, stride 1) may exceed 1: runtimes run it by Winograd's
+            algorithm, with fewer multiplications than its MACs.
         expected_error: the estimate's typical relative latency error (0.18 = +-18 %), from
             leave-one-model-out cross-validation of the fit; ``None`` when never calibrated.
         assumed: factor (as in :data:`FACTORS`) -> why it is assumed rather than fitted.
@@ -128,17 +135,24 @@ class DeviceProfile:
     )
     expected_error: float | None = None
     assumed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    saturation_macs: float = 0.0
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
-    def efficiency(self, precision: str, kernel_class: str = "conv") -> float:
-        """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches.
+    def efficiency(
+        self, precision: str, kernel_class: str = "conv", macs: float | None = None
+    ) -> float:
+        """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches;
+        given its ``macs``, with ``saturation_macs`` charged on top of its own work.
 
         Example:
             >>> load_profile("host").efficiency("fp32") > 0
             True
         """
         base = self.compute_efficiency[precision]
-        return base * self.kernel_class_efficiency.get(kernel_class, 1.0)
+        factor = self.kernel_class_efficiency.get(kernel_class, 1.0)
+        if macs and self.saturation_macs:  # macs / (macs / factor + saturation) of the base
+            return base * macs / (macs / factor + self.saturation_macs)
+        return base * factor
 
     def factor_provenance(self) -> dict[str, str]:
         """Each of :meth:`factor_keys` -> ``"fitted to rows N, M, ..."`` or ``"assumed: why"``.
@@ -197,7 +211,15 @@ class DeviceProfile:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DeviceProfile))
 _OPTIONAL = frozenset(
-    {"aliases", "runtime", "kernel_class_efficiency", "expected_error", "assumed", "calibration"}
+    {
+        "aliases",
+        "runtime",
+        "kernel_class_efficiency",
+        "expected_error",
+        "assumed",
+        "calibration",
+        "saturation_macs",
+    }
 )
 
 
@@ -411,6 +433,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         sources=_strings(source, "sources", data["sources"], allow_empty=False),
         runtime=_string(source, "runtime", data.get("runtime", "tvm")),
         kernel_class_efficiency=MappingProxyType(classes),
+        saturation_macs=_non_negative(source, "saturation_macs", data.get("saturation_macs", 0.0)),
         expected_error=error,
         assumed=MappingProxyType({str(k): v.strip() for k, v in assumed_raw.items()}),
         calibration=None if calibration is None else _freeze(calibration),

@@ -28,6 +28,8 @@ TRUE = {
     "kernel_launch_overhead_us": 20.0,
     "kernel_class_efficiency.depthwise": 0.4,
     "kernel_class_efficiency.pointwise": 1.5,
+    "kernel_class_efficiency.conv3x3": 2.0,
+    "saturation_macs": 3e7,
 }
 
 
@@ -48,14 +50,24 @@ def _synthetic_models(count: int = 10) -> dict[tuple[str, int, tuple[int, int]],
     models = {}
     for m in range(count):
         scale = 10 ** rng.uniform(6.5, 9.0)
-        kinds = rng.choice([["conv"] * 3, ["depthwise", "pointwise"] * 4, ["conv", "pointwise"]])
+        kinds = rng.choice(
+            [["conv", "conv3x3", "conv3x3"], ["depthwise", "pointwise"] * 4, ["conv3x3", "pointwise"]]
+        )
         kernels = [_kernel(rng, kind, scale) for kind in kinds * rng.randint(2, 6)]
         kernels.append(_kernel(rng, "fc", 1e6))
         models[(f"net{m}", 1000, (224, 224))] = kernels
     return models
 
 
-def _row(line: int, board: str, workload: tuple, precision: str, runtime: str, ms: float):
+def _row(
+    line: int,
+    board: str,
+    workload: tuple,
+    precision: str,
+    runtime: str,
+    ms: float,
+    source: str = "synthetic",
+):
     return CalibrationRow(
         line,
         board,
@@ -66,7 +78,7 @@ def _row(line: int, board: str, workload: tuple, precision: str, runtime: str, m
         runtime,
         ms,
         None,
-        "synthetic",
+        source,
         "generated from known factors",
     )
 
@@ -107,8 +119,10 @@ def test_a_fit_on_synthetic_rows_recovers_the_factors_that_made_them() -> None:
     rows = []
     for i, (workload, kernels) in enumerate(models.items()):
         ms = predict_latency_ms(kernels, truth, "fp16")
-        rows.append(_row(2 + 2 * i, truth.name, workload, "fp16", "tensorrt", ms))
-        rows.append(_row(3 + 2 * i, truth.name, workload, "fp16", "pytorch", 2.5 * ms))
+        rows.append(_row(2 + 3 * i, truth.name, workload, "fp16", "tensorrt", ms))
+        rows.append(_row(3 + 3 * i, truth.name, workload, "fp16", "pytorch", 2.5 * ms))
+        if i % 2:  # a second publisher of the same runtime, 1.4x slower on everything
+            rows.append(_row(4 + 3 * i, truth.name, workload, "fp16", "tensorrt", 1.4 * ms, "B"))
     start = _profile_with(
         {
             "compute_efficiency.fp16": 0.1,
@@ -122,6 +136,8 @@ def test_a_fit_on_synthetic_rows_recovers_the_factors_that_made_them() -> None:
     # 2.5x the whole latency: 2.5x the roofline part and 2.5x the per-kernel overhead
     assert fit.runtime_factors["runtime_factor.pytorch"] == pytest.approx(2.5, rel=0.05)
     assert fit.runtime_factors["runtime_overhead_us.pytorch"] == pytest.approx(50.0, rel=0.05)
+    assert fit.reference_setup == "synthetic"
+    assert fit.runtime_factors["setup_factor.B"] == pytest.approx(1.4, rel=0.05)
     assert max(abs(r) for r in fit.residuals_percent.values()) < 2.0
     assert fit.cross_validation["median_ape_percent"] < 5.0
     assert fit.cross_validation["kendall_tau"] > 0.9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -84,6 +85,26 @@ def test_depthwise_conv_and_linear_macs() -> None:
     assert sum(k.macs for k in kernels) == 18 * 5
     # weight and bias are constants of the one matmul+bias kernel
     assert sum(k.bytes_weights for k in kernels) == (18 * 5 + 5) * F32
+
+
+@pytest.mark.parametrize(
+    ("conv", "expected"),
+    [
+        (nn.Conv2d(4, 8, 3, padding=1, bias=False), "conv3x3"),
+        (nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), "conv"),
+        (nn.Conv2d(4, 8, 3, padding=1, groups=2, bias=False), "conv"),
+        (nn.Conv2d(4, 8, 5, padding=2, bias=False), "conv"),
+        (nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), "depthwise"),
+        (nn.Conv2d(4, 8, 1, bias=False), "pointwise"),
+        (nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 5)), "fc"),
+    ],
+)
+def test_each_kernel_has_the_class_its_efficiency_factor_goes_by(
+    conv: nn.Module, expected: str
+) -> None:
+    # conv3x3: dense and stride 1, the convolutions runtimes run by Winograd's algorithm
+    kernels = [k for k in _kernels(conv, (4, 8, 8)) if k.macs]
+    assert [k.kernel_class for k in kernels] == [expected]
 
 
 def test_pooling_and_elementwise_kernels_have_no_macs() -> None:
@@ -209,6 +230,17 @@ def test_roofline_per_kernel_by_hand() -> None:
     # 0.9 pJ) and two 4-byte SRAM reads each (5 pJ), 160 pJ per DRAM byte, 1 W idle.
     conv_pj = 1e6 * (4.6 + 2 * 5.0) + 1e5 * 160.0
     assert conv.energy_mj == pytest.approx(conv_pj * 1e-9 + 1.0 * conv.latency_ms)
+
+
+def test_a_small_kernel_reaches_a_share_of_its_efficiency_set_by_saturation_macs() -> None:
+    # 1e6 MACs against saturation at 3e6: a quarter of the efficiency, 4x the compute time
+    saturated = dataclasses.replace(ROUND, saturation_macs=3e6)
+    conv = estimate_from_kernels([CONV], saturated).layers[0]
+    assert conv.compute_ms == pytest.approx(4 * 2.0)
+    assert saturated.efficiency("fp32", "conv", 1e6) == pytest.approx(ROUND.efficiency("fp32") / 4)
+    # a kernel without MACs is unaffected, and 0 (the default) leaves every kernel alone
+    assert estimate_from_kernels([RELU], saturated).latency_ms == pytest.approx(1.6 + 0.01)
+    assert ROUND.saturation_macs == 0.0
 
 
 def test_lower_precision_moves_fewer_bytes_and_runs_faster() -> None:
