@@ -51,7 +51,11 @@ def _synthetic_models(count: int = 10) -> dict[tuple[str, int, tuple[int, int]],
     for m in range(count):
         scale = 10 ** rng.uniform(6.5, 9.0)
         kinds = rng.choice(
-            [["conv", "conv3x3", "conv3x3"], ["depthwise", "pointwise"] * 4, ["conv3x3", "pointwise"]]
+            [
+                ["conv", "conv3x3", "conv3x3"],
+                ["depthwise", "pointwise"] * 4,
+                ["conv3x3", "pointwise"],
+            ]
         )
         kernels = [_kernel(rng, kind, scale) for kind in kinds * rng.randint(2, 6)]
         kernels.append(_kernel(rng, "fc", 1e6))
