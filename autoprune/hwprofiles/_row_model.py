@@ -99,12 +99,6 @@ def _roofline_ms(stack: _Stack, profile: DeviceProfile) -> np.ndarray:
     return np.add.reduceat(np.maximum(compute, memory), stack.starts) * 1e3
 
 
-def _setup(row: CalibrationRow) -> str:
-    """Who measured a row, and where: its source up to the commit or date (one file of one
-    repository, or one page). Rows of one setup share versions, power mode and timing method."""
-    return row.source.split(" @")[0].split(", ")[0]
-
-
 def _rows_latency_ms(
     stack: _Stack,
     profile: DeviceProfile,
@@ -118,7 +112,7 @@ def _rows_latency_ms(
     own = np.array([r.runtime == profile.runtime for r in rows])
     factor = np.array(
         [
-            values.get(f"setup_factor.{_setup(r)}", 1.0)
+            values.get(f"setup_factor.{r.setup}", 1.0)
             if r.runtime == profile.runtime
             else values.get(f"runtime_factor.{r.runtime}", 1.0)
             for r in rows
@@ -138,7 +132,7 @@ def _rows_latency_ms(
 def _reference_setup(profile: DeviceProfile, rows: Sequence[CalibrationRow]) -> str | None:
     """The setup whose figures a fit of ``rows`` models: the one with the most rows of the
     profile's runtime (ties: the first by name); ``None`` without such rows."""
-    own = [_setup(r) for r in rows if r.runtime == profile.runtime]
+    own = [r.setup for r in rows if r.runtime == profile.runtime]
     return min(set(own), key=lambda s: (-own.count(s), s)) if own else None
 
 
@@ -150,5 +144,5 @@ def _setups_with_factor(profile: DeviceProfile, rows: Sequence[CalibrationRow]) 
     models: dict[str, set[str]] = {}
     for row in rows:
         if row.runtime == profile.runtime:
-            models.setdefault(_setup(row), set()).add(row.model)
+            models.setdefault(row.setup, set()).add(row.model)
     return sorted(s for s, m in models.items() if s != reference and len(m) >= 2)

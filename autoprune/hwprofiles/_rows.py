@@ -76,6 +76,12 @@ class CalibrationRow:
     method: str
 
     @property
+    def setup(self) -> str:
+        """Who measured the row, and where: its source up to the commit or date (one file of one
+        repository, or one page). Rows of one setup share versions, power mode and timing."""
+        return self.source.split(" @")[0].split(", ")[0]
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(3, H, W)``: the shape the model is lowered at."""
         return (3, *self.input_hw)
