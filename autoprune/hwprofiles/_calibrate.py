@@ -1,9 +1,8 @@
 """Fit a profile's factors to published measurements (``autoprune calibrate``).
 
 The per-kernel estimate of a row's model (:func:`~autoprune.hwprofiles.estimate_from_kernels`)
-is, per fused kernel of ``m`` MACs, ``max((m / class_factor[class] + saturation_macs) /
-(peak[p] * compute_efficiency[p]), bytes / (bandwidth * memory_efficiency)) +
-kernel_launch_overhead``, summed (``saturation_macs`` only where ``m > 0``). The fit chooses
+is, per fused kernel, ``max(macs / (peak[p] * compute_efficiency[p] * class_factor[class]),
+bytes / (bandwidth * memory_efficiency)) + kernel_launch_overhead``, summed. The fit chooses
 the factors that minimise the squared error of log latency over the board's rows, by
 ``scipy.optimize.least_squares`` within bounds, from the profile's own values and five
 deterministic restarts. A factor counts as fitted when some row's latency moves by at least 10 %
@@ -59,7 +58,6 @@ _BOUNDS = {  # natural-log bounds per kind of factor
     "compute_efficiency": (math.log(0.002), 0.0),
     "memory_efficiency": (math.log(0.01), 0.0),
     "kernel_launch_overhead_us": (math.log(0.1), math.log(5000.0)),
-    "saturation_macs": (math.log(1e3), math.log(1e10)),
     "kernel_class_efficiency": (math.log(0.03), math.log(5.0)),
     "runtime_factor": (math.log(0.05), math.log(50.0)),
     "runtime_overhead_us": (math.log(0.1), math.log(5000.0)),
@@ -165,7 +163,7 @@ def _parameters(
     profile: DeviceProfile, arrays: Sequence[_Arrays], rows: Sequence[CalibrationRow]
 ) -> list:
     names = [f"compute_efficiency.{p}" for p in sorted({a.precision for a in arrays})]
-    names += ["memory_efficiency", "kernel_launch_overhead_us", "saturation_macs"]
+    names += ["memory_efficiency", "kernel_launch_overhead_us"]
     names += [
         f"kernel_class_efficiency.{c}"
         for c in _CLASSES
@@ -180,8 +178,6 @@ def _parameters(
 def _start(profile: DeviceProfile, name: str) -> float:
     if name.startswith(("runtime_factor.", "setup_factor.")):
         return 0.0
-    if name == "saturation_macs" and not profile.saturation_macs:
-        return math.log(1e6)  # one small convolution
     if name.startswith("runtime_overhead_us."):
         return math.log(profile.kernel_launch_overhead_us)
     return math.log(_factor_value(profile, name))

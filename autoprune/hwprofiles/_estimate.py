@@ -6,11 +6,9 @@ Used wherever the target device cannot be measured. Every number it returns is l
 * precision: the narrowest native precision of the profile whose bit width covers
   ``max(weight_bits, activation_bits)``; sub-native widths (4 bits) run at int8 where int8 is
   native, else at the next wider native precision.
-* compute time = ``(macs / kernel_class_efficiency[class] + saturation_macs) /
-  (peak_macs_per_s[precision] * compute_efficiency[precision])`` for a layer with MACs: every
-  such layer costs at least ``saturation_macs`` of work (filling and draining the device's
-  parallel units); here a ``linear``/``matmul`` layer is class ``fc`` and every other layer
-  ``conv`` (the per-kernel estimate tells 3x3, depthwise and pointwise kernels apart).
+* compute time = ``macs / (peak_macs_per_s[precision] * compute_efficiency[precision] *
+  kernel_class_efficiency[class])``; here a ``linear``/``matmul`` layer is class ``fc`` and every
+  other layer ``conv`` (the per-kernel estimate tells 3x3, depthwise and pointwise kernels apart).
 * memory time = bytes moved / ``(memory_bandwidth_bytes_per_s * memory_efficiency)``, with input
   and output activations at ``activation_bits`` and weights at ``weight_bits``, each rounded up
   to a whole-byte load width (8, 16 or 32 bits): no device loads packed sub-byte tensors
@@ -266,7 +264,7 @@ def _estimate_layer(
         + layer.weight_elements * max(floor, _storage_bits(layer.weight_bits))
     ) / 8
     memory_s = load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
-    efficiency = profile.efficiency(precision, kernel_class or _layer_class(layer), layer.macs)
+    efficiency = profile.efficiency(precision, kernel_class or _layer_class(layer))
     compute_s = layer.macs / (profile.peak_macs_per_s[precision] * efficiency)
     fused = layer.macs == 0 and layer.op.casefold() in FUSED_ELEMENTWISE_OPS
     overhead_s = 0.0 if fused else profile.kernel_launch_overhead_us * 1e-6

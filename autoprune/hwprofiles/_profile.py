@@ -34,7 +34,6 @@ FACTORS = (
     "compute_efficiency",
     "memory_efficiency",
     "kernel_launch_overhead_us",
-    "saturation_macs",
     *(f"kernel_class_efficiency.{c}" for c in _CLASSES),
     "idle_power_w",
     "energy_scale",
@@ -86,10 +85,6 @@ class DeviceProfile:
             convolutions reach, (0, 1]; one number in YAML stands for every native precision.
         memory_efficiency: fraction of DRAM bandwidth reached, (0, 1].
         kernel_launch_overhead_us: fixed cost per kernel launch, microseconds.
-        saturation_macs: the least work any kernel with MACs costs: a kernel of ``m`` MACs
-            takes as long as ``m / class_factor + saturation_macs`` MACs at the precision's
-            ``compute_efficiency`` (filling and draining the device's parallel units). MACs; 0
-            (the default) charges every kernel its MACs only.
         idle_power_w: board power while idle, watts; charged for the whole latency.
         max_power_w: power ceiling of the mode profiled (TDP / power mode), watts.
         energy_scale: multiplier on Horowitz's 45 nm energies for this process node (assumed).
@@ -135,24 +130,17 @@ class DeviceProfile:
     )
     expected_error: float | None = None
     assumed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    saturation_macs: float = 0.0
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
-    def efficiency(
-        self, precision: str, kernel_class: str = "conv", macs: float | None = None
-    ) -> float:
-        """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches;
-        given its ``macs``, with ``saturation_macs`` charged on top of its own work.
+    def efficiency(self, precision: str, kernel_class: str = "conv") -> float:
+        """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches.
 
         Example:
             >>> load_profile("host").efficiency("fp32") > 0
             True
         """
         base = self.compute_efficiency[precision]
-        factor = self.kernel_class_efficiency.get(kernel_class, 1.0)
-        if macs and self.saturation_macs:  # macs / (macs / factor + saturation) of the base
-            return base * macs / (macs / factor + self.saturation_macs)
-        return base * factor
+        return base * self.kernel_class_efficiency.get(kernel_class, 1.0)
 
     def factor_provenance(self) -> dict[str, str]:
         """Each of :meth:`factor_keys` -> ``"fitted to rows N, M, ..."`` or ``"assumed: why"``.
@@ -211,15 +199,7 @@ class DeviceProfile:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DeviceProfile))
 _OPTIONAL = frozenset(
-    {
-        "aliases",
-        "runtime",
-        "kernel_class_efficiency",
-        "expected_error",
-        "assumed",
-        "calibration",
-        "saturation_macs",
-    }
+    {"aliases", "runtime", "kernel_class_efficiency", "expected_error", "assumed", "calibration"}
 )
 
 
@@ -433,7 +413,6 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         sources=_strings(source, "sources", data["sources"], allow_empty=False),
         runtime=_string(source, "runtime", data.get("runtime", "tvm")),
         kernel_class_efficiency=MappingProxyType(classes),
-        saturation_macs=_non_negative(source, "saturation_macs", data.get("saturation_macs", 0.0)),
         expected_error=error,
         assumed=MappingProxyType({str(k): v.strip() for k, v in assumed_raw.items()}),
         calibration=None if calibration is None else _freeze(calibration),

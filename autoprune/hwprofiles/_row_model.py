@@ -92,9 +92,8 @@ def _roofline_ms(stack: _Stack, profile: DeviceProfile) -> np.ndarray:
     factors = np.array([profile.kernel_class_efficiency.get(c, 1.0) for c in KERNEL_CLASSES])
     base = np.array([profile.compute_efficiency[p] for p in stack.precisions])
     peaks = np.array([profile.peak_macs_per_s[p] for p in stack.precisions])
-    macs = stack.macs
-    work = np.where(macs > 0, macs / factors[stack.classes] + profile.saturation_macs, 0.0)
-    compute = work / (peaks[stack.precision] * base[stack.precision])
+    rate = peaks[stack.precision] * base[stack.precision] * factors[stack.classes]
+    compute = stack.macs / rate
     memory = stack.load_bytes / (profile.memory_bandwidth_bytes_per_s * profile.memory_efficiency)
     return np.add.reduceat(np.maximum(compute, memory), stack.starts) * 1e3
 

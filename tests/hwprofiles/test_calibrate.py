@@ -29,7 +29,6 @@ TRUE = {
     "kernel_class_efficiency.depthwise": 0.4,
     "kernel_class_efficiency.pointwise": 1.5,
     "kernel_class_efficiency.conv3x3": 2.0,
-    "saturation_macs": 3e7,
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -230,17 +229,6 @@ def test_roofline_per_kernel_by_hand() -> None:
     # 0.9 pJ) and two 4-byte SRAM reads each (5 pJ), 160 pJ per DRAM byte, 1 W idle.
     conv_pj = 1e6 * (4.6 + 2 * 5.0) + 1e5 * 160.0
     assert conv.energy_mj == pytest.approx(conv_pj * 1e-9 + 1.0 * conv.latency_ms)
-
-
-def test_a_small_kernel_reaches_a_share_of_its_efficiency_set_by_saturation_macs() -> None:
-    # 1e6 MACs against saturation at 3e6: a quarter of the efficiency, 4x the compute time
-    saturated = dataclasses.replace(ROUND, saturation_macs=3e6)
-    conv = estimate_from_kernels([CONV], saturated).layers[0]
-    assert conv.compute_ms == pytest.approx(4 * 2.0)
-    assert saturated.efficiency("fp32", "conv", 1e6) == pytest.approx(ROUND.efficiency("fp32") / 4)
-    # a kernel without MACs is unaffected, and 0 (the default) leaves every kernel alone
-    assert estimate_from_kernels([RELU], saturated).latency_ms == pytest.approx(1.6 + 0.01)
-    assert ROUND.saturation_macs == 0.0
 
 
 def test_lower_precision_moves_fewer_bytes_and_runs_faster() -> None:
