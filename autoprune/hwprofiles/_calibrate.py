@@ -164,11 +164,12 @@ def _parameters(
 ) -> list:
     names = [f"compute_efficiency.{p}" for p in sorted({a.precision for a in arrays})]
     names += ["memory_efficiency", "kernel_launch_overhead_us"]
-    names += [
-        f"kernel_class_efficiency.{c}"
-        for c in _CLASSES
+    present = {
+        profile.kernel_class_aliases.get(c, c)
+        for c in KERNEL_CLASSES
         if any((a.macs[a.classes == KERNEL_CLASSES.index(c)] > 0).any() for a in arrays)
-    ]
+    }
+    names += [f"kernel_class_efficiency.{c}" for c in _CLASSES if c in present]
     for runtime in sorted({r.runtime for r in rows} - {profile.runtime}):
         names += [f"runtime_factor.{runtime}", f"runtime_overhead_us.{runtime}"]
     names += [f"setup_factor.{s}" for s in _setups_with_factor(profile, rows)]

@@ -94,6 +94,9 @@ class DeviceProfile:
             -> factor on ``compute_efficiency`` for its kernels; a missing class is 1 (as
             ``conv``). ``conv3x3`` (dense, stride 1) may exceed 1: runtimes run it by Winograd's
             algorithm, with fewer multiplications than its MACs.
+        kernel_class_aliases: kernel class -> the class whose kernels the runtime runs it with,
+            and whose factor it takes (``{pointwise: conv3x3}`` on tensor-core GPUs, where
+            TensorRT runs 1x1 and dense 3x3 convolutions as the same implicit GEMMs).
         expected_error: the estimate's typical relative latency error (0.18 = +-18 %), from
             leave-one-model-out cross-validation of the fit; ``None`` when never calibrated.
         assumed: factor (as in :data:`FACTORS`) -> why it is assumed rather than fitted.
@@ -128,6 +131,9 @@ class DeviceProfile:
     kernel_class_efficiency: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    kernel_class_aliases: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
     expected_error: float | None = None
     assumed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
@@ -140,7 +146,18 @@ class DeviceProfile:
             True
         """
         base = self.compute_efficiency[precision]
-        return base * self.kernel_class_efficiency.get(kernel_class, 1.0)
+        return base * self.class_factor(kernel_class)
+
+    def class_factor(self, kernel_class: str) -> float:
+        """The ``kernel_class_efficiency`` factor a ``kernel_class`` kernel runs at (through
+        ``kernel_class_aliases``; 1 for a class without one).
+
+        Example:
+            >>> load_profile("jetson").class_factor("conv")
+            1.0
+        """
+        kernel_class = self.kernel_class_aliases.get(kernel_class, kernel_class)
+        return self.kernel_class_efficiency.get(kernel_class, 1.0)
 
     def factor_provenance(self) -> dict[str, str]:
         """Each of :meth:`factor_keys` -> ``"fitted to rows N, M, ..."`` or ``"assumed: why"``.
@@ -161,9 +178,11 @@ class DeviceProfile:
         return out
 
     def factor_keys(self) -> list[str]:
-        """Every factor of this profile, ``compute_efficiency`` split per native precision."""
+        """Every factor of this profile, ``compute_efficiency`` split per native precision (an
+        aliased kernel class has none of its own)."""
         keys = [f"compute_efficiency.{p}" for p in self.native_precisions]
-        return keys + [f for f in FACTORS if f != "compute_efficiency"]
+        aliased = {f"kernel_class_efficiency.{c}" for c in self.kernel_class_aliases}
+        return keys + [f for f in FACTORS if f != "compute_efficiency" and f not in aliased]
 
     def tvm_target_spec(self) -> str | dict[str, Any]:
         """The TVM target as ``tvm.target.Target`` accepts it: a tag string or a plain dict.
@@ -199,7 +218,15 @@ class DeviceProfile:
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DeviceProfile))
 _OPTIONAL = frozenset(
-    {"aliases", "runtime", "kernel_class_efficiency", "expected_error", "assumed", "calibration"}
+    {
+        "aliases",
+        "runtime",
+        "kernel_class_efficiency",
+        "kernel_class_aliases",
+        "expected_error",
+        "assumed",
+        "calibration",
+    }
 )
 
 
@@ -359,6 +386,26 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         c: _positive(source, f"kernel_class_efficiency.{c}", v) for c, v in classes_raw.items()
     }
 
+    aliases_raw = data.get("kernel_class_aliases") or {}
+    if (
+        not isinstance(aliases_raw, Mapping)
+        or not set(aliases_raw) | set(aliases_raw.values()) <= set(_CLASSES)
+        or set(aliases_raw) & set(aliases_raw.values())
+    ):
+        raise _fail(
+            source,
+            "kernel_class_aliases",
+            f"must map classes of {', '.join(_CLASSES)} to other ones that are not aliased "
+            f"themselves, got {aliases_raw!r}",
+        )
+    if set(aliases_raw) & set(classes):
+        raise _fail(
+            source,
+            "kernel_class_efficiency",
+            f"gives {sorted(set(aliases_raw) & set(classes))[0]!r} a factor, but "
+            "kernel_class_aliases gives it another class's; drop one of the two",
+        )
+
     error = data.get("expected_error")
     if error is not None:
         error = _non_negative(source, "expected_error", error)
@@ -413,6 +460,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         sources=_strings(source, "sources", data["sources"], allow_empty=False),
         runtime=_string(source, "runtime", data.get("runtime", "tvm")),
         kernel_class_efficiency=MappingProxyType(classes),
+        kernel_class_aliases=MappingProxyType({str(k): str(v) for k, v in aliases_raw.items()}),
         expected_error=error,
         assumed=MappingProxyType({str(k): v.strip() for k, v in assumed_raw.items()}),
         calibration=None if calibration is None else _freeze(calibration),

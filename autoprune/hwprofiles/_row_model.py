@@ -89,7 +89,7 @@ class _Stack:
 def _roofline_ms(stack: _Stack, profile: DeviceProfile) -> np.ndarray:
     """Each row's ``sum(max(compute, memory))`` over its kernels, ms (what
     :meth:`DeviceProfile.efficiency` and ``_estimate_layer`` give, for every kernel at once)."""
-    factors = np.array([profile.kernel_class_efficiency.get(c, 1.0) for c in KERNEL_CLASSES])
+    factors = np.array([profile.class_factor(c) for c in KERNEL_CLASSES])
     base = np.array([profile.compute_efficiency[p] for p in stack.precisions])
     peaks = np.array([profile.peak_macs_per_s[p] for p in stack.precisions])
     rate = peaks[stack.precision] * base[stack.precision] * factors[stack.classes]

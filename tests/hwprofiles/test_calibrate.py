@@ -103,6 +103,7 @@ def _profile_with(values: dict[str, float]):
         base,
         compute_efficiency=efficiency,
         kernel_class_efficiency=classes,
+        kernel_class_aliases={},  # every class its own factor, to recover
         runtime="tensorrt",
         **scalars,
     )

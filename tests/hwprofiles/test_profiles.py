@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -93,6 +95,15 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         (lambda d: d.update(sources=[]), "sources"),
         (lambda d: d.update(tvm_target=7), "tvm_target"),
         (lambda d: d.update(idle_power_w=99.0), "idle_power_w"),
+        (lambda d: d.update(kernel_class_aliases={"pointwise": "winograd"}), "kernel_class_aliases"),
+        (
+            lambda d: d.update(kernel_class_aliases={"pointwise": "fc", "fc": "conv3x3"}),
+            "kernel_class_aliases",
+        ),
+        (
+            lambda d: d.update(kernel_class_efficiency={"pointwise": 2.0}),
+            "kernel_class_efficiency",
+        ),
     ],
 )
 def test_bad_field_is_a_config_error_naming_file_and_field(tmp_path, edit, field) -> None:
@@ -105,6 +116,17 @@ def test_bad_field_is_a_config_error_naming_file_and_field(tmp_path, edit, field
     assert str(path) in message
     assert f"'{field}'" in message
     assert "\n" not in message
+
+
+def test_an_aliased_kernel_class_takes_its_targets_factor_and_has_none_of_its_own() -> None:
+    profile = load_profile("jetson", calibrated=False)
+    assert profile.kernel_class_aliases == {"pointwise": "conv3x3"}
+    tuned = dataclasses.replace(profile, kernel_class_efficiency={"conv3x3": 2.0, "fc": 0.5})
+    assert tuned.class_factor("pointwise") == tuned.class_factor("conv3x3") == 2.0
+    assert tuned.class_factor("fc") == 0.5 and tuned.class_factor("depthwise") == 1.0
+    assert tuned.efficiency("fp16", "pointwise") == 2.0 * tuned.compute_efficiency["fp16"]
+    assert "kernel_class_efficiency.pointwise" not in tuned.factor_keys()
+    assert "kernel_class_efficiency.pointwise" in load_profile("jetson-nano").factor_keys()
 
 
 @pytest.mark.parametrize(
