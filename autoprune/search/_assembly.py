@@ -275,10 +275,11 @@ class RunParts:
             progress=self.progress,
         )
 
-    def objective(self, run: RunDir) -> CandidateObjective:
-        """The trial objective of ``run`` (in the search process or a Ray worker). With
-        ``model.weights``, their accuracy is measured first (once per run, ``base/eval.json``):
-        the report's reference, whichever the evaluator."""
+    def objective(self, run: RunDir, *, reuse_trained: bool = True) -> CandidateObjective:
+        """The trial objective of ``run`` (in the search process or a Ray worker, whose
+        ``run`` is the node's own folder and whose driver looks for a trained architecture,
+        hence ``reuse_trained=False``). With ``model.weights``, their accuracy is measured first
+        (once per run, ``base/eval.json``): the report's reference, whichever the evaluator."""
         search = self.config.search
         stopper = None
         if search.early_stopping == "dominated":
@@ -296,6 +297,7 @@ class RunParts:
             evaluator=self.evaluator(base),
             base=base,
             stopper=stopper,
+            reuse_trained=reuse_trained,
         )
 
 

@@ -247,8 +247,10 @@ class CandidateObjective:
     Budgets are checked on the exact costs before any training: a candidate over budget is
     recorded with ``feasible=False`` and objective values ``(0.0, latency, energy)`` (it is never
     trained; the sampler ranks it by its constraint violation). A candidate already trained in
-    this study (same content hash) reuses that result instead of training again. Built by
-    :meth:`RunParts.objective <autoprune.search.RunParts.objective>`.
+    this study (same content hash) reuses that result instead of training again, unless
+    ``reuse_trained`` is off (a Ray worker, whose driver looked, :meth:`reuse`, before it
+    dispatched the trial). Built by :meth:`RunParts.objective
+    <autoprune.search.RunParts.objective>`.
     """
 
     def __init__(
@@ -261,6 +263,7 @@ class CandidateObjective:
         evaluator: Evaluator,
         base: TrainedBase,
         stopper: DominanceStopper | None = None,
+        reuse_trained: bool = True,
     ) -> None:
         self.config = config
         self.space = space
@@ -269,6 +272,7 @@ class CandidateObjective:
         self.evaluator = evaluator
         self.base = base
         self.stopper = stopper
+        self.reuse_trained = reuse_trained
 
     @property
     def profile(self) -> DeviceProfile:
@@ -312,18 +316,9 @@ class CandidateObjective:
             attrs.TRAINED.set(trial, False)
             return 0.0, latency, energy
 
-        cached = self._trained_before(trial, candidate.hash)
+        cached = self._trained_before(trial, candidate.hash) if self.reuse_trained else None
         if cached is not None:
-            _logger.info(
-                "trial %d: candidate %s was trained in trial %d; reusing its result",
-                trial.number,
-                candidate.hash,
-                cached.number,
-            )
-            for attr in (attrs.TRAINED, attrs.EVAL, attrs.ACCURACY, attrs.FIDELITY):
-                attr.set(trial, attr.get(cached))
-            attrs.CACHED_FROM.set(trial, cached.number)
-            return float(attrs.ACCURACY.get(cached)), latency, energy  # type: ignore[arg-type]
+            return self._reused(trial, cached)
 
         started = time.perf_counter()
         if self.evaluator.trains and self.base.is_base(candidate):
@@ -357,6 +352,36 @@ class CandidateObjective:
             time.perf_counter() - started,
         )
         return float(result.accuracy), latency, energy
+
+    def reuse(self, trial: ObjectiveTrial) -> tuple[float, float, float] | None:
+        """The values of ``trial`` when a complete trial of the study trained its candidate
+        before (its costs and training copied onto ``trial``, nothing computed); ``None``, with
+        nothing decided, otherwise. What a Ray driver asks before it dispatches a trial."""
+        candidate = self._propose(trial)
+        cached = self._trained_before(trial, candidate.hash)
+        if cached is None:
+            return None
+        for attr in (attrs.COSTS, attrs.VIOLATIONS, attrs.FEASIBLE):
+            attr.set(trial, attr.get(cached))
+        set_constraints(trial, attrs.VIOLATIONS.get(cached))  # type: ignore[arg-type]
+        return self._reused(trial, cached)
+
+    def _reused(
+        self, trial: ObjectiveTrial, cached: optuna.trial.FrozenTrial
+    ) -> tuple[float, float, float]:
+        _logger.info(
+            "trial %d: candidate %s was trained in trial %d; reusing its result",
+            trial.number,
+            attrs.CANDIDATE_HASH.get(trial),
+            cached.number,
+        )
+        for attr in (attrs.TRAINED, attrs.EVAL, attrs.ACCURACY, attrs.FIDELITY):
+            attr.set(trial, attr.get(cached))
+        attrs.CACHED_FROM.set(trial, cached.number)
+        costs = attrs.COSTS.get(trial)
+        assert isinstance(costs, dict)
+        accuracy = float(attrs.ACCURACY.get(cached))  # type: ignore[arg-type]
+        return accuracy, float(costs["latency_ms"]), float(costs["energy_mj"])
 
     def _propose(self, trial: ObjectiveTrial) -> Candidate:
         """The trial's candidate: its params, repaired to fit exact budgets unless it is the

@@ -10,13 +10,17 @@ or ``search.workers > 1``. The pieces, in the order a trial passes through them:
    trials come first, as in the local loop. The Tune config of the trial carries the Optuna
    trial number, its params and its user attributes as one JSON string (decision names hold
    ``/``, which Tune would read as nesting).
+   Before it dispatches a trial, the driver looks in the study for an earlier trial that
+   trained the same architecture (:meth:`CandidateObjective.reuse`): such a trial is told at
+   once, with that result, and never reaches a worker.
 2. **Evaluation (worker).** :func:`evaluate_trial` assembles the run's objective from its
-   config (:func:`assemble`, as the driver does) and runs it on a :class:`RecordedTrial` (the
-   same code as the local loop), which records what the objective sets; the worker reads the
-   study only to reuse an architecture trained before. It reports the objective values and the
-   JSON recording as the Tune result. The trained weights go to the run directory
-   (:class:`RunDir`), which therefore has to be on a file system every node shares (as the
-   SQLite storage).
+   config (:func:`assemble`, as the driver does) in a folder of the worker node's own
+   (:func:`worker_scratch`: kernel lists, measurements, tuning database, base model) and runs it
+   on a :class:`RecordedTrial` (the same code as the local loop), which records what the
+   objective sets. It reports the objective values and the JSON recording as the Tune result.
+   The worker never opens the run directory or the study: its attempts, its trained weights
+   and the study's trials it reads (early stopping) go through :class:`RunService`, an actor on
+   the driver's node, so the run directory may exist on the head node alone.
 3. **Record (driver).** ``StudySearch.on_trial_complete`` applies the recorded user attributes
    and constraints to the study's trial (:func:`apply_recording`) and tells the study, so that
    the sampler sees the constraints. The driver is the only writer of the study.
@@ -44,6 +48,7 @@ import logging
 import math
 import os
 import pickle
+import pwd
 import shutil
 import signal
 import socket
@@ -67,6 +72,7 @@ from autoprune.search import _schema as attrs
 from autoprune.search._assembly import RunParts, assemble
 from autoprune.search._objective import CandidateObjective, RecordedTrial, apply_recording
 from autoprune.search._pareto import OBJECTIVES
+from autoprune.search._ray_service import RunService, StudyView, run_key, worker_scratch
 from autoprune.search._rundir import RunDir
 
 __all__ = ["StudySearch", "evaluate_trial", "optimize_with_ray"]
@@ -85,50 +91,65 @@ _Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 @dataclass(frozen=True)
 class _Job:
-    """What a worker needs besides the trial: the run's resolved config and its directory."""
+    """What a worker needs besides the trial: the run's resolved config, the run's identity
+    (:func:`run_key`) and the :class:`RunService` actor that holds its run directory."""
 
     config: dict[str, Any]
-    run_dir: str
+    run_key: str
+    service: Any  # ray.actor.ActorHandle of RunService
 
 
 _objectives: dict[str, CandidateObjective] = {}  # per worker process, by job
 
 
 def _objective_for(job: _Job) -> CandidateObjective:
-    key = json.dumps([job.run_dir, job.config], sort_keys=True)
+    key = json.dumps([job.run_key, job.config], sort_keys=True)
     if key not in _objectives:
-        run = RunDir(job.run_dir)
-        _objectives[key] = assemble(config_from_dict(job.config), run=run).objective(run)
+        scratch = worker_scratch(job.run_key)
+        parts = assemble(config_from_dict(job.config), run=scratch)
+        _objectives[key] = parts.objective(scratch, reuse_trained=False)
     return _objectives[key]
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        return str(os.getuid())
 
 
 def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     """Tune function trainable: evaluate one study trial and report its recording.
 
     An exception of the objective is a result (the trial failed, ``error`` recorded), not a
-    Tune failure: Tune re-runs only trials whose worker died.
+    Tune failure: Tune re-runs only trials whose worker died. The trained weights reach the
+    driver's run directory through ``job.service`` before the result is reported.
     """
     task = json.loads(config[TASK_KEY])
     number = int(task["number"])
-    run = RunDir(job.run_dir)
-    worker = {"pid": os.getpid(), "host": socket.gethostname()}
-    worker = {"attempt": run.start_attempt(number, worker), **worker}
+    worker = {"pid": os.getpid(), "host": socket.gethostname(), "user": _user()}
+    worker = {"attempt": ray.get(job.service.start_attempt.remote(number, worker)), **worker}
     trial = RecordedTrial(
         number=number,
         params=task["params"],
         user_attrs=task["user_attrs"],
-        load_study=run.load_study,
+        load_study=lambda: StudyView(job.service),  # type: ignore[arg-type,return-value]
     )
     attrs.RAY_WORKER.set(trial, worker)
     values: Sequence[float] | None
     pruned = False
+    objective = _objective_for(job)
     try:
-        values = _objective_for(job)(trial)
+        values = objective(trial)
     except optuna.TrialPruned:  # stopped early: its attributes say why
         values, pruned = None, True
     except Exception:  # recorded as the trial's `error` by the objective
         _logger.warning("trial %d failed: %s", number, attrs.ERROR.get(trial))
         values = None
+    weights = objective.run.weights_file(number)
+    if weights.exists():
+        ray.get(job.service.save_weights.remote(number, weights.read_bytes()))
+        weights.unlink()
     metrics = (
         dict.fromkeys(_METRICS, math.nan)
         if values is None
@@ -146,8 +167,10 @@ class StudySearch(OptunaSearch):
     way to ask a given study; ``tests/search/test_ray.py`` fails loudly if they change.
 
     ``storage`` and ``study_name`` name the study ``run_search`` opened; ``callbacks`` are called
-    as ``callback(study, frozen_trial)`` after each tell, as in ``Study.optimize``; no trial is
-    proposed after ``deadline`` (``time.monotonic()`` seconds).
+    as ``callback(study, frozen_trial)`` after each tell, as in ``Study.optimize``; ``n_trials``
+    trials are proposed in all, none after ``deadline`` (``time.monotonic()`` seconds). A
+    proposal whose architecture a study trial trained before is told at once with that result
+    (``objective.reuse``) and not handed to Tune.
     """
 
     def __init__(
@@ -159,6 +182,8 @@ class StudySearch(OptunaSearch):
         study_name: str,
         run: RunDir,
         max_failures: int,
+        n_trials: int,
+        objective: CandidateObjective | None = None,
         callbacks: Sequence[_Callback] = (),
         deadline: float | None = None,
     ) -> None:
@@ -174,16 +199,53 @@ class StudySearch(OptunaSearch):
         self._deadline = deadline
         self._max_failures = max_failures
         self._run = run
+        self._n_trials = n_trials
+        self._proposed = 0
+        self._objective = objective
         self.interrupted = 0  # trials stopped before they reported
+        self.reused = 0  # trials told on the driver, with an earlier trial's training
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._deadline is not None and time.monotonic() >= self._deadline:
-            return Searcher.FINISHED
-        if trial_id not in self._ot_trials:
-            self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
+        while trial_id not in self._ot_trials:
+            if self._proposed >= self._n_trials or (
+                self._deadline is not None and time.monotonic() >= self._deadline
+            ):
+                return Searcher.FINISHED
+            trial = self._ot_study.ask(fixed_distributions=self._space)
+            self._proposed += 1
+            if not self._told_reused(trial):
+                self._ot_trials[trial_id] = trial
         trial = self._ot_trials[trial_id]
         task = {"number": trial.number, "params": trial.params, "user_attrs": trial.user_attrs}
         return {TASK_KEY: json.dumps(task)}
+
+    def _told_reused(self, trial: optuna.Trial) -> bool:
+        """Tell ``trial`` now if an earlier trial trained its architecture; whether it did."""
+        if self._objective is None:
+            return False
+        recorded = RecordedTrial(
+            number=trial.number,
+            params=trial.params,
+            user_attrs=trial.user_attrs,
+            study=self._ot_study,
+        )
+        values = self._objective.reuse(recorded)
+        if values is None:
+            return False
+        apply_recording(trial, recorded.recording(values))
+        self._tell(trial, values, optuna.trial.TrialState.COMPLETE)
+        self.reused += 1
+        return True
+
+    def _tell(
+        self,
+        trial: optuna.Trial,
+        values: Sequence[float] | None,
+        state: optuna.trial.TrialState,
+    ) -> None:
+        frozen = self._ot_study.tell(trial, values, state=state)
+        for callback in self._callbacks:
+            callback(self._ot_study, frozen)
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         pass  # one result per trial, handled on completion
@@ -214,10 +276,8 @@ class StudySearch(OptunaSearch):
             state = optuna.trial.TrialState.PRUNED
         elif values is None:
             state = optuna.trial.TrialState.FAIL
-        frozen = self._ot_study.tell(trial, values, state=state)
         self._completed_trials.add(trial_id)
-        for callback in self._callbacks:
-            callback(self._ot_study, frozen)
+        self._tell(trial, values, state)
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's searcher checkpoint: only the map of Tune trials to study trials (the study
@@ -304,6 +364,20 @@ def _check_resources(search: SearchConfig) -> None:
             )
 
 
+def _start_service(run: RunDir) -> Any:
+    """The :class:`RunService` actor for ``run``, on this (the driver's) node, no CPU held."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(RunService).options(
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False),
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    return actor.remote(str(run.path.resolve()))
+
+
 def optimize_with_ray(
     parts: RunParts,
     *,
@@ -326,6 +400,7 @@ def optimize_with_ray(
     joined = ray.is_initialized()  # a caller's Ray session is used as it is, and kept
     handlers = _signal_handlers()
     temp_dir = None if joined else _connect(search)
+    service = None
     try:
         _check_resources(search)
         searcher = StudySearch(
@@ -335,10 +410,17 @@ def optimize_with_ray(
             study_name=study.study_name,
             run=run,
             max_failures=search.max_failures,
+            n_trials=n_trials,
+            objective=parts.objective(run),
             callbacks=callbacks,
             deadline=None if search.timeout_s is None else time.monotonic() + search.timeout_s,
         )
-        job = _Job(config=parts.config.to_dict(), run_dir=str(run.path.resolve()))
+        service = _start_service(run)
+        job = _Job(
+            config=parts.config.to_dict(),
+            run_key=run_key(str(run.path.resolve()), study.study_name),
+            service=service,
+        )
         trainable = tune.with_resources(
             tune.with_parameters(evaluate_trial, job=job),
             {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
@@ -347,7 +429,7 @@ def optimize_with_ray(
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                num_samples=n_trials,
+                num_samples=-1,  # the searcher counts: reused trials never reach Tune
                 max_concurrent_trials=search.workers,
                 trial_dirname_creator=_trial_dirname,
             ),
@@ -363,6 +445,8 @@ def optimize_with_ray(
         if searcher.interrupted:
             raise KeyboardInterrupt(f"{searcher.interrupted} Ray trials stopped before the end")
     finally:
+        if service is not None and ray.is_initialized():
+            ray.kill(service)
         if not joined:
             ray.shutdown()
         if temp_dir is not None:
