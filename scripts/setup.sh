@@ -6,12 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA_DIR=/usr/share/datasets/fashion-mnist
-# Debian packages: the embedded default's data (required) and the aarch64 cross compiler that
-# links TVM libraries for Jetson and Raspberry Pi boards (optional: without it, `export --format
-# tvm` writes the object files as a tar to link on the board).
+# Debian packages: the embedded default's data (required), the aarch64 cross compiler that links
+# TVM libraries for Jetson and Raspberry Pi boards (optional: without it, `export --format tvm`
+# writes the object files as a tar to link on the board) and PostgreSQL (optional, for tests).
 missing=()
 [ -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] || missing+=(dataset-fashion-mnist)
 command -v aarch64-linux-gnu-g++ >/dev/null || missing+=(g++-aarch64-linux-gnu)
+# PostgreSQL's server, optional: the tests run a search against one started on 127.0.0.1.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${missing[*]}"
@@ -23,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "  (or point data.root of your config at a folder with the four *-ubyte.gz IDX files)" >&2
     exit 1
   else
-    echo "setup: optional: apt-get install -y g++-aarch64-linux-gnu (links TVM libraries for Arm boards)" >&2
+    echo "setup: optional: apt-get install -y ${missing[*]} (TVM libraries for Arm boards; PostgreSQL for its test)" >&2
   fi
 fi
 

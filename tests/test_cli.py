@@ -22,6 +22,7 @@ from autoprune.errors import RunDirError
 from autoprune.search import RunDir, pareto_front
 from autoprune.spaces import Candidate
 from tests.conftest import write_config
+from tests.postgres import postgres_bin, postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +144,8 @@ def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
 
 
 def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(
-        study_name="autoprune", storage=f"sqlite:///{run_dir / 'study.db'}"
-    ).get_trials()
+    storage = json.loads((run_dir / "run.json").read_text())["storage"]
+    return optuna.load_study(study_name="autoprune", storage=storage).get_trials()
 
 
 def test_weights_of_the_old_quantizer_are_refused_in_one_line(
@@ -262,8 +262,22 @@ def test_bad_yaml_key_in_file(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
-def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "storage"),
+    [(signal.SIGINT, "sqlite"), (signal.SIGKILL, "sqlite"), (signal.SIGINT, "postgresql")],
+    ids=["ctrl-c", "kill-9", "ctrl-c-postgresql"],
+)
+def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int, storage: str) -> None:
+    if storage == "postgresql":
+        if postgres_bin() is None:
+            pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        with postgres_server() as url:
+            _interrupt_and_resume(tmp_path, signum, ["--storage", url])
+    else:
+        _interrupt_and_resume(tmp_path, signum, [])
+
+
+def _interrupt_and_resume(tmp_path: Path, signum: int, storage: list[str]) -> None:
     # Trials long enough (about 2-4 s) to be killed in the middle of one.
     trials = 5
     config = write_config(
@@ -282,6 +296,7 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
         "--run-dir",
         str(run_dir),
         "--quiet",
+        *storage,
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     log = tmp_path / "search.log"
@@ -338,6 +353,17 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int) -> None
     # The retry has the interrupted trial's parameters (all of them, unless the signal came
     # while the sampler was still suggesting them: then the rest are sampled anew).
     assert len(retried) == 1 and retried[0].params.items() >= running[0].params.items()
+    assert (run_dir / "study.db").exists() == (not storage)
+
+    report = subprocess.run(
+        [*command[:3], "report", str(run_dir), "--format", "json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(report.stdout)["summary"]["proposals"] == trials
 
 
 def test_targets_and_profile(capsys) -> None:

@@ -474,7 +474,13 @@ def _create_tables(url: str) -> None:
     """Open the storage at ``url`` once, so that Optuna creates its tables now."""
     try:
         optuna.storages.RDBStorage(url).engine.dispose()
-    except (ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+    except ImportError as exc:  # the database's driver
+        raise RunDirError(
+            f"cannot open the storage {url!r}: its driver is not installed ({exc}); install it "
+            f"(PostgreSQL: pip install 'autoprune[postgresql]'), or drop --storage for a SQLite "
+            f"file in the run directory"
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunDirError(
             f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 
@@ -95,7 +94,10 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         (lambda d: d.update(sources=[]), "sources"),
         (lambda d: d.update(tvm_target=7), "tvm_target"),
         (lambda d: d.update(idle_power_w=99.0), "idle_power_w"),
-        (lambda d: d.update(kernel_class_aliases={"pointwise": "winograd"}), "kernel_class_aliases"),
+        (
+            lambda d: d.update(kernel_class_aliases={"pointwise": "winograd"}),
+            "kernel_class_aliases",
+        ),
         (
             lambda d: d.update(kernel_class_aliases={"pointwise": "fc", "fc": "conv3x3"}),
             "kernel_class_aliases",
