@@ -127,7 +127,13 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     """
     task = json.loads(config[TASK_KEY])
     number = int(task["number"])
-    worker = {"pid": os.getpid(), "host": socket.gethostname(), "user": _user()}
+    worker = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "user": _user(),
+        "node": ray.get_runtime_context().get_node_id(),
+        "gpus": [str(g) for g in ray.get_gpu_ids()],  # CUDA_VISIBLE_DEVICES: what torch sees
+    }
     worker = {"attempt": ray.get(job.service.start_attempt.remote(number, worker)), **worker}
     trial = RecordedTrial(
         number=number,

@@ -100,10 +100,12 @@ class LoopbackCluster:
         self._start(Node(self.root / "head"), flags)
         return self.address
 
-    def add_worker(self, cpus: int = 1, hidden: Path | None = None) -> Node:
-        """A worker node with ``cpus`` CPUs whose processes do not see ``hidden``."""
+    def add_worker(self, cpus: int = 1, hidden: Path | None = None, gpus: int = 0) -> Node:
+        """A worker node with ``cpus`` CPUs and ``gpus`` GPUs (declared to Ray, not real)
+        whose processes do not see ``hidden``."""
         node = Node(self.root / f"worker{len(self.nodes)}", hidden)
-        self._start(node, [f"--address={self.address}", f"--num-cpus={cpus}"])
+        flags = [f"--address={self.address}", f"--num-cpus={cpus}", f"--num-gpus={gpus}"]
+        self._start(node, flags)
         return node
 
     def kill(self, node: Node) -> None:

@@ -82,14 +82,20 @@ def _node_of(pid: int, nodes: list[Node]) -> Node | None:
 def test_workers_that_cannot_read_the_run_directory_complete_the_search(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
+    """... and a trial that asks for a GPU runs only where Ray has one to give it."""
     run_dir = tmp_path / "run"
     config = write_config(
         tmp_path, training={"samples": 1024}, search={"early_stopping": "dominated"}
     )
-    workers = _workers(cluster, tmp_path.parent.parent, 2)
+    hidden = tmp_path.parent.parent
+    workers = [
+        cluster.add_worker(cpus=1, hidden=hidden),
+        cluster.add_worker(cpus=2, gpus=2, hidden=hidden),  # 2 trials at once, 1 GPU each
+    ]
     assert all(not w.sees(config) for w in workers)
 
-    assert main(_search(config, run_dir, cluster.address, 5)) == 0
+    search = _search(config, run_dir, cluster.address, 5)
+    assert main([*search, "--gpus-per-trial", "1"]) == 0
     assert all(not w.sees(run_dir) for w in workers) and run_dir.is_dir()
 
     records = RunDir(run_dir).records()
@@ -100,7 +106,8 @@ def test_workers_that_cannot_read_the_run_directory_complete_the_search(
     for record in trained:  # trained on a worker node, written by the driver's node
         weights = run_dir / "trials" / f"{record.number:04d}" / "model.pt"
         assert weights.is_file(), weights
-        assert [a["attempt"] for a in _attempts(run_dir)[record.number]] == [1]
+        (attempt,) = _attempts(run_dir)[record.number]
+        assert attempt["attempt"] == 1 and attempt["gpus"] in (["0"], ["1"])
     scratch = [p for w in workers for p in w.temp_dir.glob("autoprune-run-*")]
     assert scratch, "the workers keep their kernel lists and base model in their own folders"
     assert main(["report", str(run_dir), "--format", "json"]) == 0
