@@ -134,8 +134,8 @@ def _add_search(sub: argparse._SubParsersAction, listed: bool) -> None:
     search.add_argument(
         "--ray-address",
         metavar="HOST:PORT",
-        help="run the trials on this Ray cluster (its head's HOST:PORT, or auto); the run "
-        "directory must be on a file system every node shares",
+        help="run the trials on this Ray cluster (its head's HOST:PORT, or auto, run on a "
+        "node of it); the run directory stays on this node, workers reach it through Ray",
     )
     search.add_argument(
         "--workers",

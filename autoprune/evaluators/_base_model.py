@@ -68,8 +68,9 @@ class TrainedBase:
 
     ``base`` is any candidate of the run's space at the resolution to train at (its widths,
     depths and bit-widths are ignored: see :func:`unpruned`). Cached in ``folder``
-    (``model.pt`` of a trained base, and ``eval.json``); several processes of one run (Ray
-    workers on a shared file system) train or evaluate it once between them under a file lock.
+    (``model.pt`` of a trained base, and ``eval.json``); several processes of one run sharing
+    ``folder`` (Ray workers of one node) train or evaluate it once between them under a file
+    lock.
 
     Your weights: a ``state_dict`` saved with ``torch.save(model.state_dict(), PATH)``, or a
     checkpoint dict holding one under a key of :data:`CHECKPOINT_KEYS`; a ``module.``
