@@ -275,11 +275,14 @@ class RunParts:
             progress=self.progress,
         )
 
-    def objective(self, run: RunDir, *, reuse_trained: bool = True) -> CandidateObjective:
+    def objective(
+        self, run: RunDir, *, reuse_trained: bool = True, measure_weights: bool = True
+    ) -> CandidateObjective:
         """The trial objective of ``run`` (in the search process or a Ray worker, whose
         ``run`` is the node's own folder and whose driver looks for a trained architecture,
         hence ``reuse_trained=False``). With ``model.weights``, their accuracy is measured first
-        (once per run, ``base/eval.json``): the report's reference, whichever the evaluator."""
+        (once per run, ``base/eval.json``): the report's reference, whichever the evaluator;
+        not with ``measure_weights=False`` (a Ray driver, which only looks architectures up)."""
         search = self.config.search
         stopper = None
         if search.early_stopping == "dominated":
@@ -287,7 +290,7 @@ class RunParts:
                 margin=search.early_stopping_margin, min_trials=search.early_stopping_min_trials
             )
         base = self.trained_base(run.base_dir)
-        if base.weights is not None:
+        if base.weights is not None and measure_weights:
             base.get()
         return CandidateObjective(
             config=self.config,

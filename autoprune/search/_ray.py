@@ -57,6 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -108,7 +109,17 @@ def _objective_for(job: _Job) -> CandidateObjective:
         scratch = worker_scratch(job.run_key)
         parts = assemble(config_from_dict(job.config), run=scratch)
         _objectives[key] = parts.objective(scratch, reuse_trained=False)
+        _send(job, scratch, scratch.base_dir / "eval.json")  # model.weights' measured accuracy
     return _objectives[key]
+
+
+def _send(job: _Job, scratch: RunDir, path: Path, *, remove: bool = False) -> None:
+    """Copy ``path`` of the worker's folder to the same place in the driver's run directory."""
+    if path.is_file():
+        relative = str(path.relative_to(scratch.path))
+        ray.get(job.service.save_file.remote(relative, path.read_bytes()))
+        if remove:
+            path.unlink()
 
 
 def _user() -> str:
@@ -145,6 +156,8 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     values: Sequence[float] | None
     pruned = False
     objective = _objective_for(job)
+    weights = objective.run.weights_file(number)
+    weights.unlink(missing_ok=True)  # an earlier attempt's, killed before it sent them
     try:
         values = objective(trial)
     except optuna.TrialPruned:  # stopped early: its attributes say why
@@ -152,10 +165,7 @@ def evaluate_trial(config: dict[str, Any], job: _Job) -> None:
     except Exception:  # recorded as the trial's `error` by the objective
         _logger.warning("trial %d failed: %s", number, attrs.ERROR.get(trial))
         values = None
-    weights = objective.run.weights_file(number)
-    if weights.exists():
-        ray.get(job.service.save_weights.remote(number, weights.read_bytes()))
-        weights.unlink()
+    _send(job, objective.run, weights, remove=True)
     metrics = (
         dict.fromkeys(_METRICS, math.nan)
         if values is None
@@ -417,7 +427,7 @@ def optimize_with_ray(
             run=run,
             max_failures=search.max_failures,
             n_trials=n_trials,
-            objective=parts.objective(run),
+            objective=parts.objective(run, measure_weights=False),  # the workers measure them
             callbacks=callbacks,
             deadline=None if search.timeout_s is None else time.monotonic() + search.timeout_s,
         )
@@ -437,6 +447,9 @@ def optimize_with_ray(
                 search_alg=searcher,
                 num_samples=-1,  # the searcher counts: reused trials never reach Tune
                 max_concurrent_trials=search.workers,
+                # One worker process runs trial after trial: Python, torch, TVM and the run's
+                # objective load once per process, not once per trial (4-9 s each here).
+                reuse_actors=True,
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(

@@ -7,7 +7,9 @@ driver starts on its own node (no CPU reserved) and stops after the run. The act
 their data through Ray's object store, so the run directory may exist on the head node alone.
 
 What a worker keeps of its own (kernel lists, measurements, a tuning database, the unpruned base
-model it trained) goes to :func:`worker_scratch`, a folder under the node's temporary folder.
+model it trained) goes to :func:`worker_scratch`, a folder under the node's temporary folder;
+the files of it that the run directory keeps (a trial's weights, ``base/eval.json``) are sent
+with :meth:`RunService.save_file`.
 """
 
 from __future__ import annotations
@@ -41,11 +43,19 @@ class RunService:
         number (1 for the first)."""
         return self._run.start_attempt(number, worker)
 
-    def save_weights(self, number: int, data: bytes) -> str:
-        """Write trial ``number``'s weights file (``torch.save`` bytes) atomically; its path."""
-        path = self._run.weights_file(number)
+    def save_file(self, relative: str, data: bytes) -> str:
+        """Write ``data`` to ``relative`` (a path inside the run directory, such as
+        ``trials/0003/model.pt``) atomically; its absolute path.
+
+        Raises:
+            ValueError: ``relative`` leads outside the run directory.
+        """
+        root = self._run.path.resolve()
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ValueError(f"{relative!r} is not a file inside the run directory {root}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
         temporary.replace(path)
         return str(path)

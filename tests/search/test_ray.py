@@ -16,10 +16,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ray.tune.search import Searcher
 
 from autoprune.cli import main
 from autoprune.config import load_config
-from autoprune.search import OBJECTIVES, RecordedTrial, RunDir, apply_recording, assemble
+from autoprune.search import OBJECTIVES, RecordedTrial, RunDir, _optuna, apply_recording, assemble
+from autoprune.search._ray import StudySearch
 from tests.conftest import write_config
 
 RAY = Path(sys.executable).with_name("ray")
@@ -42,7 +44,8 @@ def _without_timing(trial: optuna.trial.FrozenTrial, run_dir: Path) -> dict:
 
 def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: Path) -> None:
     # A MACs budget the largest candidate breaks, no repair: one trained, one infeasible, and
-    # the trained architecture again (reused from the study, not trained twice).
+    # the trained architecture again (reused from the study, not trained twice; on Ray, the
+    # driver finds it before it would dispatch the trial).
     config = load_config(
         write_config(
             tmp_path,
@@ -61,10 +64,24 @@ def test_recorded_trial_applied_on_the_driver_gives_the_local_records(tmp_path: 
     distributions = {
         d.name: optuna.distributions.CategoricalDistribution(d.choices) for d in space.decisions
     }
+    driver = StudySearch(  # what a Ray driver asks before it dispatches a trial
+        space=distributions,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        storage=_optuna.storage_of(remote),
+        study_name="autoprune",
+        run=RunDir(remote_dir),
+        max_failures=0,
+        n_trials=1,
+        objective=remote_objective,
+    )
     for params in (smallest, largest, smallest):
         local.enqueue_trial(params)
         local.optimize(local_objective, n_trials=1)
 
+        if params is smallest and remote.get_trials():  # trained before: told on the driver
+            remote.enqueue_trial(params)
+            assert driver.suggest("tune-trial") == Searcher.FINISHED and driver.reused == 1
+            continue
         remote.enqueue_trial(params)
         trial = remote.ask(distributions)
         recorded = RecordedTrial(
