@@ -79,47 +79,15 @@ def _node_of(pid: int, nodes: list[Node]) -> Node | None:
     return next((n for n in nodes if pid in {p.pid for p in n.processes()}), None)
 
 
-def test_workers_that_cannot_read_the_run_directory_complete_the_search(
-    cluster: LoopbackCluster, tmp_path: Path
-) -> None:
-    """... and a trial that asks for a GPU runs only where Ray has one to give it."""
-    run_dir = tmp_path / "run"
-    config = write_config(
-        tmp_path, training={"samples": 1024}, search={"early_stopping": "dominated"}
-    )
-    hidden = tmp_path.parent.parent
-    workers = [
-        cluster.add_worker(cpus=1, hidden=hidden),
-        cluster.add_worker(cpus=2, gpus=2, hidden=hidden),  # 2 trials at once, 1 GPU each
-    ]
-    assert all(not w.sees(config) for w in workers)
-
-    search = _search(config, run_dir, cluster.address, 5)
-    assert main([*search, "--gpus-per-trial", "1"]) == 0
-    assert all(not w.sees(run_dir) for w in workers) and run_dir.is_dir()
-
-    records = RunDir(run_dir).records()
-    assert [r.number for r in records] == [0, 1, 2, 3, 4]
-    assert all(r.state in ("complete", "pruned") for r in records)
-    trained = [r for r in records if r.trained and r.cached_from is None]
-    assert trained
-    for record in trained:  # trained on a worker node, written by the driver's node
-        weights = run_dir / "trials" / f"{record.number:04d}" / "model.pt"
-        assert weights.is_file(), weights
-        (attempt,) = _attempts(run_dir)[record.number]
-        assert attempt["attempt"] == 1 and attempt["gpus"] in (["0"], ["1"])
-    scratch = [p for w in workers for p in w.temp_dir.glob("autoprune-run-*")]
-    assert scratch, "the workers keep their kernel lists and base model in their own folders"
-    assert main(["report", str(run_dir), "--format", "json"]) == 0
-
-
 def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     config = write_config(tmp_path, training={"samples": 1024, "epochs": 2})
     hidden = tmp_path.parent.parent
-    workers = _workers(cluster, hidden, 2)
+    # First in this module: the only worker nodes, one CPU each, so that the node that joins
+    # after the kill is needed to run 3 trials at once.
+    workers = [cluster.add_worker(cpus=1, hidden=hidden) for _ in range(2)]
     seen: dict[tuple[int, int], Node | None] = {}  # (trial, attempt) -> the node that ran it
     events: dict[str, object] = {}
     stop = threading.Event()
@@ -161,6 +129,38 @@ def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
     assert seen[killed_trial, 2] not in (None, killed_node)  # re-run on a live node
     assert (run_dir / f"trials/{killed_trial:04d}/model.pt").is_file()
     assert events["joined"] in seen.values(), f"the joined node ran no trial: {seen}"
+
+
+def test_workers_that_cannot_read_the_run_directory_complete_the_search(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """... and a trial that asks for a GPU runs only where Ray has one to give it."""
+    run_dir = tmp_path / "run"
+    config = write_config(
+        tmp_path, training={"samples": 1024}, search={"early_stopping": "dominated"}
+    )
+    hidden = tmp_path.parent.parent
+    # The one node with GPUs (declared to Ray, not real): 2 trials at once there, 1 GPU each.
+    workers = [cluster.add_worker(cpus=2, gpus=2, hidden=hidden)]
+    assert all(not w.sees(config) for w in workers)
+
+    search = _search(config, run_dir, cluster.address, 5)
+    assert main([*search, "--gpus-per-trial", "1"]) == 0
+    assert all(not w.sees(run_dir) for w in workers) and run_dir.is_dir()
+
+    records = RunDir(run_dir).records()
+    assert [r.number for r in records] == [0, 1, 2, 3, 4]
+    assert all(r.state in ("complete", "pruned") for r in records)
+    trained = [r for r in records if r.trained and r.cached_from is None]
+    assert trained
+    for record in trained:  # trained on a worker node, written by the driver's node
+        weights = run_dir / "trials" / f"{record.number:04d}" / "model.pt"
+        assert weights.is_file(), weights
+        (attempt,) = _attempts(run_dir)[record.number]
+        assert attempt["attempt"] == 1 and attempt["gpus"] in (["0"], ["1"])
+    scratch = [p for w in workers for p in w.temp_dir.glob("autoprune-run-*")]
+    assert scratch, "the workers keep their kernel lists and base model in their own folders"
+    assert main(["report", str(run_dir), "--format", "json"]) == 0
 
 
 def test_a_killed_driver_resumes_with_the_same_command(
