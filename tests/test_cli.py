@@ -223,6 +223,8 @@ def test_non_binding_budget_is_said_in_one_line(tmp_path: Path, capsys) -> None:
         (["--budget", "-1ms"], "negative"),
         (["--target", "jetsn"], "unknown target 'jetsn'; valid targets:"),
         (["--config", "MISSING"], "does not exist"),
+        (["--config", "NOT_UTF8"], "is not UTF-8 text (byte 0: b'\\xff'); save it as UTF-8"),
+        (["--config", "A_FOLDER"], "is a directory; pass --config a YAML file"),
         (["--set", "search.trials=abc"], "search.trials must be an int, but got 'abc'"),
         (["--set", "model.colour=red"], "unknown key model.colour"),
         (["--controller", "sgd"], "unknown controller 'sgd'"),
@@ -235,7 +237,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     tmp_path: Path, capsys, argv: list[str], fragment: str
 ) -> None:
     config = write_config(tmp_path)
-    argv = [a if a != "MISSING" else str(tmp_path / "missing.yaml") for a in argv]
+    (tmp_path / "latin1.yaml").write_bytes(b"\xffmodel: {}\n")
+    paths = {
+        "MISSING": tmp_path / "missing.yaml",
+        "NOT_UTF8": tmp_path / "latin1.yaml",
+        "A_FOLDER": tmp_path,
+    }
+    argv = [str(paths[a]) if a in paths else a for a in argv]
     run_dir = tmp_path / "run"
     args = ["search", "--run-dir", str(run_dir), "--quiet"]
     if "--config" not in argv:
@@ -244,6 +252,34 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--timeout", "abc"], "argument --timeout: invalid float value: 'abc'"),
+        (["search", "--trials"], "argument --trials: expected one argument"),
+        (["report"], "the following arguments are required: RUN_DIR"),
+        (["export", "RUN", "--format", "onnx"], "one of the arguments --trial --pareto is"),
+        (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_it_and_the_help(capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].endswith("--help`"), err
+
+
+def test_a_run_dir_that_is_a_file_is_one_line_and_the_file_is_kept(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    assert main(["search", "--config", str(config), "--run-dir", str(taken), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder; pass --run-dir a new folder" in err[0]
+    assert taken.read_text() == "mine\n"
 
 
 def test_search_help_lists_the_data_sets(capsys) -> None:

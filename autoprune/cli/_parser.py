@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 from autoprune import __version__
 from autoprune.config import DEFAULT_CONFIG, list_configs
@@ -282,10 +283,18 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse with its errors in one line, naming where help is, without the usage block
+    (subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(*, list_registries: bool = False) -> argparse.ArgumentParser:
     """The parser of every subcommand; ``list_registries`` lists registered names in the help
     of ``search`` (slow: it imports the search and evaluator packages)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="autoprune",
         description="Hardware-aware AutoML search for CNN compression. "
         "FLOPs = multiply-accumulates.",

@@ -306,10 +306,26 @@ def _resolve_path(path: str | Path | None) -> Path:
     shipped = CONFIG_DIR / f"{path.name}.yaml"
     if path.suffix == "" and len(path.parts) == 1 and shipped.is_file():
         return shipped
+    problem = "is a directory" if path.is_dir() else "does not exist"
     raise ConfigError(
-        f"config file {str(path)!r} does not exist; pass --config a YAML file or the name of "
+        f"config file {str(path)!r} {problem}; pass --config a YAML file or the name of "
         f"a shipped config ({', '.join(list_configs())})"
     )
+
+
+def _read_text(path: Path) -> str:
+    """The config file's text; :class:`ConfigError` naming the file and the fix otherwise."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+            f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
 
 
 def load_config(
@@ -325,7 +341,7 @@ def load_config(
     """
     path = _resolve_path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(_read_text(path)) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

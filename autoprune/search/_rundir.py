@@ -193,6 +193,11 @@ class RunDir:
             RunDirError: the folder holds a run with another configuration or storage, or the
                 storage cannot be opened.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(
+                f"run directory {str(self.path)!r} is a file, not a folder; pass --run-dir a "
+                f"new folder or a run's"
+            )
         if self.config_file.exists():
             previous = yaml.safe_load(self.config_file.read_text()) or {}
             difference = _config_difference(previous, config.to_dict())
