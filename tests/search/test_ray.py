@@ -7,11 +7,9 @@ import dataclasses
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -23,8 +21,7 @@ from autoprune.config import load_config
 from autoprune.search import OBJECTIVES, RecordedTrial, RunDir, _optuna, apply_recording, assemble
 from autoprune.search._ray import StudySearch
 from tests.conftest import write_config
-
-RAY = Path(sys.executable).with_name("ray")
+from tests.search.cluster import LoopbackCluster
 
 
 def _study(folder: Path) -> optuna.Study:
@@ -120,56 +117,17 @@ def test_apply_recording_refuses_another_trials_recording(tmp_path: Path) -> Non
 # -- a real cluster ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A head and a second node, one CPU each, on loopback; stopped at teardown."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    temp_dir = Path(f"/tmp/ap-ray-{os.getpid()}")  # short: Ray's socket paths are limited
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.getcwd()}
-    common = ["--num-cpus=1", "--disable-usage-stats"]
-    address = f"127.0.0.1:{port}"
+    cluster = LoopbackCluster(Path(f"/tmp/ap-ray-{os.getpid()}"))
     try:
-        subprocess.run(
-            [
-                str(RAY),
-                "start",
-                "--head",
-                "--node-ip-address=127.0.0.1",
-                f"--port={port}",
-                "--include-dashboard=false",
-                f"--temp-dir={temp_dir}",
-                *common,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        subprocess.run(
-            [
-                str(RAY),
-                "start",
-                f"--address={address}",
-                "--node-ip-address=127.0.0.1",
-                f"--temp-dir={temp_dir}",
-                *common,
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        address = cluster.start_head(cpus=1)
+        cluster.add_worker(cpus=1)
         yield address
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
-        subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
+        cluster.stop()
 
 
 def _kill_first_attempt(run_dir: Path, killed: list[int], stop: threading.Event) -> None:
