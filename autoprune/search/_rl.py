@@ -29,10 +29,12 @@ State: the policy, the baseline, the advantage scale and the numbers of the tria
 after every update; each trial's weights are in its system attribute :data:`RL_WEIGHTS_KEY`.
 ``before_trial`` reloads the state from the storage and learns from every finished trial not in
 it, so a resumed run and several workers sharing a study continue from the same policy.
-Proposals come from random streams seeded by ``(seed, trial number, parameter name)``: the run
-is a deterministic function of the seed and the history. Two processes that update at the same
-time may each overwrite the other's step (the last write wins); threads of one process take
-turns. Design and benchmark figures: ``docs/controllers.md``.
+Proposals come from random streams seeded by ``(seed, proposal index, parameter name)``
+(:func:`~autoprune.search._controllers.proposal_index`): the run is a deterministic function
+of the seed and the history, resumed or not; an interrupted trial is no episode, its re-run
+is. Two processes that update at the same time may each overwrite the other's step (the last
+write wins); threads of one process take turns. Design and benchmark figures:
+``docs/controllers.md``.
 
 Example:
     >>> import optuna
@@ -62,7 +64,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.search._controllers import register_controller
+from autoprune.search import _schema as attrs
+from autoprune.search._controllers import proposal_index, register_controller
 from autoprune.search._optuna import (
     set_study_system_attr,
     set_trial_system_attr,
@@ -250,6 +253,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         self._scalarisation = scalarisation
         self._lock = threading.Lock()
         self._cache: tuple[tuple[int, int], PolicyState] | None = None
+        self._indices: dict[int, int] = {}  # trial number -> proposal_index, from before_trial
 
     # ---- the sampler interface ------------------------------------------------------------
 
@@ -264,7 +268,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         return {}
 
     def reseed_rng(self) -> None:
-        pass  # proposals are seeded by trial number: parallel threads already differ
+        pass  # proposals are seeded by proposal index: parallel threads already differ
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         with self._lock:
@@ -272,7 +276,10 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
             if self._learn(study, state):
                 set_study_system_attr(study, RL_STATE_KEY, state.to_json())
             self._cache = (study_key(study), state)
-        weights = self._draw_weights(trial.number, state.n_weights)
+        index = proposal_index(study, trial)
+        with self._lock:
+            self._indices[trial.number] = index
+        weights = self._draw_weights(index, state.n_weights)
         set_trial_system_attr(study, trial, RL_WEIGHTS_KEY, weights.tolist())
 
     def sample_independent(
@@ -282,7 +289,11 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        rng_seed = [self._seed, trial.number, zlib.crc32(param_name.encode())]
+        with self._lock:
+            index = self._indices.get(trial.number)
+        if index is None:  # before_trial ran in another process (a Ray worker's study)
+            index = proposal_index(study, trial)
+        rng_seed = [self._seed, index, zlib.crc32(param_name.encode())]
         if not isinstance(param_distribution, CategoricalDistribution):
             fallback_seed = int(np.random.SeedSequence(rng_seed).generate_state(1)[0])
             fallback = optuna.samplers.RandomSampler(seed=fallback_seed)
@@ -294,7 +305,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
                 self._cache = cache
             state = cache[1]
             # The weights before_trial stored for this trial, recomputed: no storage read.
-            phi = self._features(self._draw_weights(trial.number, state.n_weights))
+            phi = self._features(self._draw_weights(index, state.n_weights))
             probs = _softmax(state.logits(param_name, len(param_distribution.choices), phi))
         index = int(np.random.default_rng(rng_seed).choice(len(probs), p=probs))
         return param_distribution.choices[index]
@@ -378,10 +389,14 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         """One REINFORCE step from ``trial``; ``False`` if it gives none."""
         if trial.state not in (TrialState.COMPLETE, TrialState.FAIL):
             return False  # pruned: no final values to score
+        if attrs.INTERRUPTED.get(trial):
+            return False  # killed or stopped, not failed: its re-run is the episode
         weights = trial.system_attrs.get(RL_WEIGHTS_KEY)
         if weights is None or len(weights) != state.n_weights:
             return False  # not proposed by this policy (another sampler, or another study)
-        fixed = trial.system_attrs.get("fixed_params", {})
+        # A re-run of an interrupted trial replays this policy's proposal (and its weights).
+        retried = attrs.RETRY_OF.get(trial) is not None
+        fixed = {} if retried else trial.system_attrs.get("fixed_params", {})
         actions = [
             (name, len(dist.choices), dist.to_internal_repr(trial.params[name]))
             for name, dist in sorted(trial.distributions.items())
@@ -457,7 +472,7 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         return 2.0 * (omega - lo) / (hi - lo) - 1.0
 
 
-@register_controller("rl")
+@register_controller("rl", seeds_each_trial=True)
 def _rl(*, seed: int, population_size: int) -> optuna.samplers.BaseSampler:
     """REINFORCE (Williams 1992), weight-conditioned: log accuracy less max weighted cost rank."""
     del population_size  # one policy-gradient step per finished trial; no population

@@ -12,6 +12,7 @@ import pytest
 from autoprune.errors import UnknownNameError
 from autoprune.search import create_sampler, describe_controller, list_controllers
 from autoprune.search._objective import set_constraints
+from autoprune.search._rundir import RunDir
 
 CHOICES = (0.25, 0.5, 0.75, 1.0)
 DECISIONS = ("stage1", "stage2", "stage3", "resolution")
@@ -86,3 +87,46 @@ def test_unknown_controller_lists_the_known_ones() -> None:
     with pytest.raises(UnknownNameError, match="nsga2"):
         create_sampler("bayes", seed=0, population_size=4)
     assert all(describe_controller(name) for name in list_controllers())
+
+
+def _by_params(trial: optuna.Trial) -> tuple[float, float, float]:
+    """:func:`_objective` without its failures: values from the parameters alone."""
+    widths = [trial.suggest_categorical(name, CHOICES) for name in DECISIONS]
+    mean = sum(widths) / len(widths)
+    set_constraints(trial, {"macs<=0.7": mean - 0.7})
+    cost = sum(w * w for w in widths)
+    return 1 - 0.5 * (1 - mean) ** 2, cost, 0.5 * cost + widths[-1]
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_a_resumed_run_proposes_what_the_uninterrupted_run_proposes(
+    name: str, tmp_path: Path
+) -> None:
+    """A seeded sampler's random stream starts over in a new process, and a killed trial comes
+    back as an enqueued re-run (which NSGA-II gives no generation of its own): the proposals
+    must not change."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    def study_at(path: Path) -> optuna.Study:  # a new process: a new storage and sampler
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return _study(optuna.storages.JournalStorage(backend), name)
+
+    def finished(study: optuna.Study) -> list[dict]:
+        return [t.params for t in study.get_trials(deepcopy=False) if t.values is not None]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental samplers and independent sampling
+        uninterrupted = study_at(tmp_path / "one.log")
+        uninterrupted.optimize(_by_params, n_trials=12)
+        resumed = study_at(tmp_path / "resumed.log")
+        resumed.optimize(_by_params, n_trials=5)
+        killed = resumed.ask()  # proposed, then the process dies mid-trial
+        for decision in DECISIONS:
+            killed.suggest_categorical(decision, CHOICES)
+        resumed = study_at(tmp_path / "resumed.log")
+        assert RunDir.requeue_interrupted(resumed) == 1
+        resumed.optimize(_by_params, n_trials=4)
+        resumed = study_at(tmp_path / "resumed.log")
+        resumed.optimize(_by_params, n_trials=12 - len(finished(resumed)))
+    assert finished(resumed) == finished(uninterrupted)
+    assert len({tuple(sorted(p.items())) for p in finished(uninterrupted)}) > 3  # it explores
