@@ -10,8 +10,10 @@ For every profile with at least 4 rows of the runtime it models in
 
 Both give the median absolute percentage error and Kendall's tau over the board's distinct
 measurements (model, input, precision; repeated rows at their median). Kernel lists are
-lowered through TVM once per (model, input) and cached (``~/.cache/autoprune/kernels``); the first
-run takes about 10 min on 2 cores, later runs seconds.
+lowered through TVM once per (model, input) and cached in ``--cache-dir``
+(``~/.cache/autoprune/kernels``) under a folder named by the code's key
+(``benchmarks/_common.py``), so other code lowers afresh; the first run takes about 10 min on 2
+cores, later runs seconds.
 
     python benchmarks/board_fidelity.py   # writes benchmarks/results/board_fidelity.{json,md}
 """
@@ -24,6 +26,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from _common import code_versions, keyed
 
 from autoprune.cli._calibrate import default_kernel_cache
 from autoprune.hwprofiles import (
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     boards, skipped = [], {}
     for name in names:
         print(name, flush=True)
-        figures = board_figures(name, args.cache_dir)
+        figures = board_figures(name, keyed(args.cache_dir))
         if figures is None:
             profile = load_profile(name, calibrated=False)
             skipped[name] = sum(r.runtime == profile.runtime for r in load_rows(boards=[name]))
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "per-kernel estimate vs published batch-1 latencies, before and after "
         "calibration (leave one model out)",
         "rows_file": "autoprune/hwprofiles/calibration/rows.csv",
+        "code": code_versions(),
         "boards": boards,
         "not_scored": skipped,
     }

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from _common import code_versions
 
 from autoprune.config import load_config, parse_budget
 from autoprune.evaluators import log_synflow
@@ -266,14 +267,16 @@ def benchmark(make: Callable[[], Problem], args: argparse.Namespace) -> dict[str
     checkpoints = sorted({c for c in (25, 50, 100, 200, args.trials) if c <= args.trials})
     table: dict[str, Any] = {}
     for controller in args.controllers:
-        mine = [r for r in runs if r.controller == controller]
+        mine = sorted((r for r in runs if r.controller == controller), key=lambda r: r.seed)
         fractions = np.array([history(r, normalise) for r in mine]) / reference_volume
         feasible = [statistics.mean(r.feasible_as_proposed) for r in mine]
         table[controller] = {
-            "hypervolume_fraction": {
+            "seeds": [r.seed for r in mine],
+            "hypervolume_fraction": {  # std: population standard deviation over the seeds
                 str(c): {
                     "mean": float(fractions[:, c - 1].mean()),
                     "std": float(fractions[:, c - 1].std()),
+                    "per_seed": fractions[:, c - 1].tolist(),
                 }
                 for c in checkpoints
             },
@@ -339,6 +342,7 @@ def main() -> None:
     results = [benchmark(problems[name], args) for name in args.problems]
     payload = {
         "benchmark": "controllers",
+        "code": code_versions(),
         "trials": args.trials,
         "seeds": args.seeds,
         "population_size": args.population,

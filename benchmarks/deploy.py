@@ -70,6 +70,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from _common import code_versions, cpu_name, keyed
 from onnx import numpy_helper
 
 from autoprune.evaluators import evaluate_accuracy
@@ -570,7 +571,12 @@ def main(argv: list[str] | None = None) -> None:
         "--space-bits", type=int, help="also search with every layer at these bits, e.g. 8"
     )
     parser.add_argument("--bits-run-dir", type=Path, help="an existing run for --space-bits")
-    parser.add_argument("--work", type=Path, help="where new runs go (default: a fresh tmp dir)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="where new runs go, under a folder named by the code's key: a run that other code "
+        "made is never continued (default: a fresh tmp dir)",
+    )
     parser.add_argument(
         "--search-invocations",
         type=int,
@@ -585,7 +591,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     started = time.perf_counter()
     load_start = _load()
-    work = args.work or Path(tempfile.mkdtemp(prefix="autoprune-deploy-"))
+    work = keyed(args.work) if args.work else Path(tempfile.mkdtemp(prefix="autoprune-deploy-"))
     commands: list[dict[str, Any]] = []
     plan = [("default", args.run_dir, [])]
     if args.space_bits is not None:
@@ -606,11 +612,12 @@ def main(argv: list[str] | None = None) -> None:
         "goal": f"the int8 ONNX of a member is at least {GOAL_RATIO}x smaller than its float "
         f"ONNX and no more than {GOAL_POINTS} points less accurate",
         "host": platform.node(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "autoprune": _autoprune_commit(),
+        "code": code_versions(),
         "onnx": onnx.__version__,
         "onnxruntime": ort.__version__,
         "onnxruntime_providers_available": ort.get_available_providers(),
@@ -664,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(
         f"# {__doc__.splitlines()[0]}\n\nonnxruntime {ort.__version__} (CPU), "
-        f"{_cpu_name()}, load average {load_start} -> {out['load_average_end']}; "
+        f"{cpu_name()}, load average {load_start} -> {out['load_average_end']}; "
         f"`{args.out.name}` holds every figure.\n\n{text}\n"
     )
     print(text)
@@ -679,16 +686,6 @@ def _physical_cores() -> int | None:
         return psutil.cpu_count(logical=False)
     except ImportError:
         return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

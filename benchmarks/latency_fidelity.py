@@ -5,23 +5,29 @@ at 3x224x224, this measures TVM-built latency and PyTorch eager latency on the `
 (worker processes, one protocol for both) and compares two estimates with the TVM measurement:
 the per-layer roofline (``estimate_hardware``) and the per-fused-TVM-kernel roofline
 (``estimate_from_kernels``, the one searches use). It writes Kendall tau and the median absolute
-percentage error (MAPE) of each estimate, and the TVM/PyTorch latency ratio per model, to
-``benchmarks/results/latency_fidelity.json``.
+percentage error (MAPE) of each estimate, with the mean and the worst error beside it, and the
+TVM/PyTorch latency ratio per model, to ``benchmarks/results/latency_fidelity.json``.
 
 Untuned TVM code is naive loops (docs/tvm.md), so by default every model is first tuned with
 MetaSchedule into ONE database shared by all models (``--trials-per-task`` measured schedules
 per new fused kernel), as a ``--target host`` search does. The work folder keeps the database,
-the tuning log and a measurement cache, so an interrupted run picks up where it stopped.
+the tuning log and a measurement cache, so an interrupted run picks up where it stopped; they
+live under a folder named by the code's key (``benchmarks/_common.py``), so other code starts
+afresh.
 
 The host profile's three estimator factors (``compute_efficiency``, ``memory_efficiency``,
 ``kernel_launch_overhead_us``) are machine-specific; ``--fit`` fits them to these measurements
 (least squares on log latency) and reports how the fitted estimator does on models it was not
-fitted to (5-fold cross-validation), beside the figures of the profile as shipped.
+fitted to (5-fold cross-validation), beside the figures of the profile as shipped. The
+cross-validated error is the estimator's expected error on a model it was not fitted to; the
+in-sample error of the fit is smaller than that by construction.
 
-Usage::
+Every row keeps its measured and estimated latencies, so ``--summarise`` recomputes the summary
+from a results file's rows alone (arithmetic, no measurement)::
 
     python benchmarks/latency_fidelity.py --candidates 30 --zoo [--fit] [--untuned]
         [--trials-per-task N] [--zoo-trials-per-task M]
+    python benchmarks/latency_fidelity.py --summarise [--out FILE]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import code_versions, keyed
 from scipy.optimize import minimize
 from scipy.stats import kendalltau
 
@@ -84,11 +91,57 @@ def mape(estimates: list[float], measured: list[float]) -> float:
 
 
 def fidelity(estimates: list[float], measured: list[float]) -> dict[str, float]:
-    """Kendall tau and MAPE (percent) of ``estimates`` against ``measured``."""
+    """Kendall tau, and the median (MAPE), mean and worst absolute percentage error of
+    ``estimates`` against ``measured``."""
+    errors = [100 * abs(e - m) / m for e, m in zip(estimates, measured, strict=True)]
     return {
         "kendall_tau": float(kendalltau(estimates, measured).statistic),
         "mape_percent": mape(estimates, measured),
+        "mean_ape_percent": statistics.mean(errors),
+        "max_ape_percent": max(errors),
     }
+
+
+#: Columns of a row compared with ``tvm_ms`` in the summary, by summary key.
+COMPARED = {
+    "estimated_per_layer_ms": "estimated_per_layer_ms",
+    "estimated_per_kernel_ms": "estimated_per_kernel_ms",
+    "pytorch_vs_tvm": "pytorch_ms",
+    "fitted_per_kernel_ms": "fitted_per_kernel_ms",
+    "cross_validated_per_kernel_ms": "cross_validated_per_kernel_ms",
+}
+
+
+def summarise(rows: list[dict], fitted_factors: dict[str, float] | None) -> dict[str, object]:
+    """The summary of a results file, from its rows: each estimate (and PyTorch) against the TVM
+    measurement, over every model and over the candidates alone; ``fitted_factors`` with
+    ``--fit``, whose rows carry the fitted and cross-validated estimates."""
+    ok = [r for r in rows if r["tvm_error"] is None]
+    summary: dict[str, object] = {
+        key: fidelity([r[column] for r in ok], [r["tvm_ms"] for r in ok])
+        for key, column in COMPARED.items()
+        if ok and all(column in r for r in ok)
+    }
+    candidates = [r for r in ok if r["model"].startswith("candidate")]
+    summary["candidates_only"] = {
+        "per_kernel_vs_tvm": fidelity(
+            [r["estimated_per_kernel_ms"] for r in candidates], [r["tvm_ms"] for r in candidates]
+        ),
+        "pytorch_vs_tvm": fidelity(
+            [r["pytorch_ms"] for r in candidates], [r["tvm_ms"] for r in candidates]
+        ),
+    }
+    if fitted_factors is not None:
+        summary["fitted_factors"] = fitted_factors
+    return summary
+
+
+def resummarise(path: Path) -> None:
+    """Recompute the summary of the results file at ``path`` from its rows, and write it back."""
+    payload = json.loads(path.read_text())
+    payload["summary"] = summarise(payload["rows"], payload["summary"].get("fitted_factors"))
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    print(json.dumps(payload["summary"], indent=1))
 
 
 def with_factors(profile: DeviceProfile, values: np.ndarray) -> DeviceProfile:
@@ -179,7 +232,14 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="fit the host factors, 5-fold CV")
     parser.add_argument("--work", type=Path, default=WORK, help="database and caches")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--summarise", action="store_true", help="recompute --out's summary from its rows only"
+    )
     args = parser.parse_args()
+    if args.summarise:
+        resummarise(args.out)
+        return
+    args.work = keyed(args.work)
 
     profile = load_profile("host")
     protocol = MeasureProtocol(threads=args.threads)
@@ -280,22 +340,7 @@ def main() -> None:
 
     ok = [i for i, r in enumerate(rows) if r["tvm_error"] is None]
     measured = [rows[i]["tvm_ms"] for i in ok]
-    summary: dict[str, object] = {
-        name: fidelity([rows[i][name] for i in ok], measured)
-        for name in ("estimated_per_layer_ms", "estimated_per_kernel_ms")
-    }
-    # Context for the figures above: how well two measurements of the same models agree.
-    summary["pytorch_vs_tvm"] = fidelity([rows[i]["pytorch_ms"] for i in ok], measured)
-    candidates = [i for i in ok if rows[i]["model"].startswith("candidate")]
-    summary["candidates_only"] = {
-        "per_kernel_vs_tvm": fidelity(
-            [rows[i]["estimated_per_kernel_ms"] for i in candidates],
-            [rows[i]["tvm_ms"] for i in candidates],
-        ),
-        "pytorch_vs_tvm": fidelity(
-            [rows[i]["pytorch_ms"] for i in candidates], [rows[i]["tvm_ms"] for i in candidates]
-        ),
-    }
+    fitted_factors = None
     if args.fit:
         kernels = [all_kernels[i] for i in ok]
         values = fit_factors(profile, kernels, measured)
@@ -305,9 +350,9 @@ def main() -> None:
         for i, row_index in enumerate(ok):
             rows[row_index]["fitted_per_kernel_ms"] = in_sample[i]
             rows[row_index]["cross_validated_per_kernel_ms"] = out_of_fold[i]
-        summary["fitted_factors"] = dict(zip(FACTORS, map(float, values), strict=True))
-        summary["fitted_per_kernel_ms"] = fidelity(in_sample, measured)
-        summary["cross_validated_per_kernel_ms"] = fidelity(out_of_fold, measured)
+        fitted_factors = dict(zip(FACTORS, map(float, values), strict=True))
+    # pytorch_vs_tvm is context: how well two measurements of the same models agree.
+    summary = summarise(rows, fitted_factors)
     ratios = {r["model"]: r["tvm_over_pytorch"] for r in rows if r["tvm_error"] is None}
     zoo_budget = budgets.get(ZOO[0], args.trials_per_task)
     tuned_with = f"{args.trials_per_task} MetaSchedule trials per fused kernel" + (
@@ -317,6 +362,7 @@ def main() -> None:
     )
     payload = {
         "benchmark": "latency_fidelity",
+        "code": code_versions(),
         "measured_against": "TVM-built code on this host, "
         + (
             f"tuned ({tuned_with}, one database)"

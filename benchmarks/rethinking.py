@@ -31,9 +31,11 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
    cheaper candidates more epochs, so its ranking differs from scratch-e's by design; which
    reference matters is the one the chosen models will be trained by.)
 
-Every training result is cached in ``--work`` (one JSON line per training), so an interrupted
-run continues where it stopped. Writes ``benchmarks/results/rethinking.json`` and
-``rethinking.png``. Whatever the tables show is the finding.
+Every training result is cached in ``--work`` (one JSON line per training), under a folder named
+by the code's key (``benchmarks/_common.py``), so an interrupted run continues where it stopped
+and other code trains afresh. Test accuracies are stored per seed beside their mean. Writes
+``benchmarks/results/rethinking.json`` and ``rethinking.png``. Whatever the tables show is the
+finding.
 
 Usage::
 
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import code_versions, keyed
 from scipy.stats import kendalltau
 
 from autoprune.config import EvaluatorConfig, TrainingConfig, load_config, parse_budget
@@ -206,11 +209,13 @@ class Trainings:
         return row
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation and the values themselves, in seed order."""
     return {
         "mean": statistics.mean(values),
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
         "n": len(values),
+        "per_seed": list(values),
     }
 
 
@@ -255,7 +260,7 @@ def main() -> None:
     training = TrainingConfig(samples=args.samples, epochs=args.epochs)
     search_training = TrainingConfig(samples=args.search_samples, epochs=args.search_epochs)
     tag = f"{args.model}-{args.samples}x{args.epochs}"
-    work = args.work / tag
+    work = keyed(args.work) / tag  # trainings by other code are never read back
     work.mkdir(parents=True, exist_ok=True)
     trainings = Trainings(work, data)
 
@@ -371,6 +376,7 @@ def main() -> None:
     }
     payload = {
         "benchmark": "rethinking",
+        "code": code_versions(),
         "model": args.model,
         "dataset": "fashion-mnist (val 5000 carved from train; test = the published test set)",
         "comparison_fidelity": describe("scratch-e", args.samples, args.epochs),

@@ -35,12 +35,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import code_key, code_versions, cpu_name
 from torch import nn
 
 from autoprune.config import load_config
@@ -428,16 +428,6 @@ def precision_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="*", choices=sorted(RUNS), default=list(RUNS))
@@ -452,20 +442,23 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", val_samples=5000, seed=args.seed)
-    _logger.info("CPU %s, native bf16: %s", _cpu_name(), torch.cpu._is_avx512_bf16_supported())
-    # Results of runs not repeated now are kept from the previous file.
+    _logger.info("CPU %s, native bf16: %s", cpu_name(), torch.cpu._is_avx512_bf16_supported())
+    # Results of runs not repeated now are kept from the previous file, if the same code made it.
     previous: dict[str, Any] = {}
     if args.out.is_file():
         previous = json.loads(args.out.read_text())
+    if previous.get("code", {}).get("key") != code_key():
+        _logger.info("%s was written by other code: its results are not kept", args.out)
+        previous = {}
     # every entry names the CPU it was measured on (older files named it once, at the top)
     for entry in [*previous.get("throughput", []), *previous.get("runs", [])]:
         entry.setdefault("cpu", previous.get("cpu"))
     speeds = {r["name"]: r for r in previous.get("throughput", [])}
     for name in args.throughput:
-        speeds[name] = {**throughput(name, data=data), "cpu": _cpu_name()}
+        speeds[name] = {**throughput(name, data=data), "cpu": cpu_name()}
     records = {r["name"]: r for r in previous.get("runs", [])}
     for name in args.runs:
-        records[name] = {**run(name, seed=args.seed, data=data), "cpu": _cpu_name()}
+        records[name] = {**run(name, seed=args.seed, data=data), "cpu": cpu_name()}
     precision = previous.get("precision", {})
     if args.precision:
         windows = precision_windows(data=data)
@@ -475,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
             for p in args.precision  # in turn, so that load changes hit every variant
         ]
         precision = {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpu_native_bf16": torch.cpu._is_avx512_bf16_supported(),
             "cpu_amx": torch.cpu._is_amx_tile_supported(),
             "threads": torch.get_num_threads(),
@@ -488,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         }
     out = {
         "benchmark": "train_speed",
+        "code": code_versions(),
         "dataset": "fashion-mnist (val 5000 carved from train, test = published 10000)",
         "input_shape": list(INPUT_SHAPE),
         "optimizer": "SGD nesterov momentum 0.9, wd 5e-4, OneCycleLR max_lr 0.1, per-batch step",
@@ -495,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "throughput": [speeds[n] for n in THROUGHPUT if n in speeds],
         "runs": [records[n] for n in RUNS if n in records],

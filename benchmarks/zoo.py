@@ -12,7 +12,8 @@ Per model of ``torchvision.models.list_models(module=torchvision.models)``:
   estimates), its report, and an ONNX export of trial 0 checked with ``onnx.checker``.
 
 Writes ``benchmarks/results/zoo.json`` after every model, keeping the entries of models not
-re-run, with the counts the tracking issue asks for (within 1 % on MACs and params; searchable).
+re-run when the same code wrote them (``benchmarks/_common.py``: other code's are dropped), with
+the counts the tracking issue asks for (within 1 % on MACs and params; searchable).
 
 Usage (from the repository root)::
 
@@ -39,6 +40,7 @@ import onnx
 import torch
 import torchvision
 import yaml
+from _common import code_key, code_versions
 
 from autoprune.cli import main as cli
 from autoprune.errors import AutopruneError
@@ -177,6 +179,8 @@ def main() -> None:
     torch.set_num_threads(2)
     names = args.models or sorted(torchvision.models.list_models(module=torchvision.models))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if results.get("code", {}).get("key") != code_key():  # entries by other code are not kept
+        results = {}
     models: dict[str, dict[str, Any]] = results.get("models", {})
     for name in names:
         entry = {**models.get(name, {}), **_costs(name)}
@@ -189,6 +193,7 @@ def main() -> None:
         print(name, json.dumps({k: v for k, v in entry.items() if k != "stages"}), flush=True)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         payload = {
+            "code": code_versions(),
             "host": platform.node(),
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
