@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AutopruneError",
     "ConfigError",
+    "DamagedFileError",
     "DataError",
     "RunDirError",
     "UnknownNameError",
@@ -44,3 +45,8 @@ class DataError(AutopruneError):
 
 class RunDirError(AutopruneError):
     """A run directory is missing, incomplete, or holds a different run."""
+
+
+class DamagedFileError(AutopruneError):
+    """A file autoprune wrote (a study, weights, ``run.json``, a tuning database) is truncated
+    or corrupted; autoprune leaves it as it is and says how to restore or replace it."""

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autoprune._files import write_atomic
 from autoprune.evaluators import TrainedBase
 from autoprune.search import HypervolumeReference, RunDir, TrialRecord
 
@@ -72,8 +73,12 @@ def architecture_of(record: TrialRecord) -> dict[str, Any] | None:
     ``candidate_hash``.
 
     Example:
+        >>> from autoprune.spaces import Candidate
+        >>> record = RunDir("runs/demo").records()[0]  # trial 0: the unpruned base
         >>> architecture_of(record)["blocks"], architecture_of(record)["input_shape"]
-        ({'layer1': 2, 'layer2': 3, 'layer3': 1}, [1, 24, 24])
+        ({'layer1': 3, 'layer2': 3, 'layer3': 3}, [1, 16, 16])
+        >>> Candidate.from_dict(architecture_of(record)).hash == record.candidate_hash
+        True
     """
     return copy.deepcopy(record.candidate) if record.candidate else None
 
@@ -114,8 +119,9 @@ def weights_reference(run_dir: str | Path) -> dict[str, Any] | None:
     ``params``, ``input_shape``; ``None`` for a run without them.
 
     Example:
-        >>> weights_reference("runs/r")["val_accuracy"]
-        0.9137
+        >>> reference = weights_reference("runs/demo")  # a run given model.weights
+        >>> reference["input_shape"], 0 <= reference["val_accuracy"] <= 1
+        ('1x16x16', True)
     """
     return TrainedBase.reference(RunDir(run_dir).base_dir)
 
@@ -351,7 +357,7 @@ def _plot(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path)
     plt.close(fig)
 
 
@@ -370,8 +376,15 @@ def _plot_hypervolume(path: Path, hypervolume: Hypervolume, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.set_title(format_hypervolume(hypervolume).split(" (")[0], fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path)
     plt.close(fig)
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Save a figure as PNG, whole or not at all (a killed search leaves the previous one)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    write_atomic(path, buffer.getbuffer())
 
 
 def write_report_files(
@@ -394,8 +407,8 @@ def write_report_files(
     if hypervolume is not None:
         payload["hypervolume"] = hypervolume_payload(hypervolume)
     paths = [folder / "pareto.json", folder / "pareto.csv", folder / "pareto.png"]
-    paths[0].write_text(json.dumps(payload, indent=2) + "\n")
-    paths[1].write_text(_csv_text(rows + ([reference_row(reference)] if reference else [])))
+    write_atomic(paths[0], json.dumps(payload, indent=2) + "\n")
+    write_atomic(paths[1], _csv_text(rows + ([reference_row(reference)] if reference else [])))
     title = title or f"autoprune run {folder.name}"
     _plot(paths[2], front, records, title)
     if hypervolume is not None:

@@ -21,9 +21,13 @@ is complete or absent. A (trial, format) pair that cannot be produced is skipped
 reason, and the rest are written.
 
 Example:
-    >>> result = export_run(Path("runs/default-jetson-2gflops"), pareto=True)  # doctest: +SKIP
-    >>> [e.trial for e in result]                                             # doctest: +SKIP
-    [7, 2, 9]
+    >>> from pathlib import Path
+    >>> result = export_run(Path("runs/demo"), pareto=True, formats=["onnx"])  # a finished run
+    >>> from autoprune.search import RunDir, pareto_front
+    >>> [e.trial for e in result] == [r.number for r in pareto_front(RunDir("runs/demo").records())]
+    True
+    >>> sorted(p.name for p in result[0].folder.iterdir())
+    ['candidate.yaml', 'card.md', 'model.json', 'model.onnx', 'model.pt']
 """
 
 from autoprune.export._formats import EXPORT_FORMATS, ExportFormat, ExportJob, register_format

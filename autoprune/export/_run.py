@@ -82,8 +82,8 @@ def _choose(run: RunDir, trials: Sequence[int], pareto: bool) -> list[TrialRecor
     return [records[n] for n in trials]
 
 
-def _check(run: RunDir, chosen: list[TrialRecord], formats: Sequence[str]) -> None:
-    """Everything that can be checked before writing: formats, trials trained, weights there."""
+def _check_formats(formats: Sequence[str]) -> None:
+    """Only registered format names: each writes fixed file names inside the trial's folder."""
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
         raise AutopruneError(
@@ -91,13 +91,18 @@ def _check(run: RunDir, chosen: list[TrialRecord], formats: Sequence[str]) -> No
         )
     if not formats:
         raise AutopruneError(f"no export format given; valid formats: {', '.join(EXPORT_FORMATS)}")
+
+
+def _check(run: RunDir, chosen: list[TrialRecord]) -> None:
+    """Everything about the run that can be checked before writing: trials trained, weights."""
     for record in chosen:
-        run.trained_weights_file(record)  # raises if untrained or missing
+        run.trained_state(record)  # raises if untrained, missing or damaged
 
 
 def _data(run: RunDir, fold_normalisation: bool) -> dict[str, Any] | None:
-    if run.data_file.exists():
-        return json.loads(run.data_file.read_text())
+    data = run.data()  # raises if damaged
+    if data is not None:
+        return data
     if fold_normalisation:
         raise RunDirError(
             f"run {str(run.path)!r} has no data.json (it predates it), so its normalisation is "
@@ -111,16 +116,22 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _remove(path: Path) -> None:
+    """Delete ``path`` inside the output folder: a link is unlinked, never followed out of it."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _replace(partial: Path, folder: Path) -> None:
     """Put the finished ``partial`` folder in ``folder``'s place (an earlier export's goes)."""
     old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
+    _remove(old)
+    if folder.exists() or folder.is_symlink():
         folder.rename(old)
     partial.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+    _remove(old)
 
 
 def export_run(
@@ -144,23 +155,26 @@ def export_run(
     settings (:mod:`autoprune.retrain`; kept results are reused) and the retrained weights are
     exported. ``progress`` shows the retraining's progress bars.
 
-    Everything checkable is checked before anything is written; a (trial, format) pair that
-    fails while being produced is skipped (:class:`Skipped`, in the result) and the rest are
-    written. Each trial's folder is complete or absent.
+    Nothing is written outside ``out_dir``: each trial goes to ``out_dir/trial-NNNN`` (its
+    number) under the fixed file names of the registered formats, and links found there are
+    replaced, never followed. Everything checkable is checked before anything is written; a
+    (trial, format) pair that fails while being produced is skipped (:class:`Skipped`, in the
+    result) and the rest are written. Each trial's folder is complete or absent.
 
     Raises:
         AutopruneError: an unknown format or target, or a trial that cannot be exported at all.
     """
+    _check_formats(formats)
     run = RunDir(run_dir)
     chosen = _choose(run, trials, pareto)
-    _check(run, chosen, formats)
+    _check(run, chosen)
     profile = load_profile(target or run.config().target)
     data = _data(run, fold_normalisation)
     retrainer = Retrainer(run, retrain, progress=progress) if retrain is not None else None
     out_dir = out_dir or run.export_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(f"trial-*{_PARTIAL}"):  # left by an export that was killed
-        shutil.rmtree(stale)
+        _remove(stale)
     exported = []
     for record in chosen:
         retrained = None

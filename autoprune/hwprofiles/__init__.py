@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from autoprune.hwprofiles._board import find_board_sensor, serve_board
+from autoprune.hwprofiles._board import exposure_note, find_board_sensor, serve_board
 from autoprune.hwprofiles._calibrate import CalibrationFit, fit_profile
 from autoprune.hwprofiles._costing import (
     LATENCY_MODES,
@@ -39,6 +39,7 @@ from autoprune.hwprofiles._costing import (
     default_tuning_dir,
     model_costs,
 )
+from autoprune.hwprofiles._database import check_database_files
 from autoprune.hwprofiles._estimate import (
     HardwareEstimate,
     LayerEstimate,
@@ -104,12 +105,14 @@ __all__ = [
     "build_for_target",
     "build_tuned",
     "candidate_costs",
+    "check_database_files",
     "check_outputs_match",
     "create_latency_runner",
     "default_tuning_dir",
     "estimate_from_kernels",
     "estimate_hardware",
     "estimate_with_tvm",
+    "exposure_note",
     "find_board_sensor",
     "fit_profile",
     "find_energy_sensor",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, DamagedFileError
 
 __all__ = [
     "LOCK_NAME",
@@ -26,6 +27,7 @@ __all__ = [
     "REJECTED_NAME",
     "WORKLOADS_NAME",
     "check_database_dir",
+    "check_database_files",
     "database_lock",
     "load_database",
     "record_count",
@@ -173,10 +175,46 @@ def set_aside_unloadable(work_dir: str | os.PathLike[str], *, first: int = 0) ->
     return len(rejected)
 
 
+def check_database_files(work_dir: str | os.PathLike[str]) -> None:
+    """Check that the database's files in ``work_dir`` are JSON lines (nothing is changed).
+
+    A last record line cut short (a tuning killed while it appended) is left to
+    :func:`set_aside_unloadable`; any other line that is not JSON makes the database damaged.
+
+    Raises:
+        DamagedFileError: a line of :data:`WORKLOADS_NAME` or :data:`RECORDS_NAME` is not JSON.
+    """
+    for name in (WORKLOADS_NAME, RECORDS_NAME):
+        path = Path(work_dir) / name
+        if not path.exists():
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            lines = ["\x00\n"]  # not text: damaged at line 1
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or (name == RECORDS_NAME and not line.endswith("\n")):
+                continue
+            try:
+                json.loads(line)
+            except ValueError:
+                raise DamagedFileError(
+                    f"tuning database file {str(path)!r} is damaged (line {number} is not "
+                    f"JSON); restore it from a backup, or move the folder {str(work_dir)!r} "
+                    f"aside to tune again from scratch"
+                ) from None
+
+
 def load_database(work_dir: str | os.PathLike[str]) -> Any:
     """MetaSchedule's JSON database in ``work_dir``; records TVM cannot load are set aside
-    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this."""
+    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this.
+
+    Raises:
+        DamagedFileError: its files are damaged (:func:`check_database_files`).
+    """
     from tvm.s_tir import meta_schedule as ms
+
+    check_database_files(work_dir)
 
     try:
         return ms.database.JSONDatabase(work_dir=str(work_dir))

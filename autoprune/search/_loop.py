@@ -9,17 +9,22 @@ trials (:mod:`._ray`, imported only then: Ray takes seconds to import).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from tqdm.auto import tqdm
 
+from autoprune._files import reason
 from autoprune._interrupts import raise_if_interrupted
 from autoprune.config import Config
+from autoprune.errors import RunDirError
 from autoprune.evaluators import DatasetSplits, evaluate_accuracy
+from autoprune.hwprofiles import check_database_files
 from autoprune.search import _schema as attrs
 from autoprune.search._assembly import RunParts, assemble
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
@@ -68,7 +73,12 @@ def run_search(
         _logger.warning(note)
     _warn_about_measurements(parts)
     run.prepare(parts.config, storage)
-    with run.lock():
+    if parts.coster.measures:  # a damaged tuning database would fail every trial
+        check_database_files(run.tuning_dir(parts.profile.name))
+    with run.lock(), _storage_errors(run):
+        run.record_config(parts.config)
+        if run.remove_leftovers():
+            _logger.info("removed the temporary files of writes a killed search left")
         run.save_data(parts.load_data())  # normalisation and class names, for exports
         study = run.open_study(parts.sampler)
         reference = run.hypervolume_reference(study)
@@ -104,6 +114,20 @@ def run_search(
         )
 
 
+@contextlib.contextmanager
+def _storage_errors(run: RunDir) -> Iterator[None]:
+    """A study storage that fails to write (a full disk) as one line; finished trials stay."""
+    try:
+        yield
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError) as error:
+        cause = error.__cause__ or error
+        raise RunDirError(
+            f"the study of {str(run.path)!r} could not be written ({reason(cause)}); its "
+            f"finished trials are kept: free disk space (or fix the storage), then run the same "
+            f"command to continue"
+        ) from None
+
+
 def _warn_about_measurements(parts: RunParts) -> None:
     """Say where latency comes from when it is measured, and when parallel trials disturb it."""
     coster, search = parts.coster, parts.config.search
@@ -134,13 +158,19 @@ def _optimize(
 
         optimize_with_ray(parts, run=run, study=study, n_trials=n_trials, callbacks=callbacks)
     else:
-        study.optimize(
-            parts.objective(run),
-            n_trials=n_trials,
-            timeout=search.timeout_s,
-            catch=(Exception,),
-            callbacks=list(callbacks),
-        )
+        # A failed trial is one line from the objective; Optuna's report adds a traceback.
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            study.optimize(
+                parts.objective(run),
+                n_trials=n_trials,
+                timeout=search.timeout_s,
+                catch=(Exception,),
+                callbacks=list(callbacks),
+            )
+        finally:
+            optuna.logging.set_verbosity(verbosity)
 
 
 class TrialProgress:

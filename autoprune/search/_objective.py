@@ -19,6 +19,7 @@ both give the sampler the budgets' violations through :func:`set_constraints`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -78,9 +79,17 @@ class RecordedTrial:
     trained before.
 
     Example:
-        >>> trial = RecordedTrial(number=3, params={"width/layer1": 0.5},
-        ...                       load_study=RunDir("runs/demo").load_study)
-        >>> values = objective(trial)  # (0.874, 0.41, 2.3): accuracy, latency_ms, energy_mj
+        >>> from autoprune.config import load_config
+        >>> from autoprune.search._assembly import assemble
+        >>> run = RunDir("runs/demo")  # a finished search
+        >>> objective = assemble(load_config(run.path / "config.yaml"), run=run).objective(run)
+        >>> proposal = run.load_study().trials[1].params  # trial 1's candidate, proposed again
+        >>> trial = RecordedTrial(number=3, params=proposal, load_study=run.load_study)
+        >>> values = objective(trial)  # accuracy, latency_ms, energy_mj
+        >>> values == tuple(run.load_study().trials[1].values)  # found trained, not retrained
+        True
+        >>> trial.recorded_attrs["cached_from"]
+        1
         >>> recording = trial.recording(values)  # JSON-ready; apply_recording() on the driver
     """
 
@@ -292,7 +301,11 @@ class CandidateObjective:
             attrs.INTERRUPTED.set(trial, True)
             raise
         except Exception as exc:
-            attrs.ERROR.set(trial, f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
+            attrs.ERROR.set(trial, message)
+            # One line: the search goes on (Optuna's own report of it, with a traceback, is off).
+            _logger.warning("trial %d failed: %s", trial.number, message.strip().splitlines()[0])
+            _logger.debug("trial %d failed", trial.number, exc_info=True)
             raise
 
     def _evaluate(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
@@ -337,7 +350,8 @@ class CandidateObjective:
                 )
                 _logger.info("trial %d: candidate %s %s", trial.number, candidate.hash, stop)
                 raise optuna.TrialPruned(str(stop)) from None
-        self.run.save_weights(trial.number, model)
+        weights = self.run.save_weights(trial.number, model)
+        attrs.WEIGHTS_SHA256.set(trial, hashlib.sha256(weights.read_bytes()).hexdigest())
         attrs.TRAINED.set(trial, True)
         attrs.EVAL.set(trial, result.to_dict())
         attrs.ACCURACY.set(trial, result.accuracy)
@@ -377,6 +391,9 @@ class CandidateObjective:
         )
         for attr in (attrs.TRAINED, attrs.EVAL, attrs.ACCURACY, attrs.FIDELITY):
             attr.set(trial, attr.get(cached))
+        digest = attrs.WEIGHTS_SHA256.get(cached)
+        if digest is not None:  # of the weights this trial loads: the cached trial's
+            attrs.WEIGHTS_SHA256.set(trial, digest)
         attrs.CACHED_FROM.set(trial, cached.number)
         costs = attrs.COSTS.get(trial)
         assert isinstance(costs, dict)

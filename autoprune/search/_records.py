@@ -32,8 +32,12 @@ class TrialRecord:
     it is the validation accuracy at the epoch it stopped.
 
     Example:
-        >>> record.accuracy, record.fidelity, record.latency_ms, record.latency_source
-        (0.874, '20000 samples x 2 epochs @ 28x28', 0.41, 'estimated')
+        >>> from autoprune.search import RunDir
+        >>> record = RunDir("runs/demo").records()[0]  # a finished search's first trial
+        >>> record.state, record.fidelity, record.latency_source, record.metric
+        ('complete', '64 samples x 1 epoch @ 16x16', 'estimated', 'accuracy')
+        >>> 0 <= record.accuracy <= 1 and record.latency_ms > 0 and record.energy_mj > 0
+        True
     """
 
     number: int
@@ -58,6 +62,7 @@ class TrialRecord:
     violations: dict[str, float] = field(default_factory=dict)
     train_seconds: float | None = None
     cached_from: int | None = None
+    weights_sha256: str | None = None  # of the weights file the trial loads, as written
     error: str | None = None
     repair_steps: int | None = None  # shrink steps that fitted the proposal to the budgets
     evaluator: str | None = None  # scratch-e, scratch-b, finetune, distill or proxy
@@ -124,6 +129,7 @@ def record_of(trial: FrozenTrial, test: Mapping[str, Any] | None = None) -> Tria
         violations=dict(attrs.VIOLATIONS.get(trial) or {}),
         train_seconds=evaluation.get("train_seconds"),
         cached_from=attrs.CACHED_FROM.get(trial),
+        weights_sha256=attrs.WEIGHTS_SHA256.get(trial),
         error=error,
         repair_steps=attrs.REPAIR_STEPS.get(trial),
         evaluator=evaluation.get("evaluator"),

@@ -21,16 +21,19 @@ The search loop, Ray workers, ``report``, ``export`` and ``retrain`` all read an
 through :class:`RunDir`; what a trial established is in its study attributes (:mod:`._schema`).
 
 Example:
-    >>> run = RunDir("runs/default-jetson-2gflops-nsga2-seed0")
+    >>> run = RunDir("runs/demo")  # a finished search's --run-dir
     >>> [r.number for r in run.records()][:3]
     [0, 1, 2]
+    >>> run.weights_file(1).relative_to(run.path).as_posix()
+    'trials/0001/model.pt'
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
+import hashlib
+import io
 import json
 import logging
 import os
@@ -42,45 +45,27 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
+import sqlalchemy.engine
 import torch
 import yaml
 from torch import nn
 
-from autoprune.config import Config, config_from_dict, load_config
-from autoprune.errors import AutopruneError, RunDirError
-from autoprune.evaluators import DatasetSplits, evaluator_settings
+from autoprune._files import TEMPORARY_SUFFIX, check_sqlite, read_json, reason, write_atomic
+from autoprune.config import Config, load_config
+from autoprune.errors import DamagedFileError, RunDirError
+from autoprune.evaluators import DatasetSplits
 from autoprune.search import _optuna
 from autoprune.search import _schema as attrs
 from autoprune.search._hypervolume import HypervolumeReference, hypervolume_history
 from autoprune.search._pareto import OBJECTIVES
 from autoprune.search._records import TrialRecord, counts_toward_budget, record_of
+from autoprune.search._run_config import config_difference, create_tables
 from autoprune.spaces import Candidate, build_model
 
-__all__ = ["RESUMABLE_KEYS", "RunDir"]
+__all__ = ["RunDir"]
 
 _logger = logging.getLogger("autoprune.search")
 
-#: Settings a run may continue under with another value: how long it goes on, where and how
-#: many at once its trials run, how much tuning and waiting a measurement gets (a larger
-#: tuning budget tunes the shared kernels further; latencies measured before keep the budget
-#: they had, recorded with them), and how the data are fetched and decoded (not what they are).
-RESUMABLE_KEYS = frozenset(
-    {
-        ("search", "trials"),
-        ("search", "timeout_s"),
-        ("search", "workers"),
-        ("search", "ray_address"),
-        ("search", "cpus_per_trial"),
-        ("search", "gpus_per_trial"),
-        ("search", "max_failures"),
-        ("hardware", "tuning_trials_per_task"),
-        ("hardware", "measure_timeout_s"),
-        ("data", "download"),
-        ("data", "num_workers"),
-        ("data", "cache"),
-    }
-)
 #: State of the fake quantizer before LSQ (an EMA of the input's range); it cannot be loaded.
 _LEGACY_QUANTIZER_KEYS = (".act_min", ".act_max", ".act_observed")
 
@@ -160,13 +145,27 @@ class RunDir:
         return self.meta_file.is_file()
 
     def meta(self) -> dict[str, Any]:
-        """``run.json``: ``storage``, ``study_name``, ``created``."""
+        """``run.json``: ``storage``, ``study_name``, ``created``.
+
+        Raises:
+            RunDirError: there is none. DamagedFileError: it is not such a JSON object.
+        """
         if not self.exists():
             raise RunDirError(
                 f"{str(self.path)!r} is not an autoprune run directory (no run.json); "
                 f"pass the --run-dir of a search"
             )
-        return json.loads(self.meta_file.read_text())
+        study = (self.path / "study.db").resolve()
+        fix = (
+            f"restore it from a backup, or write it again: for a run whose study is its "
+            f'study.db, {{"storage": "sqlite:///{study}", "study_name": "{self.STUDY_NAME}"}}'
+        )
+        meta = read_json(self.meta_file, what="run.json", fix=fix)
+        if not isinstance(meta, dict) or not {"storage", "study_name"} <= set(meta):
+            raise DamagedFileError(
+                f"run.json {str(self.meta_file)!r} is damaged (no storage and study_name); {fix}"
+            )
+        return meta
 
     @property
     def storage_url(self) -> str:
@@ -187,7 +186,8 @@ class RunDir:
         A new run's storage has its tables before ``run.json`` is written (readers wait for
         ``run.json``; Optuna creates tables on first open, and two processes creating them race
         each other); a storage that cannot be opened leaves no run directory behind. On a
-        resumed run, ``config.yaml`` takes the new values of :data:`RESUMABLE_KEYS`.
+        resumed run, nothing is written: :meth:`record_config` gives ``config.yaml`` the new
+        values of :data:`~autoprune.search._run_config.RESUMABLE_KEYS` once the lock is held.
 
         Raises:
             RunDirError: the folder holds a run with another configuration or storage, or the
@@ -199,8 +199,14 @@ class RunDir:
                 f"new folder or a run's"
             )
         if self.config_file.exists():
-            previous = yaml.safe_load(self.config_file.read_text()) or {}
-            difference = _config_difference(previous, config.to_dict())
+            try:
+                previous = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as error:
+                raise DamagedFileError(
+                    f"config.yaml {str(self.config_file)!r} is damaged ({reason(error)}); "
+                    f"restore it from a backup, or search again in a new --run-dir"
+                ) from None
+            difference = config_difference(previous, config.to_dict())
             if difference:
                 raise RunDirError(
                     f"run directory {str(self.path)!r} holds a run with a different config "
@@ -212,13 +218,12 @@ class RunDir:
                     f"run directory {str(self.path)!r} uses storage {url!r}, not {storage!r}; "
                     f"drop --storage to continue it"
                 )
-            self.config_file.write_text(config.to_yaml())
-            return url
+            return url  # config.yaml takes the new values under the lock: record_config
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         url = storage or f"sqlite:///{(self.path / 'study.db').resolve()}"
         try:
-            _create_tables(url)
+            create_tables(url)
         except RunDirError:
             if created:
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -228,9 +233,13 @@ class RunDir:
             "study_name": self.STUDY_NAME,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        self.meta_file.write_text(json.dumps(meta, indent=2) + "\n")
-        self.config_file.write_text(config.to_yaml())
+        write_atomic(self.meta_file, json.dumps(meta, indent=2) + "\n")
+        write_atomic(self.config_file, config.to_yaml())
         return url
+
+    def record_config(self, config: Config) -> None:
+        """Write ``config`` as the run's ``config.yaml`` (call it holding :meth:`lock`)."""
+        write_atomic(self.config_file, config.to_yaml())
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -253,8 +262,20 @@ class RunDir:
 
     # ---- the study ------------------------------------------------------------------------
 
+    def check_storage(self) -> None:
+        """Check that the run's SQLite study (a ``sqlite:`` storage) is whole; never changes it.
+
+        Raises:
+            DamagedFileError: it is missing, truncated or corrupted.
+        """
+        url = sqlalchemy.engine.make_url(self.storage_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            fix = "restore it from a backup, or search again in a new --run-dir"
+            check_sqlite(url.database, what="the run's study", fix=fix)
+
     def open_study(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
         """The run's study with ``sampler`` (created with the objectives' directions)."""
+        self.check_storage()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
             storage=self.storage_url,
@@ -271,6 +292,7 @@ class RunDir:
     def load_study(self) -> optuna.Study | None:
         """The run's study to read; ``None`` while its storage holds none yet."""
         meta = self.meta()
+        self.check_storage()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             return optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
@@ -321,7 +343,8 @@ class RunDir:
     def record(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         """The record of one trial of the run's study, with its test-split result."""
         test_file = self._test_file(trial.number)
-        test = json.loads(test_file.read_text()) if test_file.exists() else None
+        fix = "delete it; `autoprune search` with the run's options measures it again"
+        test = read_json(test_file, what="test.json", fix=fix) if test_file.exists() else None
         return record_of(trial, test)
 
     def records(self, study: optuna.Study | None = None) -> list[TrialRecord]:
@@ -351,12 +374,18 @@ class RunDir:
 
     def save_weights(self, number: int, model: nn.Module) -> Path:
         """Write trial ``number``'s trained ``state_dict`` (atomically); its path."""
-        path = self.weights_file(number)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), temporary)
-        temporary.replace(path)
-        return path
+        self.trial_dir(number).mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()  # written with Python's I/O, whose errors say why (disk full)
+        torch.save(model.state_dict(), buffer)
+        return write_atomic(self.weights_file(number), buffer.getbuffer())
+
+    def remove_leftovers(self) -> int:
+        """Delete the temporary files of writes a killed process left (hold the lock); how many."""
+        leftovers = [*self.path.glob(f"*{TEMPORARY_SUFFIX}")]
+        leftovers += self.path.glob(f"trials/*/*{TEMPORARY_SUFFIX}")
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
 
     def trained_weights_file(self, record: TrialRecord) -> Path:
         """The weights a trained trial loads (an earlier trial's where it reused that training).
@@ -376,17 +405,21 @@ class RunDir:
             raise RunDirError(f"weights of trial {record.number} are missing ({weights})")
         return weights
 
-    def trained_model(self, record: TrialRecord) -> nn.Module:
-        """A trained trial's network with its weights (evaluation mode, CPU).
-
-        A trial that reused an earlier training of its architecture loads that trial's weights.
-
-        Raises:
-            RunDirError: the trial was not trained, or its weights are missing or were saved by
-                an autoprune whose quantizer state cannot be loaded.
-        """
+    def trained_state(self, record: TrialRecord) -> dict[str, torch.Tensor]:
+        """A trained trial's ``state_dict`` (CPU); see :meth:`trained_model`."""
         weights = self.trained_weights_file(record)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        fix = (
+            f"export another trial (`autoprune report {self.path}` lists them), or search again "
+            f"in a new --run-dir"
+        )
+        data = weights.read_bytes()
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - zip, pickle or tensor errors of a bad file
+            raise DamagedFileError(
+                f"weights of trial {record.number} {str(weights)!r} are damaged "
+                f"({reason(error).split('. ')[0]}); {fix}"
+            ) from None
         legacy = sorted(k for k in state if k.endswith(_LEGACY_QUANTIZER_KEYS))
         if legacy:
             raise RunDirError(
@@ -394,8 +427,32 @@ class RunDir:
                 f"LSQ quantizer ({legacy[0]}, {len(legacy)} such tensors); export them with the "
                 f"autoprune that trained them, or search again in a new run directory"
             )
-        model = build_model(Candidate.from_dict(record.candidate), seed=0)
-        model.load_state_dict(state)
+        if record.weights_sha256 not in (None, hashlib.sha256(data).hexdigest()):
+            raise DamagedFileError(
+                f"weights of trial {record.number} {str(weights)!r} are damaged (their SHA-256 "
+                f"is not the one recorded when they were written); {fix}"
+            )
+        return state
+
+    def trained_model(self, record: TrialRecord) -> nn.Module:
+        """A trained trial's network with its weights (evaluation mode, CPU).
+
+        A trial that reused an earlier training of its architecture loads that trial's weights.
+
+        Raises:
+            RunDirError: the trial was not trained, or its weights are missing, damaged
+                (:class:`DamagedFileError`) or saved by an autoprune whose quantizer state
+                cannot be loaded.
+        """
+        state = self.trained_state(record)
+        model = build_model(Candidate.from_dict(record.candidate), seed=0)  # type: ignore[arg-type]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:  # tensors of other names or shapes
+            raise DamagedFileError(
+                f"weights of trial {record.number} do not fit its architecture "
+                f"({reason(error)}); export another trial, or search again in a new --run-dir"
+            ) from None
         return model.eval()
 
     @property
@@ -414,16 +471,20 @@ class RunDir:
             "mean": list(data.mean),
             "std": list(data.std),
         }
-        temporary = self.data_file.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(record, indent=2) + "\n")
-        temporary.replace(self.data_file)
+        write_atomic(self.data_file, json.dumps(record, indent=2) + "\n")
+
+    def data(self) -> dict[str, Any] | None:
+        """``data.json`` (:meth:`save_data`); ``None`` for a run older than it."""
+        if not self.data_file.exists():
+            return None
+        fix = "delete it; `autoprune search` with the run's options writes it again"
+        return read_json(self.data_file, what="data.json", fix=fix)  # type: ignore[no-any-return]
 
     def save_test_accuracy(self, number: int, accuracy: float, fidelity: str | None) -> None:
         """Record trial ``number``'s test-split accuracy (``test.json``) and its fidelity."""
-        folder = self.trial_dir(number)
-        folder.mkdir(parents=True, exist_ok=True)
+        self.trial_dir(number).mkdir(parents=True, exist_ok=True)
         result = {"test_accuracy": accuracy, "split": "test", "fidelity": fidelity}
-        self._test_file(number).write_text(json.dumps(result) + "\n")
+        write_atomic(self._test_file(number), json.dumps(result) + "\n")
 
     def start_attempt(self, number: int, worker: dict[str, Any]) -> int:
         """Append a Ray worker's attempt at trial ``number`` to ``attempts.jsonl``; its
@@ -434,61 +495,3 @@ class RunDir:
         with open(attempts, "a") as handle:
             handle.write(json.dumps({**worker, "attempt": attempt, "started": time.time()}) + "\n")
         return attempt
-
-
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What makes a ``config.yaml`` the run it is, as a dict: the config as this autoprune
-    writes it (older runs' keys translated), with the evaluator section reduced to the name
-    and the settings of the evaluator it names (other evaluators' settings do not change the
-    search). A config that no longer validates is compared as it is."""
-    try:
-        parsed = config_from_dict(config)
-        settings = evaluator_settings(parsed.evaluator)
-    except AutopruneError:
-        return config
-    out = parsed.to_dict()
-    out["evaluator"] = {"name": parsed.evaluator.name, **dataclasses.asdict(settings)}
-    return out
-
-
-def _config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """The first setting that differs; a key the old run lacks (added to autoprune since) is
-    compared at its default."""
-    old, new = _identity(old), _identity(new)
-    defaults = Config().to_dict()
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section), new.get(section)
-        if isinstance(a, dict) and isinstance(b, dict):
-            a = {**defaults.get(section, {}), **a}
-            for key in sorted(set(a) | set(b)):
-                if (section, key) in RESUMABLE_KEYS:
-                    continue
-                if (section, key) == ("model", "weights_sha256") and a.get(key) != b.get(key):
-                    return (
-                        f"model.weights: the file's content changed, SHA-256 "
-                        f"{str(a.get(key))[:12]} there, {str(b.get(key))[:12]} now"
-                    )
-                if a.get(key) != b.get(key):
-                    return f"{section}.{key}: {a.get(key)!r} there, {b.get(key)!r} now"
-        elif a != b:
-            return f"{section}: {a!r} there, {b!r} now"
-    return ""
-
-
-def _create_tables(url: str) -> None:
-    """Open the storage at ``url`` once, so that Optuna creates its tables now."""
-    try:
-        optuna.storages.RDBStorage(url).engine.dispose()
-    except ImportError as exc:  # the database's driver
-        raise RunDirError(
-            f"cannot open the storage {url!r}: its driver is not installed ({exc}); install it "
-            f"(PostgreSQL: pip install 'autoprune[postgresql]'), or drop --storage for a SQLite "
-            f"file in the run directory"
-        ) from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunDirError(
-            f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "
-            f"that autoprune can reach, e.g. sqlite:///runs/study.db, or drop it for a SQLite "
-            f"file in the run directory"
-        ) from None

@@ -8,9 +8,13 @@ is a new :class:`TrialAttr` here. (A controller's own state, such as the ``rl`` 
 system attributes that the controller names and reads itself.)
 
 Example:
+    >>> import optuna
+    >>> study = optuna.create_study()
+    >>> trial = study.ask()
     >>> ACCURACY.set(trial, 0.874)
-    >>> ACCURACY.get(frozen_trial)
-    0.874
+    >>> frozen_trial = study.tell(trial, 0.874)
+    >>> ACCURACY.get(frozen_trial), frozen_trial.user_attrs
+    (0.874, {'accuracy': 0.874})
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "RETRY_OF",
     "STOPPED_EARLY",
     "TRAINED",
+    "WEIGHTS_SHA256",
     "TRIAL_ATTRS",
     "VIOLATIONS",
     "TrialAttr",
@@ -109,6 +114,9 @@ ACCURACY: TrialAttr[float] = TrialAttr(
 FIDELITY: TrialAttr[str] = TrialAttr("fidelity", (str,), "how it was trained, in words")
 CURVE: TrialAttr[dict[str, Any]] = TrialAttr(
     "intermediate_accuracy", (dict,), '{"epochs": E, "accuracy": [after epoch 1, ...]}'
+)
+WEIGHTS_SHA256: TrialAttr[str] = TrialAttr(
+    "weights_sha256", (str,), "SHA-256 of the trial's model.pt as written (hex)"
 )
 CACHED_FROM: TrialAttr[int] = TrialAttr(
     "cached_from", (int,), "the trial whose training of the same architecture was reused"
