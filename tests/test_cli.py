@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import optuna
 import pytest
 import torch
 
+import autoprune
 from autoprune.cli import main
 from autoprune.errors import RunDirError
 from autoprune.search import RunDir, pareto_front
@@ -95,27 +97,27 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
     assert "feasible proposals: 4 of 4 (100 %); 4 as proposed, 0 shrunk" in table
 
 
+def _copy_run(run_dir: Path, dest: Path) -> Path:
+    """A copy of ``run_dir`` with its own study: ``run.json`` names the copy's ``study.db``."""
+    shutil.copytree(run_dir, dest)
+    meta = json.loads((dest / "run.json").read_text())
+    meta["storage"] = f"sqlite:///{(dest / 'study.db').resolve()}"
+    (dest / "run.json").write_text(json.dumps(meta))
+    return dest
+
+
 def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, capsys) -> None:
+    # A copy: the other tests of the module count the shared run's 4 trials.
     config = finished_run.parent / "tiny.yaml"
-    before = {t.number: t.datetime_complete for t in _trials(finished_run)}
-    assert (
-        main(
-            [
-                "search",
-                "--config",
-                str(config),
-                "--run-dir",
-                str(finished_run),
-                "--quiet",
-                "--trials",
-                "5",
-            ]
-        )
-        == 0
-    )
-    after = _trials(finished_run)
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    before = {t.number: t.datetime_complete for t in _trials(run_dir)}
+    assert before == {t.number: t.datetime_complete for t in _trials(finished_run)}
+    argv = ["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]
+    assert main([*argv, "--trials", "5"]) == 0
+    after = _trials(run_dir)
     assert len(after) == 5
     assert {t.number: t.datetime_complete for t in after if t.number in before} == before
+    assert len(_trials(finished_run)) == 4  # the shared run is unchanged
 
 
 def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
@@ -141,6 +143,20 @@ def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
         state = torch.load(folder / "model.pt", weights_only=True)
         assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
         assert "estimated" in (folder / "card.md").read_text()
+
+
+def _wait_while_running(
+    process: subprocess.Popen, condition: Callable[[], bool], what: str, log: Path
+) -> None:
+    """Poll ``condition`` until it holds; fail if ``process`` ends first or after 10 minutes."""
+    deadline = time.monotonic() + 600
+    while not condition():
+        assert process.poll() is None, (
+            f"the search ended (exit {process.returncode}) before {what}; its output:\n"
+            f"{log.read_text()[-4000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {what} in 10 minutes"
+        time.sleep(0.1)
 
 
 def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
@@ -231,27 +247,135 @@ def test_non_binding_budget_is_said_in_one_line(tmp_path: Path, capsys) -> None:
         (["--budget", "1kb"], "cannot be met"),
         (["--set", "data.download=true"], "data set 'synthetic' cannot be downloaded"),
         (["--set", "data.dataset=imagefolder"], "the 'imagefolder' data set needs data.root"),
+        (["--config", "/proc/self/mem"], "cannot be read (Input/output error)"),
+        (["--config", "A_LIST"], "must hold a mapping of sections"),
+        (["--config", "DEEP"], "nests lists or mappings too deeply to read; flatten it"),
+        (["--set", "training.epochs=" + "9" * 30], "training.epochs must be an int of at most 18"),
+        (["--set", "training.lr=" + "9" * 400], "training.lr must be a number of at most 18"),
+        (["--set", "search.seed=" + "9" * 12], "search.seed must be an int in 0..4294967295"),
+        (["--set", "data.input_shape=[1, 100000, 28]"], "H and W at most 4096"),
+        (["--set", "budgets=[1e999ms]"], "must be a positive finite number"),
+        (["--set", "model.name=" + "[" * 600 + "]" * 600], "nests lists or mappings too deeply"),
+        (["--set", "model.name=':f'"], "cannot import module '' for the model"),
+        (["--set", 'model.weights="a\\0.pt"'], "model.weights must not contain a NUL character"),
+        (["--target", "NOT_UTF8"], "is not UTF-8 text (byte 0: b'\\xff'); save it as UTF-8"),
+        (["--target", "A_FOLDER"], "is a directory; pass a profile name"),
+        (["--target", "A_LIST"], "a profile must be a mapping of field -> value, got list"),
+        (["--target", "BAD_OVERLAY"], "fitted names unknown factor 'compute_eficiency.fp16'"),
+        (["--run-dir", "LONG"], "cannot be used: File name too long"),
+        (["--run-dir", "NOT_UTF8_NAME"], "--run-dir '/"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
     tmp_path: Path, capsys, argv: list[str], fragment: str
 ) -> None:
     config = write_config(tmp_path)
-    (tmp_path / "latin1.yaml").write_bytes(b"\xffmodel: {}\n")
-    paths = {
-        "MISSING": tmp_path / "missing.yaml",
-        "NOT_UTF8": tmp_path / "latin1.yaml",
-        "A_FOLDER": tmp_path,
-    }
+    paths = _bad_files(tmp_path)
     argv = [str(paths[a]) if a in paths else a for a in argv]
     run_dir = tmp_path / "run"
-    args = ["search", "--run-dir", str(run_dir), "--quiet"]
+    args = ["search", "--quiet"]
+    if "--run-dir" not in argv:
+        args += ["--run-dir", str(run_dir)]
     if "--config" not in argv:
         args += ["--config", str(config)]
+    before = sorted(tmp_path.rglob("*"))
     assert main(args + argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
-    assert not run_dir.exists()
+    assert not run_dir.exists() and sorted(tmp_path.rglob("*")) == before
+
+
+def _bad_files(folder: Path) -> dict[str, Path]:
+    """Files a new user could pass by mistake, by the placeholder tests write in their argv."""
+    (folder / "latin1.yaml").write_bytes(b"\xffmodel: {}\n")
+    (folder / "list.yaml").write_text("- model\n- data\n")
+    (folder / "deep.yaml").write_text("model: " + "[" * 600 + "]" * 600 + "\n")
+    (folder / "empty").mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    # A user's profile whose calibration overlay was edited by hand, with a misspelt factor.
+    profile = folder / "board.yaml"
+    shutil.copy(Path(autoprune.__file__).parent / "hwprofiles/profiles/jetson-nano.yaml", profile)
+    text = profile.read_text().replace("name: jetson-nano", "name: board", 1)
+    profile.write_text(text)
+    (folder / "board.calibration.yaml").write_text("fitted: {compute_eficiency.fp16: 0.5}\n")
+    return {
+        "MISSING": folder / "missing.yaml",
+        "NOT_UTF8": folder / "latin1.yaml",
+        "A_FOLDER": folder,
+        "A_LIST": folder / "list.yaml",
+        "DEEP": folder / "deep.yaml",
+        "EMPTY_DIR": folder / "empty",
+        "A_FILE": folder / "notes.txt",
+        "OUT": folder / "out",
+        "BAD_OVERLAY": profile,
+        "LONG": folder / ("r" * 300),
+        "NOT_UTF8_NAME": folder / os.fsdecode(b"r\xff"),  # a name from another encoding
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["report", "MISSING"], "is not an autoprune run directory (no run.json)"),
+        (["report", "EMPTY_DIR", "--format", "json"], "is not an autoprune run directory"),
+        (["report", "A_FILE"], "is not an autoprune run directory"),
+        (["report", "LONG"], "run directory '/"),
+        (["report", "NOT_UTF8_NAME"], "is not UTF-8 text; rename it"),
+        (["export", "NOT_UTF8_NAME", "--pareto"], "is not UTF-8 text; rename it"),
+        (["export", "EMPTY_DIR", "--pareto", "--out", "OUT"], "is not an autoprune run directory"),
+        (["export", "A_FILE", "--trial", "0", "--out", "OUT"], "is not an autoprune run"),
+        (["export", "EMPTY_DIR", "--pareto", "--out", "LONG"], "--out '/"),
+        (["export", "EMPTY_DIR", "--pareto", "--retrain-epochs", "2"], "applies only with"),
+        (["profile", "--target", "jetson", "--model", "resnet2000"], "unknown model 'resnet2000'"),
+        (["profile", "--target", "jetsn", "--model", "resnet18"], "unknown target 'jetsn'"),
+        (["profile", "--target", "NOT_UTF8", "--model", "resnet18"], "is not UTF-8 text"),
+        (["profile", "--target", "BAD_OVERLAY", "--model", "resnet18"], "unknown factor"),
+        (["profile", "--target", "A_LIST", "--model", "resnet18"], "must be a mapping"),
+        (["profile", "--target", "host", "--model", "resnet18", "--input", "3x9000x9000"], "4096"),
+        (["profile", "--target", "host", "--model", "x", "--tuning-dir", "A_FILE"], "is a file"),
+        (["profile", "--target", "jetson", "--model", "resnet18", "--num-classes", "1"], ">= 2"),
+        (["calibrate", "--target", "jetsn"], "unknown target 'jetsn'"),
+        (["calibrate", "--target", "jetson", "--rows", "MISSING"], "cannot read calibration rows"),
+        (["calibrate", "--target", "jetson", "--rows", "A_FOLDER"], "Is a directory"),
+        (["calibrate", "--target", "jetson", "--rows", "A_LIST"], "missing column 'board'"),
+        (["calibrate", "--target", "jetson", "--cache-dir", "A_FILE"], "is a file; pass a folder"),
+        (["board", "--rpc-tracker", "nope", "--rpc-key", "k"], "is not HOST:PORT"),
+    ],
+)
+def test_bad_input_to_any_subcommand_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, capsys, argv: list[str], fragment: str
+) -> None:
+    paths = _bad_files(tmp_path)
+    argv = [str(paths[a]) if a in paths else a for a in argv]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before  # no export folder, no overlay, no cache
+
+
+def test_export_of_a_run_whose_trials_are_missing_is_one_line_and_writes_nothing(
+    finished_run: Path, tmp_path: Path, capsys
+) -> None:
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "trials")
+    out = tmp_path / "export"
+    assert main(["export", str(run_dir), "--pareto", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights of trial" in err[0] and "are missing" in err[0], err
+    assert not out.exists()
+    assert main(["report", str(run_dir), "--format", "json"]) == 0  # the study has the records
+    assert len(json.loads(capsys.readouterr().out)["pareto"]) >= 1
+
+
+def test_an_unreadable_config_is_one_line(tmp_path: Path, capsys) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its mode (the /proc/self/mem case covers it)")
+    config = write_config(tmp_path)
+    config.chmod(0)
+    assert main(["search", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be read (Permission denied)" in err[0], err
 
 
 @pytest.mark.parametrize(
@@ -313,27 +437,47 @@ def test_interrupt_and_resume_loses_nothing(tmp_path: Path, signum: int, storage
         _interrupt_and_resume(tmp_path, signum, [])
 
 
+#: The CLI with training gated, for the interrupt tests: once ``GATE/armed`` exists, a trial
+#: that starts training writes ``GATE/waiting`` and waits there until it is interrupted, so the
+#: signal lands inside a trial whatever the machine's speed.
+_GATED_CLI = """
+import sys, time
+from pathlib import Path
+
+import autoprune.evaluators._evaluator as evaluator
+from autoprune.cli import main
+
+gate = Path(sys.argv.pop(1))
+train_model = evaluator.train_model
+
+
+def gated(*args, **kwargs):
+    if (gate / "armed").exists():
+        (gate / "waiting").touch()
+        while True:
+            time.sleep(0.01)
+    return train_model(*args, **kwargs)
+
+
+evaluator.train_model = gated
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _interrupt_and_resume(tmp_path: Path, signum: int, storage: list[str]) -> None:
-    # Trials long enough (about 2-4 s) to be killed in the middle of one.
     trials = 5
     config = write_config(
         tmp_path,
-        training={"samples": 1500, "epochs": 2},
         search={"trials": trials, "population_size": 2},
+        hardware={"estimator": "layers"},  # no TVM lowering: the trials are all training
     )
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "autoprune.cli",
-        "search",
-        "--config",
-        str(config),
-        "--run-dir",
-        str(run_dir),
-        "--quiet",
-        *storage,
-    ]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "gated_cli.py").write_text(_GATED_CLI)
+    cli = [sys.executable, str(tmp_path / "gated_cli.py"), str(gate)]
+    command = [*cli, "search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]
+    command += storage
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     log = tmp_path / "search.log"
     with log.open("w") as output:
@@ -347,31 +491,26 @@ def _interrupt_and_resume(tmp_path: Path, signum: int, storage: list[str]) -> No
             # so the search gets it as a terminal would send it.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-    states: list[optuna.trial.TrialState] = []
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        time.sleep(0.5)
+
+    def finished() -> bool:
         if not (run_dir / "run.json").exists():  # the storage has its tables from then on
-            continue
+            return False
         try:
             states = [t.state for t in _trials(run_dir)]
         except Exception:  # noqa: BLE001 - the other process is still creating the study
-            continue
-        # Not the last trial, so that a whole trial lies between the signal and the search's end.
-        if (
-            states.count(optuna.trial.TrialState.COMPLETE) >= 1
-            and optuna.trial.TrialState.RUNNING in states
-            and len(states) < trials
-        ):
-            break
-    assert process.poll() is None, (
-        f"the search ended (exit {process.returncode}) before a trial could be interrupted; "
-        f"trial states seen: {states}; its output:\n{log.read_text()[-4000:]}"
-    )
+            return False
+        return optuna.trial.TrialState.COMPLETE in states
+
+    # After the first trial, so that a finished trial is kept; before the last, so that a whole
+    # trial lies between the signal and the search's end.
+    _wait_while_running(process, finished, "a finished trial", log)
+    (gate / "armed").touch()
+    _wait_while_running(process, (gate / "waiting").exists, "a trial waiting at the gate", log)
     process.send_signal(signum)
     assert process.wait(timeout=60) == (130 if signum == signal.SIGINT else -signal.SIGKILL), (
         log.read_text()[-4000:]
     )
+    (gate / "armed").unlink()  # the rerun trains freely
     killed = _trials(run_dir)
     finished = {
         t.number: t.datetime_complete for t in killed if t.state == optuna.trial.TrialState.COMPLETE
@@ -386,20 +525,22 @@ def _interrupt_and_resume(tmp_path: Path, signum: int, storage: list[str]) -> No
     assert len(complete) == trials
     assert {t.number: t.datetime_complete for t in complete if t.number in finished} == finished
     retried = [t for t in complete if t.user_attrs.get("retry_of") == running[0].number]
-    # The retry has the interrupted trial's parameters (all of them, unless the signal came
-    # while the sampler was still suggesting them: then the rest are sampled anew).
-    assert len(retried) == 1 and retried[0].params.items() >= running[0].params.items()
+    # The retry has the interrupted trial's parameters (all of them: it was training).
+    assert len(retried) == 1 and retried[0].params == running[0].params
     assert (run_dir / "study.db").exists() == (not storage)
 
     report = subprocess.run(
-        [*command[:3], "report", str(run_dir), "--format", "json"],
+        [*cli, "report", str(run_dir), "--format", "json"],
         env=env,
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert json.loads(report.stdout)["summary"]["proposals"] == trials
+    # The interrupted attempt stays as a failed trial (costed: it was training), beside its retry.
+    summary = json.loads(report.stdout)["summary"]
+    assert summary["trials"] == len(resumed) == trials + 1 and summary["failed"] == 1
+    assert summary["trained"] + summary["cached"] == trials
 
 
 def test_targets_and_profile(capsys) -> None:
@@ -420,7 +561,15 @@ def test_targets_and_profile(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_profile_measures_tvm_and_pytorch_beside_the_estimate(tmp_path: Path, capsys) -> None:
+def test_profile_measures_tvm_and_pytorch_beside_the_estimate(
+    tuned_host_run: tuple[Path, str], tmp_path: Path, capsys
+) -> None:
+    # A copy of the shared host run's database: its base trial is this model at this input, so
+    # its kernels are tuned already (tuning them here would take minutes).
+    run_dir, _ = tuned_host_run
+    shutil.copytree(
+        run_dir / "tuning" / "host", tmp_path / "tuning", ignore=shutil.ignore_patterns("logs")
+    )
     args = [
         "profile",
         "--target",
@@ -428,7 +577,7 @@ def test_profile_measures_tvm_and_pytorch_beside_the_estimate(tmp_path: Path, ca
         "--model",
         "resnet20",
         "--input",
-        "1x16x16",
+        "1x28x28",
         "--num-classes",
         "10",
         "--measure",
@@ -439,6 +588,7 @@ def test_profile_measures_tvm_and_pytorch_beside_the_estimate(tmp_path: Path, ca
         "--format",
         "json",
     ]
+    capsys.readouterr()
     assert main(args) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["latency_source"] == "estimated"
@@ -456,13 +606,10 @@ def test_profile_measure_of_an_unreachable_board_says_how(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_host_search_uses_measured_latency_and_jetson_estimated(tmp_path: Path, capsys) -> None:
-    config = write_config(
-        tmp_path, search={"trials": 2}, target="host", hardware={"tuning_trials_per_task": 1}
-    )
-    run_dir = tmp_path / "run"
-    assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
-    table = capsys.readouterr().out
+def test_host_search_uses_measured_latency_and_jetson_estimated(
+    tuned_host_run: tuple[Path, str],
+) -> None:
+    run_dir, table = tuned_host_run  # the tiny config on host, 2 trials, 1 tuning trial a kernel
     records = [r for r in RunDir(run_dir).records() if r.state == "complete"]
     assert len(records) == 2
     assert all(r.latency_source == "measured" for r in records)

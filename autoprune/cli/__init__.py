@@ -73,5 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutopruneError as exc:
         if debug:
             raise
-        print(f"autoprune: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+        print(f"autoprune: error: {message}", file=sys.stderr)
         return 2

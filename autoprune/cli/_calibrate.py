@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from autoprune.cli._parser import check_folder
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles import (
     CalibrationFit,
@@ -36,6 +37,7 @@ def default_kernel_cache() -> Path:
 def calibrate_command(args: argparse.Namespace) -> int:
     """Fit ``--target``'s factors to its rows, print them and write the profile's overlay."""
     profile = load_profile(args.target, calibrated=False)
+    check_folder("--cache-dir", args.cache_dir)
     rows = load_rows(args.rows, boards=[profile.name])
     if not rows:
         raise ConfigError(

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from autoprune.cli._parser import check_folder
 from autoprune.config import config_from_dict
 from autoprune.hwprofiles import (
     LatencyMeasurement,
@@ -17,6 +18,7 @@ from autoprune.hwprofiles import (
     RpcEndpoint,
     TuningError,
     default_tuning_dir,
+    exposure_note,
     find_board_sensor,
     latency_label,
     list_profiles,
@@ -85,6 +87,7 @@ def profile_command(args: argparse.Namespace) -> int:
     """Print one model's exact costs and estimated latency and energy on a target; with
     ``--measure``, beside latencies measured on this host or on the board."""
     shape = args.input
+    check_folder("--tuning-dir", args.tuning_dir)
     config = config_from_dict(
         {
             "model": {"name": args.model, "num_classes": args.num_classes, "in_channels": shape[0]},
@@ -179,6 +182,7 @@ def board_command(args: argparse.Namespace) -> int:
     print(
         f"autoprune: serving as {endpoint.key!r} through tracker {args.rpc_tracker}; Ctrl-C stops"
     )
+    print(f"autoprune: {exposure_note(args.host)}", file=sys.stderr)
     try:
         while True:
             time.sleep(3600)

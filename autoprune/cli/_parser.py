@@ -16,7 +16,7 @@ from autoprune import __version__
 from autoprune.config import DEFAULT_CONFIG, list_configs
 from autoprune.errors import ConfigError
 
-__all__ = ["SEARCH_VALUES", "build_parser", "input_shape"]
+__all__ = ["SEARCH_VALUES", "build_parser", "check_folder", "check_path", "input_shape"]
 
 #: ``search`` option (argparse dest) -> the config key it sets.
 SEARCH_VALUES = {
@@ -50,6 +50,29 @@ def input_shape(text: str) -> tuple[int, int, int]:
         raise ConfigError(f"--input {text!r} is not CxHxW; write e.g. 3x224x224")
     c, h, w = (int(p) for p in parts)
     return c, h, w
+
+
+def check_folder(option: str, path: Path | None) -> None:
+    """Refuse a folder option that names an existing file (a missing folder is created)."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {str(path)!r} is a file; pass a folder (it is created)")
+
+
+def check_path(what: str, path: Path) -> None:
+    """Refuse a path the system cannot look at (a name too long, a folder without permission),
+    or that is not UTF-8 (the run's files quote it); a missing one is left to the command,
+    which says what it expected there."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {str(path)!r:.200} is not UTF-8 text; rename it") from None
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte, not from a shell
+        why = exc.strerror if isinstance(exc, OSError) else exc
+        raise ConfigError(f"{what} {str(path)!r:.200} cannot be used: {why}") from None
 
 
 def _registry_help(listed: bool) -> dict[str, str]:
@@ -322,6 +345,11 @@ def build_parser(*, list_registries: bool = False) -> argparse.ArgumentParser:
     )
     board.add_argument("--rpc-tracker", required=True, metavar="HOST:PORT", help="TVM tracker")
     board.add_argument("--rpc-key", required=True, metavar="KEY", help="key to register under")
-    board.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    board.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface: TVM RPC "
+        "has no authentication, so only on a trusted network)",
+    )
     board.add_argument("--port", type=int, default=9090, help="first port to try (9090)")
     return parser

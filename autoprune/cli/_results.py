@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from autoprune._interrupts import interrupts_kept
+from autoprune.cli._parser import check_path
 from autoprune.errors import ConfigError
 from autoprune.export import export_run
 from autoprune.report import (
@@ -27,6 +28,7 @@ __all__ = ["export_command", "report_command"]
 def report_command(args: argparse.Namespace) -> int:
     """Print the run's Pareto front (table or JSON with the summary and hypervolume), and the
     unpruned base with your weights where the run started from ``model.weights``."""
+    check_path("run directory", args.run_dir)
     run = RunDir(args.run_dir)
     records = run.records()
     front = pareto_front(records)
@@ -54,6 +56,9 @@ def export_command(args: argparse.Namespace) -> int:
         "samples": args.retrain_samples,
         "seed": args.retrain_seed,
     }
+    check_path("run directory", args.run_dir)
+    if args.out is not None:
+        check_path("--out", args.out)
     given = [f"--retrain-{name}" for name, value in options.items() if value is not None]
     if given and not args.retrain:
         raise ConfigError(f"{given[0]} applies only with --retrain; add --retrain")

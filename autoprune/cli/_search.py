@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from autoprune._interrupts import interrupts_kept, raise_if_interrupted
-from autoprune.cli._parser import SEARCH_VALUES
+from autoprune.cli._parser import SEARCH_VALUES, check_path
 from autoprune.config import Config, load_config
 from autoprune.report import format_front_table, weights_reference, write_report_files
 from autoprune.search import RunDir, pareto_front, run_search
@@ -63,6 +63,7 @@ def search_command(args: argparse.Namespace) -> int:
     }
     config = load_config(args.config, overrides=args.overrides, values=values)
     run_dir = args.run_dir or _default_run_dir(args, config)
+    check_path("--run-dir", run_dir)
     run = RunDir(run_dir)
     command = "autoprune " + " ".join(shlex.quote(a) for a in args.argv)
     title = (

@@ -101,7 +101,7 @@ def parse_budget(spec: str) -> Budget:
     number, unit = float(match.group(1)), match.group(2)
     if unit not in BUDGET_UNITS:
         raise ConfigError(f"budget {spec!r} has unknown unit {unit!r}; allowed units: {allowed}")
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"budget {spec!r} must be positive, e.g. 2gflops or 15ms")
     metric, scale = BUDGET_UNITS[unit]
+    if not math.isfinite(number * scale) or number <= 0:  # 1e303mparams overflows to inf
+        raise ConfigError(f"budget {spec!r} must be a positive finite number, e.g. 2gflops or 15ms")
     return Budget(metric=metric, limit=number * scale, spec=f"{match.group(1)}{unit}")

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import yaml
 
 from autoprune.config._budget import parse_budget
-from autoprune.config._sections import SECTIONS, Config, EvaluatorConfig
+from autoprune.config._sections import SECTIONS, Config, EvaluatorConfig, quote
 from autoprune.errors import ConfigError
 
 __all__ = [
@@ -56,6 +56,9 @@ _LEGACY_EVALUATOR_KEYS = {
 
 T = TypeVar("T")
 
+#: Ints of a config are 64-bit: what SQLite, NumPy and torch hold (10**19 overflows them).
+_INT_LIMIT = 2**63
+
 
 def list_configs() -> list[str]:
     """Names of the shipped configurations (``--config NAME``), sorted."""
@@ -75,38 +78,50 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             try:
                 return _coerce(value, option, key)
             except ConfigError:
-                continue
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if (option is str and isinstance(value, str)) or (option is float and number):
+                    raise  # the right type, a wrong value: say what is wrong with it
         names = " or ".join("null" if o is type(None) else _type_name(o) for o in options)
-        raise ConfigError(f"{key} must be {names}, but got {value!r}")
+        raise ConfigError(f"{key} must be {names}, but got {quote(value)}")
     if origin is tuple:
         args = typing.get_args(annotation)
         if not isinstance(value, Sequence) or isinstance(value, str):
-            raise ConfigError(f"{key} must be a list, but got {value!r}")
+            raise ConfigError(f"{key} must be a list, but got {quote(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{key} must be a list of {len(args)} values, but got {value!r}")
+            raise ConfigError(f"{key} must be a list of {len(args)} values, but got {quote(value)}")
         return tuple(
             _coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key} must be true or false, but got {value!r}")
+        raise ConfigError(f"{key} must be true or false, but got {quote(value)}")
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -_INT_LIMIT <= value < _INT_LIMIT:
+                raise ConfigError(
+                    f"{key} must be an int of at most 18 digits, but got {quote(value)}"
+                )
             return value
-        raise ConfigError(f"{key} must be an int, but got {value!r}")
+        raise ConfigError(f"{key} must be an int, but got {quote(value)}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and not -_INT_LIMIT <= value < _INT_LIMIT:
+                raise ConfigError(
+                    f"{key} must be a number of at most 18 digits, but got {quote(value)}"
+                )
             if not math.isfinite(value):
-                raise ConfigError(f"{key} must be a finite number, but got {value!r}")
+                raise ConfigError(f"{key} must be a finite number, but got {quote(value)}")
             return float(value)
-        raise ConfigError(f"{key} must be a number, but got {value!r}")
+        raise ConfigError(f"{key} must be a number, but got {quote(value)}")
     if annotation is str:
+        if isinstance(value, str) and "\x00" in value:  # no name or path holds a NUL
+            raise ConfigError(f"{key} must not contain a NUL character, but got {quote(value)}")
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key} must be a string, but got {value!r}")
+        raise ConfigError(f"{key} must be a string, but got {quote(value)}")
     raise AssertionError(f"unsupported annotation {annotation!r} for {key}")
 
 
@@ -128,13 +143,14 @@ def parse_settings(
     evaluator distill"``). The dataclass's ``__post_init__`` checks ranges.
 
     Example:
+        >>> from autoprune.config import TrainingConfig
         >>> parse_settings(TrainingConfig, {"epochs": 3}, "training").epochs
         3
     """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{section} must be a mapping of keys, but got {data!r}")
+        raise ConfigError(f"{section} must be a mapping of keys, but got {quote(data)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     given = {k: v for k, v in data.items() if k not in ignore}
@@ -159,7 +175,8 @@ def _evaluator_section(data: Any) -> EvaluatorConfig:
         return EvaluatorConfig(name=data)
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"evaluator must be a name such as scratch-e or a mapping with a name, but got {data!r}"
+            "evaluator must be a name such as scratch-e or a mapping with a name, but got "
+            + quote(data)
         )
     name = _coerce(data.get("name", EvaluatorConfig.name), str, "evaluator.name")
     settings: dict[str, dict[str, Any]] = {}
@@ -174,7 +191,7 @@ def _evaluator_section(data: Any) -> EvaluatorConfig:
         else:
             raise ConfigError(
                 f"evaluator.{key} must be a mapping of that evaluator's settings, e.g. "
-                f"evaluator: {{name: distill, distill: {{temperature: 3.0}}}}, but got {value!r}"
+                "evaluator: {name: distill, distill: {temperature: 3.0}}, but got " + quote(value)
             )
     return EvaluatorConfig(name=name, settings=settings)
 
@@ -182,7 +199,7 @@ def _evaluator_section(data: Any) -> EvaluatorConfig:
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Validate a plain dict (as read from YAML) into a :class:`Config`."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"a config must be a mapping of sections, but got {data!r}")
+        raise ConfigError(f"a config must be a mapping of sections, but got {quote(data)}")
     valid = [*SECTIONS, "target", "budgets"]
     unknown = sorted(set(data) - set(valid), key=str)
     if unknown:
@@ -195,13 +212,13 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     }
     target = data.get("target", Config.target)
     if not isinstance(target, str) or not target:
-        raise ConfigError(f"target must be a device name such as jetson, but got {target!r}")
+        raise ConfigError(f"target must be a device name such as jetson, but got {quote(target)}")
     budgets_raw = data.get("budgets") or []
     if isinstance(budgets_raw, str):
         budgets_raw = [budgets_raw]
     if not isinstance(budgets_raw, Sequence):
         raise ConfigError(
-            f"budgets must be a list such as [2gflops, 15ms], but got {budgets_raw!r}"
+            f"budgets must be a list such as [2gflops, 15ms], but got {quote(budgets_raw)}"
         )
     budgets = tuple(parse_budget(b) for b in budgets_raw)
     return Config(**sections, target=target, budgets=budgets)
@@ -229,10 +246,10 @@ def _set(out: dict[str, Any], key: str, value: Any, given: str) -> None:
         if isinstance(section, str):
             section = {"name": section}
         if not isinstance(section, Mapping):
-            raise ConfigError(f"evaluator must be a mapping of keys, but got {section!r}")
+            raise ConfigError(f"evaluator must be a mapping of keys, but got {quote(section)}")
         own = section.get(parts[1]) or {}
         if not isinstance(own, Mapping):
-            raise ConfigError(f"evaluator.{parts[1]} must be a mapping, but got {own!r}")
+            raise ConfigError(f"evaluator.{parts[1]} must be a mapping, but got {quote(own)}")
         out["evaluator"] = {**section, parts[1]: {**own, parts[2]: value}}
         return
     if len(parts) != 2 or parts[0] not in SECTIONS:
@@ -252,7 +269,7 @@ def _set(out: dict[str, Any], key: str, value: Any, given: str) -> None:
     if section_name == "evaluator" and isinstance(section, str):
         section = {"name": section}
     if not isinstance(section, Mapping):
-        raise ConfigError(f"{section_name} must be a mapping of keys, but got {section!r}")
+        raise ConfigError(f"{section_name} must be a mapping of keys, but got {quote(section)}")
     out[section_name] = {**section, name: value}
 
 
@@ -279,6 +296,10 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        except RecursionError:  # PyYAML composes recursively: ~400 nested [ overflow it
+            raise ConfigError(
+                f"--set {item[:80]!r} nests lists or mappings too deeply; give a flat value"
+            ) from None
         _set(out, key, value, f"--set {item!r}")
     return out
 
@@ -345,8 +366,13 @@ def load_config(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            f"config file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+            f"config file {str(path)!r} is not valid YAML{where}: {problem}"
+        ) from None
+    except RecursionError:  # PyYAML composes recursively: ~400 nested [ overflow it
+        raise ConfigError(
+            f"config file {str(path)!r} nests lists or mappings too deeply to read; flatten it"
         ) from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")

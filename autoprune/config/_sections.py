@@ -36,14 +36,22 @@ __all__ = [
     "SpaceConfig",
     "TrainingConfig",
     "check_latency_mode",
+    "quote",
     "require",
 ]
 
 
+def quote(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters: a bad value as a one-line error quotes it."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
+
+
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    """Raise :class:`ConfigError` ``"{key} must be {allowed}, but got {value!r}"`` unless ``ok``."""
+    """Raise :class:`ConfigError` ``"{key} must be {allowed}, but got {quote(value)}"`` unless
+    ``ok``."""
     if not ok:
-        raise ConfigError(f"{key} must be {allowed}, but got {value!r}")
+        raise ConfigError(f"{key} must be {allowed}, but got {quote(value)}")
 
 
 #: ``auto`` or ``HOST:PORT`` (a host name, IPv4 address or bracketed IPv6 address).
@@ -62,6 +70,7 @@ class ModelConfig:
     fills it in (``config.yaml`` records it), and a file whose content differs is refused.
 
     Example:
+        >>> from pathlib import Path
         >>> ModelConfig(weights=Path("resnet20.pt")).weights
         'resnet20.pt'
     """
@@ -90,6 +99,12 @@ class ModelConfig:
             self.weights_sha256,
             "64 lowercase hex digits (sha256sum of model.weights), or null to take the file's",
         )
+
+
+#: Largest input a config accepts: the space is analysed with a forward pass at the input
+#: shape, which a side of 10**5 pixels exhausts the memory in (the shipped configs: 3x224x224).
+MAX_SIDE = 4096
+MAX_CHANNELS = 1024
 
 
 @dataclass(frozen=True)
@@ -130,11 +145,14 @@ class DataConfig:
             self.cache,
             "auto, memory (decode once, hold in memory) or stream (read per batch)",
         )
+        shape = tuple(self.input_shape)
         require(
-            all(d >= 1 for d in self.input_shape),
+            len(shape) == 3
+            and 1 <= shape[0] <= MAX_CHANNELS
+            and 1 <= min(shape[1:]) <= max(shape[1:]) <= MAX_SIDE,
             "data.input_shape",
             self.input_shape,
-            "three positive ints C, H, W",
+            f"three positive ints C, H, W (C at most {MAX_CHANNELS}, H and W at most {MAX_SIDE})",
         )
 
 
@@ -362,7 +380,7 @@ class SearchConfig:
             self.timeout_s,
             "a positive number of seconds or null",
         )
-        require(self.seed >= 0, "search.seed", self.seed, "an int >= 0")
+        require(0 <= self.seed < 2**32, "search.seed", self.seed, "an int in 0..4294967295")
         require(
             self.population_size >= 2, "search.population_size", self.population_size, "an int >= 2"
         )

@@ -31,6 +31,7 @@ from pathlib import Path
 __all__ = [
     "ENERGY_FUNCTION",
     "JetsonRailSensor",
+    "exposure_note",
     "find_board_sensor",
     "register_board_functions",
     "serve_board",
@@ -155,11 +156,33 @@ def register_board_functions() -> None:
     tvm.register_global_func(ENERGY_FUNCTION, _read_mj, override=True)
 
 
-def serve_board(
-    tracker: tuple[str, int], key: str, *, host: str = "0.0.0.0", port: int = 9090
-) -> object:
-    """Start the board's RPC server, registered with ``tracker`` under ``key``.
+def exposure_note(host: str) -> str:
+    """One line on who can reach a board served on ``host`` and how to change it.
 
+    TVM RPC has no authentication: whoever reaches the port can upload and run code on the board.
+
+    Example:
+        >>> exposure_note("127.0.0.1").split(":")[0]
+        'listening on 127.0.0.1 only'
+    """
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return (
+            f"listening on {host} only: a tracker or search on another machine cannot reach "
+            f"this board; pass --host 0.0.0.0 (or this board's address) to expose it, on a "
+            f"trusted network only (TVM RPC has no authentication)"
+        )
+    return (
+        f"listening on {host}: TVM RPC has no authentication, anyone who reaches this port can "
+        f"run code on this board; expose it on a trusted network only"
+    )
+
+
+def serve_board(
+    tracker: tuple[str, int], key: str, *, host: str = "127.0.0.1", port: int = 9090
+) -> object:
+    """Start the board's RPC server, registered with ``tracker`` under ``key``, on ``host``.
+
+    ``host`` defaults to loopback: TVM RPC has no authentication (:func:`exposure_note`).
     Returns the running ``tvm.rpc.Server`` (``terminate()`` stops it).
     """
     from tvm import rpc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -68,7 +69,8 @@ class DeviceProfile:
     two FLOPs per MAC, so MAC/s = FLOPS / 2), ``memory_bandwidth_bytes_per_s`` bytes per second.
 
     Attributes:
-        name: registry key, the same string in Python, YAML and on the CLI (``--target``).
+        name: registry key, the same string in Python, YAML and on the CLI (``--target``);
+            letters, digits, ``.``, ``_`` and ``-`` (it names folders).
         aliases: other names accepted by ``load_profile`` (case-insensitive).
         description: one line for ``autoprune targets``.
         kind: ``"gpu"`` or ``"cpu"``.
@@ -142,6 +144,7 @@ class DeviceProfile:
         """Fraction of ``peak_macs_per_s[precision]`` that a ``kernel_class`` kernel reaches.
 
         Example:
+            >>> from autoprune.hwprofiles import load_profile
             >>> load_profile("host").efficiency("fp32") > 0
             True
         """
@@ -153,6 +156,7 @@ class DeviceProfile:
         ``kernel_class_aliases``; 1 for a class without one).
 
         Example:
+            >>> from autoprune.hwprofiles import load_profile
             >>> load_profile("jetson").class_factor("conv")
             1.0
         """
@@ -163,6 +167,7 @@ class DeviceProfile:
         """Each of :meth:`factor_keys` -> ``"fitted to rows N, M, ..."`` or ``"assumed: why"``.
 
         Example:
+            >>> from autoprune.hwprofiles import load_profile
             >>> load_profile("jetson").factor_provenance()["energy_scale"][:8]
             'assumed:'
         """
@@ -188,6 +193,7 @@ class DeviceProfile:
         """The TVM target as ``tvm.target.Target`` accepts it: a tag string or a plain dict.
 
         Example:
+            >>> from autoprune.hwprofiles import load_profile
             >>> load_profile("jetson-nano").tvm_target_spec()
             'nvidia/jetson-nano'
         """
@@ -242,8 +248,12 @@ def _number(source: str, name: str, value: Any) -> float:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(source, name, f"must be a finite number, got {value!r}")
+    try:  # an int beyond a float's range (10**400) overflows: not a finite number either
+        finite = not isinstance(value, bool) and math.isfinite(value)
+    except (TypeError, OverflowError):
+        finite = False
+    if not finite:
+        raise _fail(source, name, f"must be a finite number, got {value!r:.80}")
     return float(value)
 
 
@@ -272,6 +282,21 @@ def _string(source: str, name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _fail(source, name, f"must be a non-empty string, got {value!r}")
     return value.strip()
+
+
+#: A profile's name names folders (``RUN_DIR/tuning/<name>``, the tuning cache): one path part.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _name(source: str, value: Any) -> str:
+    name = _string(source, "name", value)
+    if not _NAME.fullmatch(name):
+        raise _fail(
+            source,
+            "name",
+            f"must be letters, digits, '.', '_' and '-' (a folder name), got {name!r}",
+        )
+    return name
 
 
 def _strings(source: str, name: str, value: Any, *, allow_empty: bool) -> tuple[str, ...]:
@@ -389,6 +414,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
     aliases_raw = data.get("kernel_class_aliases") or {}
     if (
         not isinstance(aliases_raw, Mapping)
+        or not all(isinstance(v, str) for v in aliases_raw.values())
         or not set(aliases_raw) | set(aliases_raw.values()) <= set(_CLASSES)
         or set(aliases_raw) & set(aliases_raw.values())
     ):
@@ -416,7 +442,9 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
     ):
         raise _fail(source, "assumed", f"must map factor -> reason, got {assumed_raw!r}")
     unknown_factors = sorted(
-        k for k in assumed_raw if k.split(".")[0] not in {f.split(".")[0] for f in FACTORS}
+        str(k)
+        for k in assumed_raw
+        if str(k).split(".")[0] not in {f.split(".")[0] for f in FACTORS}
     )
     if unknown_factors:
         raise _fail(
@@ -437,7 +465,7 @@ def _parse(data: Mapping[str, Any], *, source: str) -> DeviceProfile:
         )
 
     return DeviceProfile(
-        name=_string(source, "name", data["name"]),
+        name=_name(source, data["name"]),
         aliases=_strings(source, "aliases", data.get("aliases", []), allow_empty=True),
         description=_string(source, "description", data["description"]),
         kind=kind,

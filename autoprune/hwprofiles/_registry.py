@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from autoprune.errors import ConfigError, UnknownNameError
-from autoprune.hwprofiles._profile import DeviceProfile
+from autoprune.hwprofiles._profile import FACTORS, DeviceProfile
 
 __all__ = [
     "PROFILE_DIR",
@@ -39,6 +39,11 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"target profile {str(path)!r} is not UTF-8 text (byte {exc.start}: "
+            f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"cannot read target profile {str(path)!r}: {exc.strerror}; check the path"
@@ -50,6 +55,8 @@ def _read_yaml(path: Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}; fix the syntax") from exc
+    except RecursionError:  # PyYAML composes recursively: ~400 nested [ overflow it
+        raise ConfigError(f"{path}: nests lists or mappings too deeply; flatten it") from None
 
 
 def overlay_path(profile_path: Path) -> Path:
@@ -101,21 +108,44 @@ def apply_overlay(data: dict[str, Any], overlay: dict[str, Any]) -> dict[str, An
     return merged
 
 
+def _checked_overlay(path: Path) -> dict[str, Any]:
+    """The calibration overlay in ``path``, its factor names checked (the values are checked
+    with the profile's, after :func:`apply_overlay`)."""
+    fit = _read_yaml(path)
+    if not isinstance(fit, dict):
+        raise ConfigError(f"{path}: a calibration must be a mapping; rerun autoprune calibrate")
+    kinds = {f.split(".")[0] for f in FACTORS}
+    for part in ("fitted", "derived", "not_fitted"):
+        names = fit.get(part) or {}
+        if not isinstance(names, dict):
+            raise ConfigError(
+                f"{path}: {part} must map factor names to values, but got {names!r:.80}; "
+                "rerun autoprune calibrate"
+            )
+        for name in names:
+            kind, _, key = str(name).partition(".")
+            keyed = kind in ("compute_efficiency", "kernel_class_efficiency")
+            if kind not in kinds or (key and not keyed) or (part == "derived" and not key):
+                raise ConfigError(
+                    f"{path}: {part} names unknown factor {name!r}; factors: "
+                    f"{', '.join(FACTORS)} (compute_efficiency.PRECISION too); rerun "
+                    "autoprune calibrate"
+                )
+    return fit
+
+
 def _load_file(path: Path, *, calibrated: bool = True) -> DeviceProfile:
     if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "does not exist"
         raise ConfigError(
-            f"target profile file {str(path)!r} does not exist; pass a profile name "
+            f"target profile file {str(path)!r} {problem}; pass a profile name "
             f"({', '.join(_names())}) or the path of an existing profile YAML file"
         )
     data = _read_yaml(path)
     overlay = overlay_path(path)
     if calibrated and isinstance(data, dict) and overlay.is_file():
-        fit = _read_yaml(overlay)
-        if not isinstance(fit, dict):
-            raise ConfigError(
-                f"{overlay}: a calibration must be a mapping; rerun autoprune calibrate"
-            )
-        data = apply_overlay(data, fit)
+        DeviceProfile.from_dict(data, source=str(path))  # the hand-written values first
+        data = apply_overlay(data, _checked_overlay(overlay))
     profile = DeviceProfile.from_dict(data, source=str(path))
     _logger.debug("loaded profile %r from %s", profile.name, path)
     return profile

@@ -14,13 +14,22 @@ Serving a board (on the board, with TVM's runtime installed)::
 
 or, to have energy measured from the board's power rails too (:mod:`._board`)::
 
-    autoprune board --rpc-tracker TRACKER:9190 --rpc-key orin-nano       # on the board
+    autoprune board --rpc-tracker TRACKER:9190 --rpc-key orin-nano --host 0.0.0.0  # on the board
+
+TVM RPC has no authentication: whoever reaches the tracker's or the server's port can run code on
+the board, so both belong on a trusted network (``autoprune board`` listens on 127.0.0.1 unless
+``--host`` says otherwise).
 
 Example:
-    >>> endpoint = RpcEndpoint.parse("127.0.0.1:9190", key="host")
-    >>> m = RpcRunner("host", endpoint).measure(candidate, candidate.input_shape)
-    >>> m.ok, m.source
-    (True, 'measured')
+    >>> endpoint = RpcEndpoint.parse("127.0.0.1:9190", key="orin-nano")
+    >>> endpoint.describe()
+    'orin-nano@127.0.0.1:9190'
+
+    With a tracker there and a board registered under the key (``tests/hwprofiles/
+    test_hwprofiles_rpc.py`` starts both on loopback)::
+
+        m = RpcRunner("jetson-orin-nano", endpoint).measure(candidate, candidate.input_shape)
+        m.ok, m.source  # (True, 'measured')
 """
 
 from __future__ import annotations

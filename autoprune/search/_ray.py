@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import pwd
 import shutil
 import signal
@@ -296,11 +295,12 @@ class StudySearch(OptunaSearch):
         self._tell(trial, values, state)
 
     def save(self, checkpoint_path: str) -> None:
-        """Tune's searcher checkpoint: only the map of Tune trials to study trials (the study
-        storage is the state of a run; a run continues by running ``search`` again)."""
+        """Tune's searcher checkpoint: only the map of Tune trials to study trials, as JSON (the
+        study storage is the state of a run; a run continues by running ``search`` again, and
+        nothing reads this file back: a run directory from elsewhere holds no pickle of ours)."""
         numbers = {tid: t.number for tid, t in self._ot_trials.items()}
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"optuna_trial_numbers": numbers}, handle)
+        with open(checkpoint_path, "w", encoding="utf-8") as handle:
+            json.dump({"optuna_trial_numbers": numbers}, handle)
 
     def restore(self, checkpoint_path: str) -> None:
         raise NotImplementedError(

@@ -93,7 +93,7 @@ def worker_scratch(run_key: str) -> RunDir:
 
     Example:
         >>> worker_scratch(run_key("/runs/demo", "autoprune")).path.name
-        'autoprune-run-6c1d43b5b5f1'
+        'autoprune-run-688a850124d3'
     """
     return RunDir(Path(tempfile.gettempdir()) / f"autoprune-run-{run_key[:12]}")
 

@@ -148,7 +148,7 @@ def _import_module(spec: str) -> object:
         return module
     try:
         return importlib.import_module(spec)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:  # "", ".rel": ValueError, TypeError
         raise ConfigError(
             f"cannot import module {spec!r} for the model ({exc}); check the name and that it "
             f"is importable (on sys.path / installed)"
@@ -193,7 +193,7 @@ def model_source(name: str) -> ModelSource:
         >>> model_source("efficientnet_b0").kind, model_source("resnet20").kind
         ('torchvision', 'registered')
     """
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or "\x00" in name:
         raise ConfigError(f"`model.name` must be a model name, but got {name!r}")
     if name in _PYTHON_MODELS:
         return ModelSource(name, "python", _PYTHON_MODELS[name], None)
