@@ -10,12 +10,18 @@ YAML works too), and ``train`` / ``val`` / ``test`` any ``torch.utils.data.Datas
 means passing them again.
 
 Example:
+    A new search is ``autoprune.search(model="resnet20", target="jetson", budgets=["20mflops"],
+    trials=4, run_dir="runs/demo")`` (the README's "Python API" example, with data sets of
+    yours, runs in ``tests/test_api.py``). Here, a finished 3-trial search continued by one
+    trial, from its own configuration:
+
     >>> import autoprune
-    >>> run = autoprune.search(model="resnet20", target="jetson", budgets=["20mflops"],
-    ...                        trials=4, run_dir="runs/demo")            # doctest: +SKIP
-    >>> [r.number for r in run.pareto]                                   # doctest: +SKIP
-    [0, 3]
-    >>> run.export(trial=3, formats=["onnx"])                            # doctest: +SKIP
+    >>> len(autoprune.open_run("runs/demo").records)
+    3
+    >>> run = autoprune.search(config="runs/demo/config.yaml", trials=4, run_dir="runs/demo",
+    ...                        progress=False)
+    >>> [(r.number, r.state) for r in run.records][-1], bool(run.pareto)
+    ((3, 'complete'), True)
 """
 
 from __future__ import annotations

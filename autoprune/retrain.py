@@ -12,11 +12,13 @@ Each retrained trial is kept in ``RUN_DIR/retrain/<settings>/trial-NNNN/`` (``mo
 finished, and the same command continues with the rest.
 
 Example:
-    >>> settings = RetrainSettings(epochs=3)
-    >>> retrainer = Retrainer(RunDir("runs/default-jetson-2gflops"), settings)  # doctest: +SKIP
-    >>> model, retrained = retrainer.retrain(record)  # doctest: +SKIP
-    >>> retrained.label  # doctest: +SKIP
-    'scratch-b at all samples x 3 epochs @ 28x28, seed 812: val 91.02 %, test 90.64 %'
+    >>> settings = RetrainSettings(epochs=1, samples=64)  # a run's default: all samples
+    >>> run = RunDir("runs/demo")  # a finished search
+    >>> retrainer = Retrainer(run, settings)
+    >>> model, retrained = retrainer.retrain(run.records()[0])  # the unpruned base
+    >>> retrained.label  # Scratch-B: the base's compute, so the base's own epochs
+    ... # doctest: +ELLIPSIS
+    'scratch-b at 64 samples x 1 epoch @ 16x16, seed ...: val ... %, test ... %'
 """
 
 from __future__ import annotations

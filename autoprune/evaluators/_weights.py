@@ -6,7 +6,12 @@ A file saved with ``torch.save(model.state_dict(), PATH)``, or a checkpoint dict
 is one :class:`~autoprune.errors.ConfigError` line naming the file and the fix.
 
 Example:
-    >>> model, sha256 = load_weights(unpruned_candidate, Path("resnet20.pt"))
+    >>> from autoprune.spaces import Candidate, build_model
+    >>> resnet = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 28, 28))
+    >>> torch.save({"state_dict": build_model(resnet).state_dict()}, "resnet20.pt")  # a checkpoint
+    >>> model, sha256 = load_weights(resnet, Path("resnet20.pt"))
+    >>> sha256 == hashlib.sha256(Path("resnet20.pt").read_bytes()).hexdigest()
+    True
 """
 
 from __future__ import annotations

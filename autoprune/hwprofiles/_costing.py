@@ -137,7 +137,9 @@ def default_tuning_dir(profile: DeviceProfile | str) -> Path:
     ``XDG_CACHE_HOME`` is unset or empty. Nothing is created.
 
     Example:
-        >>> default_tuning_dir("local")  # with XDG_CACHE_HOME=/cache
+        >>> import os
+        >>> os.environ["XDG_CACHE_HOME"] = "/cache"
+        >>> default_tuning_dir("local")
         PosixPath('/cache/autoprune/tuning/host')
     """
     name = (load_profile(profile) if isinstance(profile, str) else profile).name

@@ -204,6 +204,7 @@ class HardwareEstimate:
             cross-validated calibration error; ``None`` when the profile was never calibrated.
 
     Example:
+        >>> from autoprune.hwprofiles import load_profile
         >>> from autoprune.spaces import CostReport, LayerCost
         >>> conv = LayerCost(name="layer1.0.conv1", op="conv2d", macs=115_605_504, params=36_864,
         ...     weight_bits=8, activation_bits=8, input_elements=200_704,
@@ -212,7 +213,7 @@ class HardwareEstimate:
         ...     size_bytes=36_864, layers=(conv,))
         >>> est = estimate_hardware(costs, load_profile("jetson"))
         >>> round(est.latency_ms, 3), round(est.energy_mj, 3), est.latency_source
-        (0.058, 0.244, 'estimated')
+        (0.066, 0.268, 'estimated')
     """
 
     latency_ms: float
@@ -311,6 +312,7 @@ def estimate_hardware(costs: CostReport, profile: DeviceProfile) -> HardwareEsti
         ConfigError: a layer has a bit width outside 1..32.
 
     Example:
+        >>> from autoprune.hwprofiles import load_profile
         >>> from autoprune.spaces import count_costs, create_model
         >>> model = create_model("resnet20", num_classes=10, in_channels=1)
         >>> est = estimate_hardware(count_costs(model, (1, 28, 28)), load_profile("jetson"))

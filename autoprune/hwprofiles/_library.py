@@ -38,7 +38,12 @@ def write_library(
     """Export ``executable`` (from ``tvm.compile``) into ``folder``; returns the file written.
 
     Example:
-        >>> write_library(ex, "nvidia/jetson-orin-nano", Path("out")).name
+        >>> from torch import nn
+        >>> from autoprune.hwprofiles import load_profile
+        >>> from autoprune.hwprofiles._relax import build_for_target, import_to_relax
+        >>> target = load_profile("host").tvm_target_spec()
+        >>> ex = build_for_target(import_to_relax(nn.Conv2d(1, 8, 3), (1, 16, 16)), target)
+        >>> write_library(ex, target, Path("out")).name  # a board's: model.so or model.tar
         'model.so'
     """
     from tvm.support import cc, tar

@@ -107,8 +107,14 @@ def resolve_target(target_spec: TargetSpec) -> str | dict[str, Any]:
     kept.
 
     Example:
-        >>> resolve_target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": 2})
-        {'kind': 'llvm', 'mtriple': 'x86_64-linux-gnu', 'num-cores': 2, 'mcpu': 'rocketlake'}
+        >>> import tvm
+        >>> spec = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "num-cores": 2}
+        >>> resolve_target(spec)["mcpu"] == tvm.target.codegen.llvm_get_system_cpu()
+        True
+        >>> resolve_target({**spec, "mcpu": "rocketlake"})["mcpu"]
+        'rocketlake'
+        >>> resolve_target("nvidia/jetson-orin-nano")
+        'nvidia/jetson-orin-nano'
     """
     if isinstance(target_spec, str):
         if target_spec.strip() != "llvm":

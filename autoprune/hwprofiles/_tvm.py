@@ -161,12 +161,10 @@ class TvmRunner(LatencyRunner):
         ConfigError: the profile's target does not run on this host.
 
     Example:
-        >>> from autoprune.spaces import Candidate
-        >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1,
-        ...               input_shape=(1, 16, 16))
-        >>> m = TvmRunner("host").measure(c, c.input_shape)
-        >>> m.ok, m.tuned, m.latency_ms
-        (True, False, 7.36...)
+        >>> net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())  # or a Candidate
+        >>> m = TvmRunner("host").measure(net, (1, 16, 16))
+        >>> m.ok, m.tuned, m.backend, m.latency_ms > 0
+        (True, False, 'tvm', True)
     """
 
     backend = "tvm"
@@ -306,8 +304,8 @@ def check_outputs_match(
         ConfigError: the profile's target does not run on this host.
 
     Example:
-        >>> check_outputs_match(nn.Conv2d(1, 8, 3), (1, 16, 16), "host")
-        5.960464477539063e-08
+        >>> check_outputs_match(nn.Conv2d(1, 8, 3), (1, 16, 16), "host") < 1e-5
+        True
     """
     shape = check_input_shape(input_shape)
     profile = local_profile(profile)

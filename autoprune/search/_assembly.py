@@ -8,10 +8,12 @@ controller's sampler and the data set. The search loop, Ray workers, ``retrain``
 in one line, the same way, before a run directory exists.
 
 Example:
-    >>> parts = assemble(load_config(), run=RunDir("runs/demo"))
+    >>> from autoprune.config import load_config
+    >>> run = RunDir("runs/demo")  # a search's run directory
+    >>> parts = assemble(load_config(run.path / "config.yaml"), run=run)
     >>> parts.profile.name, parts.evaluator_name, parts.coster.measures
     ('jetson-orin-nano', 'scratch-e', False)
-    >>> objective = parts.objective(RunDir("runs/demo"))  # what each trial runs
+    >>> objective = parts.objective(run)  # what each trial runs
 """
 
 from __future__ import annotations

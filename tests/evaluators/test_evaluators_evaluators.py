@@ -24,6 +24,7 @@ from autoprune.evaluators import (
     load_dataset,
     macs_of,
 )
+from autoprune.evaluators._evaluate import normaliser, prepare_batch, split_batches
 from autoprune.spaces import Candidate, SearchSpace
 
 SHAPE = (1, 28, 28)
@@ -148,15 +149,43 @@ def test_distillation_loss_is_hintons() -> None:
         Distillation(teacher=net, temperature=0.0)
 
 
+def _val_logits(model: torch.nn.Module, data: DatasetSplits) -> torch.Tensor:
+    """Outputs on the validation split, fed as training feeds them (14x14, normalised)."""
+    mean, std = normaliser(data, torch.device("cpu"))
+    hw = Fidelity(samples=None, epochs=1, resolution_scale=TRAINING.resolution_scale).train_hw(
+        SHAPE[1:]
+    )
+    model.eval()
+    with torch.no_grad():
+        batches = split_batches(data.split("val"), 512)
+        return torch.cat([model(prepare_batch(images, mean, std, hw)) for images, _ in batches])
+
+
 def test_distill_learns_from_the_trained_base(
     space: SearchSpace, data: DatasetSplits, base_folder: Path
 ) -> None:
+    """The distilled student matches its teacher's softened outputs (at the distillation
+    temperature) far more closely than the same student trained the same way (seed, data,
+    epochs) without a teacher: what only distillation gives."""
     distill = make("distill", space, data, base_folder)
-    _, base_result = distill.base.get()
-    _, result = distill.evaluate(narrow(space, 0.25), seed=0)
+    teacher, base_result = distill.base.get()
+    student = narrow(space, 0.25)
+    distilled, result = distill.evaluate(student, seed=0)
+    alone, alone_result = make("scratch-e", space, data, base_folder).evaluate(student, seed=0)
     assert result.evaluator == "distill" and result.epochs == TRAINING.epochs
-    assert result.accuracy > 0.3 and base_result.accuracy > 0.3
+    assert alone_result.epochs == result.epochs and alone_result.fidelity == result.fidelity
     assert "distill" in result.label
+    t = distill.settings.temperature
+    target = F.log_softmax(_val_logits(teacher, data) / t, dim=1)
+
+    def kl_to_teacher(model: torch.nn.Module) -> float:
+        log_p = F.log_softmax(_val_logits(model, data) / t, dim=1)
+        return float(F.kl_div(log_p, target, log_target=True, reduction="batchmean"))
+
+    # 0.12 against 0.33 measured (T=4); at T=1 the two are 0.41 and 0.49
+    assert kl_to_teacher(distilled) < 0.6 * kl_to_teacher(alone)
+    # It learned the task too: the teacher scores 0.97, the student 0.79 (alone: 0.89), chance 0.1
+    assert base_result.accuracy > 0.9 and result.accuracy > 0.5
 
 
 def test_finetune_starts_from_the_trained_base(

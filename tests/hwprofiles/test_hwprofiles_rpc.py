@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +29,26 @@ KEY = "autoprune-test-board"
 PROTOCOL = MeasureProtocol(warmup=1, number=5, repeat=3, min_repeat_ms=10.0, threads=1)
 
 
+def free_port() -> int:
+    """A port nobody listens on now: the system's pick. TVM binds the first free one of
+    ``free_port()..free_port() + 100``, so a port taken in between costs nothing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def tracker() -> Iterator[RpcEndpoint]:
-    pytest.importorskip("tornado")
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
 
-    tracker = Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
+    port = free_port()
+    tracker = Tracker(host="127.0.0.1", port=port, port_end=port + 100, silent=True)
+    port = free_port()
     server = rpc.Server(
         host="127.0.0.1",
-        port=9300,
-        port_end=9400,
+        port=port,
+        port_end=port + 100,
         key=KEY,
         tracker_addr=("127.0.0.1", tracker.port),
         silent=True,
@@ -114,8 +124,9 @@ def test_board_server_reports_energy_from_its_power_rails(tmp_path: Path, monkey
 
     _orin_rails(tmp_path / "sys", millivolts=5000, milliamps=1000)  # VDD_IN: 5 W
     monkeypatch.setenv(SYSFS_ENV, str(tmp_path / "sys"))  # inherited by the server's processes
-    tracker = Tracker(host="127.0.0.1", port=9500, port_end=9600, silent=True)
-    server = serve_board(("127.0.0.1", tracker.port), "board", host="127.0.0.1", port=9700)
+    port = free_port()
+    tracker = Tracker(host="127.0.0.1", port=port, port_end=port + 100, silent=True)
+    server = serve_board(("127.0.0.1", tracker.port), "board", host="127.0.0.1", port=free_port())
     try:
         endpoint = RpcEndpoint(host="127.0.0.1", port=tracker.port, key="board")
         measurement = measure_rpc_latency(
@@ -137,20 +148,38 @@ def test_board_server_reports_energy_from_its_power_rails(tmp_path: Path, monkey
     assert 0.4 <= energy.energy_mj / (5.0 * measurement.latency_ms) <= 10.0
 
 
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -> float:
+    """Poll ``condition`` until it holds; the time it was seen to hold (time.monotonic())."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.005)
+    return time.monotonic()
+
+
 def test_rail_sensor_reads_l4t_r32_iio_rails_and_sums_without_an_input_rail(tmp_path) -> None:
     iio = tmp_path / "bus/i2c/drivers/ina3221x/6-0040/iio:device0"
     iio.mkdir(parents=True)
     for channel, (name, milliwatts) in enumerate((("GPU", 1500), ("CPU", 700))):
         (iio / f"rail_name_{channel}").write_text(f"{name}\n")
         (iio / f"in_power{channel}_input").write_text(f"{milliwatts}\n")
+    # The sensor sums power x the time between its samples, from its thread's start to its
+    # last sample (which ends after close() is called). So whatever the scheduler does, its
+    # energy lies between 2.2 W x [a moment after its first sample, close()] and 2.2 W x
+    # [before it started, after it stopped].
+    before = time.monotonic()
     sensor = JetsonRailSensor(tmp_path, period_s=0.002)
     try:
         assert sensor.rails == ("GPU", "CPU") and sensor.power_w() == pytest.approx(2.2)
-        start = sensor.read_mj()
-        time.sleep(0.3)
-        assert (sensor.read_mj() - start) == pytest.approx(2.2 * 300, rel=0.2)  # 2.2 W x 0.3 s
+        started = _wait_for(lambda: sensor.read_mj() > 0, "the sensor's first sample")
+        _wait_for(lambda: sensor.read_mj() >= 2.2 * 50, "50 ms of samples")  # 2.2 W x 50 ms
+        closing = time.monotonic()
     finally:
         sensor.close()
+    after = time.monotonic()
+    energy_mj = sensor.read_mj()
+    assert 2.2 * (closing - started) * 1e3 <= energy_mj * (1 + 1e-9)
+    assert energy_mj <= 2.2 * (after - before) * 1e3 * (1 + 1e-9)
     assert find_board_sensor(tmp_path / "empty") is None
 
 
@@ -158,8 +187,10 @@ def test_autoprune_board_serves_through_the_tracker_until_ctrl_c(tmp_path: Path)
     from tvm.rpc.tracker import Tracker
 
     _orin_rails(tmp_path / "sys", millivolts=5000, milliamps=1500)
-    tracker = Tracker(host="127.0.0.1", port=9800, port_end=9900, silent=True)
+    port = free_port()
+    tracker = Tracker(host="127.0.0.1", port=port, port_end=port + 100, silent=True)
     command = [sys.executable, "-m", "autoprune.cli", "board", "--host", "127.0.0.1"]
+    command += ["--port", str(free_port())]
     command += ["--rpc-tracker", f"127.0.0.1:{tracker.port}", "--rpc-key", "cli-board"]
     # PYTHONFAULTHANDLER: if the board does not stop, SIGABRT makes it print every thread's stack.
     env = {**os.environ, SYSFS_ENV: str(tmp_path / "sys"), "PYTHONFAULTHANDLER": "1"}

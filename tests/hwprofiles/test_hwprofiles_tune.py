@@ -1,8 +1,9 @@
 """MetaSchedule tuning into a shared database: real torch.export, real TVM, real worker processes.
 
-One tiny tuning run (a 2-conv net at 1x8x8, 8 trials) is shared by the module (its tests are
-marked slow); the reuse checks run with ``max_trials=0`` or on fully tuned workloads, so they
-start a worker but tune nothing.
+One tiny tuning run (a 2-conv net at 1x8x8, 2 trials: one for each of its two kernels) is
+shared by the module (its tests are marked slow) and copied where a test writes to it; the reuse
+checks run with ``max_trials=0`` or on fully tuned workloads, so they start a worker but tune
+nothing.
 """
 
 from __future__ import annotations
@@ -48,11 +49,22 @@ def _two_conv(second_out: int = 8, *, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
+def _copy_database(source: Path, folder: Path) -> Path:
+    """A copy of the database in ``source``, for a test that writes to it."""
+    folder.mkdir()
+    for name in (WORKLOADS_NAME, RECORDS_NAME):
+        (folder / name).write_bytes((source / name).read_bytes())
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tuned_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TuningReport]:
+    """Read only: a test that tunes into it works on a copy (:func:`_copy_database`)."""
     database = tmp_path_factory.mktemp("tuning")
+    # 2 trials for the 2 new tasks: one round of one trial each (MetaSchedule's task scheduler
+    # visits every task once first); a record for each kernel is all that the tests below need.
     report = tune_model(
-        _two_conv(), SHAPE, "host", database_dir=database, max_trials=8, threads=1, timeout_s=300
+        _two_conv(), SHAPE, "host", database_dir=database, max_trials=2, threads=1, timeout_s=300
     )
     return database, report
 
@@ -161,29 +173,24 @@ def test_a_worker_that_runs_out_of_time_raises_tuning_error(tmp_path: Path) -> N
         tune_model(_two_conv(), SHAPE, "host", database_dir=tmp_path, max_trials=8, timeout_s=0.5)
 
 
-@pytest.mark.slow  # two small tuning runs
-def test_a_larger_trials_per_task_tunes_tuned_kernels_further(tmp_path: Path) -> None:
-    first = tune_model(
-        _two_conv(),
-        SHAPE,
-        "host",
-        database_dir=tmp_path,
-        max_trials=100,
-        trials_per_task=1,
-        threads=1,
-    )
+@pytest.mark.slow  # the shared tuning run (a record for each task) and a second one
+def test_a_larger_trials_per_task_tunes_tuned_kernels_further(
+    tuned_db: tuple[Path, TuningReport], tmp_path: Path
+) -> None:
+    source, first = tuned_db
     assert (first.new_tasks, first.trials) == (2, 2)  # one trial for each of the two tasks
+    database = _copy_database(source, tmp_path / "db")
     more = tune_model(
         _two_conv(),
         SHAPE,
         "host",
-        database_dir=tmp_path,
+        database_dir=database,
         max_trials=100,
         trials_per_task=3,
         threads=1,
     )
     assert more.new_tasks == 2 and 0 < more.trials <= 4  # at most the 2 + 2 they lack
-    assert record_count(tmp_path) == first.trials + more.trials
+    assert record_count(database) == first.trials + more.trials
 
 
 @pytest.mark.slow  # loads the database a few times (seconds each)
@@ -193,10 +200,7 @@ def test_a_record_tvm_cannot_load_is_set_aside_and_the_build_goes_on(
     # TVM 0.27 has written records it then cannot parse, which made the whole database
     # unloadable; here one record's trace names an instruction TVM does not know.
     source, _ = tuned_db
-    database = tmp_path / "db"
-    database.mkdir()
-    for name in (WORKLOADS_NAME, RECORDS_NAME):
-        (database / name).write_bytes((source / name).read_bytes())
+    database = _copy_database(source, tmp_path / "db")
     lines = (database / RECORDS_NAME).read_text().splitlines(keepends=True)
     broken = lines[1].replace('"GetSBlock"', '"NoSuchScheduleInstruction"', 1)
     assert broken != lines[1]

@@ -34,10 +34,24 @@ SPACE = SearchSpace(
 )
 
 
-def test_float_candidate_is_the_kernel_estimate_of_its_module() -> None:
+@pytest.fixture(scope="module")
+def largest_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernel cache holding the largest architecture, lowered once for the module: its float
+    and int8 candidates share it, so the estimates below are cache hits (nothing writes to it)."""
+    folder = tmp_path_factory.mktemp("kernels")
+    largest = SPACE.largest()
+    estimate_with_tvm(largest, largest.input_shape, load_profile("jetson"), cache_dir=folder)
+    assert len(list(folder.glob("kernels-*.json"))) == 1
+    return folder
+
+
+def test_float_candidate_is_the_kernel_estimate_of_its_module(largest_kernels: Path) -> None:
     candidate = SPACE.largest()
     profile = load_profile("jetson")
-    estimate = estimate_with_tvm(candidate, candidate.input_shape, profile)
+    estimate = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=largest_kernels
+    )
+    # the module lowered here, afresh, against the kernels the estimate used
     module = build_model(candidate, seed=0)
     kernels = fused_kernels(import_to_relax(module, candidate.input_shape))
     assert (
@@ -47,15 +61,19 @@ def test_float_candidate_is_the_kernel_estimate_of_its_module() -> None:
     assert estimate.latency_ms == pytest.approx(estimate_from_kernels(kernels, profile).latency_ms)
 
 
-def test_int8_candidate_runs_its_kernels_at_int8_where_the_device_has_int8() -> None:
+def test_int8_candidate_runs_its_kernels_at_int8_where_the_device_has_int8(
+    largest_kernels: Path,
+) -> None:
     float_candidate = SPACE.largest()
     int8 = SPACE.candidate(
         {d.name: (8 if "bits" in d.name else max(d.choices)) for d in SPACE.decisions}
     )
     for name, precision in (("jetson-orin-nano", "int8"), ("jetson-nano", "fp16")):
         profile = load_profile(name)
-        f = estimate_with_tvm(float_candidate, float_candidate.input_shape, profile)
-        q = estimate_with_tvm(int8, int8.input_shape, profile)
+        f = estimate_with_tvm(
+            float_candidate, float_candidate.input_shape, profile, cache_dir=largest_kernels
+        )
+        q = estimate_with_tvm(int8, int8.input_shape, profile, cache_dir=largest_kernels)
         assert "not matched" not in q.method
         assert {row.precision for row in q.layers} == {precision}  # Nano: no fast int8 path
         assert q.latency_ms < f.latency_ms

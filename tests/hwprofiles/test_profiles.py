@@ -203,7 +203,8 @@ def test_jetson_precisions_match_the_hardware() -> None:
 
 
 def test_tvm_targets_exist_in_tvm() -> None:
-    tvm = pytest.importorskip("tvm")  # import costs a few seconds: keep it in this one test
+    import tvm  # import costs a few seconds: keep it in this one test
+
     tags = set(tvm.target.list_tags())
     for profile in PROFILES:
         spec = profile.tvm_target_spec()

@@ -19,16 +19,13 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
+from optuna_dashboard._app import create_app
+from optuna_dashboard._serializer import serialize_frozen_trial
 
 from autoprune.cli import main
 from autoprune.search import RunDir
 from autoprune.search._objective import set_constraints
 from tests.conftest import write_config
-
-pytest.importorskip("optuna_dashboard")
-
-from optuna_dashboard._app import create_app  # noqa: E402
-from optuna_dashboard._serializer import serialize_frozen_trial  # noqa: E402
 
 #: Both bind: the unpruned base (31.0 M MACs, 272 k params) breaks both, so the reference trial
 #: is infeasible; repair shrinks every other proposal until it fits.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
+
+import pytest
 
 from autoprune.cli import main
 from autoprune.search import RunDir
@@ -25,7 +29,36 @@ def test_distill_trains_the_base_once_and_uses_it_as_teacher(tmp_path: Path, cap
     assert records[0].evaluator == "scratch-e"  # the reference trial is the trained base itself
     assert {r.evaluator for r in records[1:] if r.cached_from is None} == {"distill"}
     assert all(r.metric == "accuracy" and 0 <= r.accuracy <= 1 for r in records)
-    assert RunDir(run_dir).hypervolume() is not None
+    # The hypervolume of the distilled trials' front, against one computed here by
+    # inclusion-exclusion over the boxes each feasible trained trial dominates.
+    reference, history = RunDir(run_dir).hypervolume()
+    base = records[0]
+    assert reference.scales == (1.0, base.latency_ms, base.energy_mj)
+    assert reference.point == (1.0, 1.1, 1.1)
+    counted = [r for r in records if r.feasible and r.trained]
+    assert base in counted and len(counted) >= 2
+    assert [n for n, _ in history] == [r.number for r in records]
+    volumes = [v for _, v in history]
+    assert volumes == sorted(volumes)
+    assert volumes[-1] == pytest.approx(_union_of_boxes(counted, reference.point), rel=1e-9)
+    assert volumes[0] == pytest.approx(_union_of_boxes([base], reference.point), rel=1e-9)
+    assert volumes[0] > 0
+
+
+def _union_of_boxes(records: list, point: tuple[float, ...]) -> float:
+    """Volume of the union of the boxes [normalised record, ``point``], by inclusion-exclusion:
+    error ``1 - accuracy``, costs over the base's (trial 0's) costs."""
+    base = min(records, key=lambda r: r.number)
+    corners = [
+        (1 - r.accuracy, r.latency_ms / base.latency_ms, r.energy_mj / base.energy_mj)
+        for r in records
+    ]
+    total = 0.0
+    for size in range(1, len(corners) + 1):
+        for subset in itertools.combinations(corners, size):
+            box = math.prod(max(0.0, p - max(c[d] for c in subset)) for d, p in enumerate(point))
+            total += (-1) ** (size + 1) * box
+    return total
 
 
 def test_proxy_scores_candidates_and_the_report_says_so(tmp_path: Path, capsys) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,18 +130,17 @@ def ray_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def _kill_first_attempt(run_dir: Path, killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL the Ray worker of the first trial that starts (its attempts.jsonl names it)."""
-    while not stop.is_set():
+    """SIGKILL the Ray worker of the first trial that starts, as soon as its attempt is recorded
+    (attempts.jsonl names the worker; the attempt then still has its data, build and training
+    ahead, and no model.pt is written before they end)."""
+    while not stop.wait(0.05):
         for path in sorted(run_dir.glob("trials/*/attempts.jsonl")):
             lines = path.read_text().splitlines()
-            if lines:
-                pid = json.loads(lines[0])["pid"]
-                time.sleep(1.0)  # well inside the trial: data, build, training
-                if not (path.parent / "model.pt").exists():
-                    os.kill(pid, signal.SIGKILL)
+            if lines and lines[0].endswith("}"):
+                if not (path.parent / "model.pt").exists():  # else: no kill, and the test fails
+                    os.kill(json.loads(lines[0])["pid"], signal.SIGKILL)
                     killed.append(int(path.parent.name))
                 return
-        time.sleep(0.2)
 
 
 @pytest.mark.slow

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
@@ -304,7 +306,6 @@ def _mixed_model() -> nn.Sequential:
 def test_quantized_layers_are_still_conv_and_linear_and_export(
     calibrated: bool, tmp_path: Path
 ) -> None:
-    onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = _mixed_model()
     assert isinstance(model[0], nn.Conv2d) and isinstance(model[5], nn.Linear)
@@ -415,39 +416,52 @@ def _check_levels(call: dict[str, Any]) -> None:
         assert lo <= levels.round().min() and levels.round().max() <= hi
 
 
-def test_a_trained_mixed_precision_model_computes_at_its_bit_widths() -> None:
+def _mixed_precision_net(quantized: bool) -> nn.Sequential:
+    """Conv 8/4 bits (weights/input), conv 2/2, conv 4/8, linear 4/4; or the same net in float,
+    initialised alike (seed 0)."""
+
+    def conv(*args: int, weight_bits: int, activation_bits: int, **kw: int) -> nn.Module:
+        if not quantized:
+            return nn.Conv2d(*args, **kw)
+        return QuantConv2d(*args, weight_bits=weight_bits, activation_bits=activation_bits, **kw)
+
     torch.manual_seed(0)
-    model = nn.Sequential(
-        QuantConv2d(1, 8, 3, padding=1, weight_bits=8, activation_bits=4),  # signed input
+    return nn.Sequential(
+        conv(1, 8, 3, padding=1, weight_bits=8, activation_bits=4),  # signed input
         nn.BatchNorm2d(8),
         nn.ReLU(),
-        QuantConv2d(8, 16, 3, stride=2, padding=1, weight_bits=2, activation_bits=2),
+        conv(8, 16, 3, stride=2, padding=1, weight_bits=2, activation_bits=2),
         nn.BatchNorm2d(16),
         nn.ReLU(),
-        QuantConv2d(16, 16, 3, stride=2, padding=1, weight_bits=4, activation_bits=8),
+        conv(16, 16, 3, stride=2, padding=1, weight_bits=4, activation_bits=8),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
-        QuantLinear(64, 10, weight_bits=4, activation_bits=4),
+        QuantLinear(64, 10, weight_bits=4, activation_bits=4) if quantized else nn.Linear(64, 10),
     )
+
+
+@pytest.mark.slow
+def test_a_trained_mixed_precision_model_computes_at_its_bit_widths() -> None:
     data = load_dataset("synthetic", val_samples=500, seed=0)
+    # All 1,500 training images once, 16 at a time: 94 steps (fewer leave both nets at chance)
+    fidelity = Fidelity(samples=None, epochs=1, batch_size=16)
+    options = {"input_shape": (1, 28, 28), "seed": 0, "lr": 0.05, "device": "cpu"}
+    model = _mixed_precision_net(quantized=True)
     with captured_inputs(model) as calls:
-        result = train_model(
-            model,
-            data,
-            fidelity=Fidelity(samples=384, epochs=1, batch_size=32),  # 12 steps
-            input_shape=(1, 28, 28),
-            seed=0,
-            lr=0.05,
-            device="cpu",
-        )
-    assert result.accuracy > 0.1  # learned something (10 classes)
+        result = train_model(model, data, fidelity=fidelity, **options)
+    float_model = _mixed_precision_net(quantized=False)
+    baseline = train_model(float_model, data, fidelity=fidelity, **options)
+    # It learns at 2 to 8 bits about as the same float net trained the same way does (0.56
+    # against 0.68 measured), far above chance (0.1).
+    assert result.accuracy > 0.4 and baseline.accuracy > 0.4
+    assert result.accuracy >= baseline.accuracy - 0.2
     quant = [m for m in model if isinstance(m, QuantConv2d | QuantLinear)]
     assert all(int(m.calibrated_batches) == 4 for m in quant)
     assert bool(quant[0].act_signed) and not any(bool(m.act_signed) for m in quant[1:])
     training = [c for c in calls if c["training"]]
     evaluation = [c for c in calls if not c["training"]]
-    assert len(training) == 12 * 4 and len(evaluation) >= 4
+    assert len(training) == math.ceil(1500 / 16) * 4 and len(evaluation) >= 4
     for call in training[-4:] + evaluation:
         _check_levels(call)
     # LSQ moved the steps after calibration, and the last step's weight scales are kept.

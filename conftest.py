@@ -1,0 +1,85 @@
+"""The package's docstring examples, run as doctests (``--doctest-modules autoprune``).
+
+Each example runs in an empty folder of its own, as a user's would in a project folder; an
+example that names ``runs/demo`` finds there a finished search of its own (a copy of one tiny
+run: resnet20 with your weights ``resnet20.pt``, synthetic data at 16x16, float, 3 trials,
+estimated hardware), so that examples read a real run and no example sees another's changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _pytest.doctest import DoctestItem
+
+#: The demo run's settings: small enough to search in seconds on a CPU.
+DEMO_SETTINGS = {
+    "model.in_channels": 1,
+    "data.dataset": "synthetic",
+    "data.root": None,
+    "data.val_samples": 100,
+    "data.input_shape": [1, 16, 16],
+    "space.weight_bits": [32],
+    "space.activation_bits": [32],
+    "training.samples": 64,
+    "training.batch_size": 64,
+    "hardware.estimator": "layers",
+    "search.seed": 0,
+}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 3-trial search with user weights, made once per session."""
+    import torch
+
+    import autoprune
+    from autoprune.spaces import Candidate, build_model
+
+    folder = tmp_path_factory.mktemp("demo")
+    torch.manual_seed(0)
+    base = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 16, 16))
+    torch.save(build_model(base).state_dict(), folder / "resnet20.pt")
+    run_dir = folder / "runs" / "demo"
+    autoprune.search(
+        target="jetson",
+        trials=3,
+        run_dir=run_dir,
+        weights=folder / "resnet20.pt",
+        settings=DEMO_SETTINGS,
+        progress=False,
+    )
+    return run_dir
+
+
+def copy_run(run_dir: Path, dest: Path) -> Path:
+    """A copy of ``run_dir`` with its own study: ``run.json`` names the copy's ``study.db``."""
+    shutil.copytree(run_dir, dest)
+    meta = json.loads((dest / "run.json").read_text())
+    meta["storage"] = f"sqlite:///{(dest / 'study.db').resolve()}"
+    (dest / "run.json").write_text(json.dumps(meta))
+    return dest
+
+
+@pytest.fixture(autouse=True)
+def _doctest_folder(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Doctests only: an empty working folder, ``runs/demo`` where named, the environment kept."""
+    if not isinstance(request.node, DoctestItem):
+        yield
+        return
+    folder: Path = request.getfixturevalue("tmp_path")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.chdir(folder)
+    if any('"runs/demo"' in e.source for e in request.node.dtest.examples):
+        demo = request.getfixturevalue("demo_run")
+        copy_run(demo, folder / "runs" / "demo")
+        shutil.copy(demo.parents[1] / "resnet20.pt", folder / "resnet20.pt")
+    environ = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
