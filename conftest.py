@@ -8,7 +8,6 @@ estimated hardware), so that examples read a real run and no example sees anothe
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -58,11 +57,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def copy_run(run_dir: Path, dest: Path) -> Path:
-    """A copy of ``run_dir`` with its own study: ``run.json`` names the copy's ``study.db``."""
+    """A plain copy of ``run_dir``: run.json names the study relatively, so it is the copy's."""
     shutil.copytree(run_dir, dest)
-    meta = json.loads((dest / "run.json").read_text())
-    meta["storage"] = f"sqlite:///{(dest / 'study.db').resolve()}"
-    (dest / "run.json").write_text(json.dumps(meta))
     return dest
 
 

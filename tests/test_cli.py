@@ -98,16 +98,14 @@ def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys)
 
 
 def _copy_run(run_dir: Path, dest: Path) -> Path:
-    """A copy of ``run_dir`` with its own study: ``run.json`` names the copy's ``study.db``."""
+    """A plain copy of ``run_dir``: run.json names the study relatively, so it is the copy's."""
     shutil.copytree(run_dir, dest)
-    meta = json.loads((dest / "run.json").read_text())
-    meta["storage"] = f"sqlite:///{(dest / 'study.db').resolve()}"
-    (dest / "run.json").write_text(json.dumps(meta))
     return dest
 
 
 def test_resume_runs_only_missing_trials(finished_run: Path, tmp_path: Path, capsys) -> None:
-    # A copy: the other tests of the module count the shared run's 4 trials.
+    # A plain copy (the other tests of the module count the shared run's 4 trials): the copy
+    # resumes into its own study.db.
     config = finished_run.parent / "tiny.yaml"
     run_dir = _copy_run(finished_run, tmp_path / "run")
     before = {t.number: t.datetime_complete for t in _trials(run_dir)}
@@ -160,8 +158,9 @@ def _wait_while_running(
 
 
 def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
-    storage = json.loads((run_dir / "run.json").read_text())["storage"]
-    return optuna.load_study(study_name="autoprune", storage=storage).get_trials()
+    return optuna.load_study(
+        study_name="autoprune", storage=RunDir(run_dir).storage_url
+    ).get_trials()
 
 
 def test_weights_of_the_old_quantizer_are_refused_in_one_line(

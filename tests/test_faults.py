@@ -69,11 +69,8 @@ def faulted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, s
 
 
 def _copy(run_dir: Path, to: Path) -> Path:
-    """A copy of a run whose run.json names the copy's own study."""
+    """A plain copy of a run: run.json names the study relatively, so it is the copy's."""
     shutil.copytree(run_dir, to)
-    meta = json.loads((to / "run.json").read_text())
-    meta["storage"] = f"sqlite:///{(to / 'study.db').resolve()}"
-    (to / "run.json").write_text(json.dumps(meta))
     return to
 
 

@@ -79,6 +79,8 @@ class RunDir:
     """
 
     STUDY_NAME = "autoprune"
+    #: run.json's storage for its own study.db: relative, so a copied or moved run keeps its own.
+    OWN_STUDY = "study.db"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -155,10 +157,9 @@ class RunDir:
                 f"{str(self.path)!r} is not an autoprune run directory (no run.json); "
                 f"pass the --run-dir of a search"
             )
-        study = (self.path / "study.db").resolve()
         fix = (
             f"restore it from a backup, or write it again: for a run whose study is its "
-            f'study.db, {{"storage": "sqlite:///{study}", "study_name": "{self.STUDY_NAME}"}}'
+            f'study.db, {{"storage": "{self.OWN_STUDY}", "study_name": "{self.STUDY_NAME}"}}'
         )
         meta = read_json(self.meta_file, what="run.json", fix=fix)
         if not isinstance(meta, dict) or not {"storage", "study_name"} <= set(meta):
@@ -169,7 +170,9 @@ class RunDir:
 
     @property
     def storage_url(self) -> str:
-        return str(self.meta()["storage"])
+        """The study's storage URL (run.json's :attr:`OWN_STUDY`: this folder's study.db)."""
+        url = str(self.meta()["storage"])
+        return f"sqlite:///{(self.path / url).resolve()}" if url == self.OWN_STUDY else url
 
     def config(self) -> Config:
         """The run's resolved configuration (``config.yaml``)."""
@@ -221,7 +224,7 @@ class RunDir:
             return url  # config.yaml takes the new values under the lock: record_config
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        url = storage or f"sqlite:///{(self.path / 'study.db').resolve()}"
+        url = storage or f"sqlite:///{(self.path / self.OWN_STUDY).resolve()}"
         try:
             create_tables(url)
         except RunDirError:
@@ -229,7 +232,7 @@ class RunDir:
                 shutil.rmtree(self.path, ignore_errors=True)
             raise
         meta = {
-            "storage": url,
+            "storage": storage or self.OWN_STUDY,
             "study_name": self.STUDY_NAME,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -295,7 +298,7 @@ class RunDir:
         self.check_storage()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            return optuna.load_study(study_name=meta["study_name"], storage=meta["storage"])
+            return optuna.load_study(study_name=meta["study_name"], storage=self.storage_url)
         except KeyError:
             return None
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -19,7 +21,11 @@ def test_a_run_from_before_a_new_setting_continues_at_its_default(tmp_path: Path
     old = config.to_dict()
     del old["hardware"]["tuning_trials_per_task"]  # as written before the key existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    assert RunDir(tmp_path).prepare(config, None) == url
+    run = RunDir(tmp_path)
+    assert run.prepare(config, None) == url
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == old  # nothing written yet
+    with run.lock():  # as the search records it: holding the lock
+        run.record_config(config)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
 
 
@@ -97,3 +103,15 @@ def test_the_layout_is_known_in_one_place(tmp_path: Path) -> None:
     assert not run.exists()
     with pytest.raises(RunDirError, match="not an autoprune run directory"):
         run.records()
+
+
+def test_a_copied_run_reads_and_writes_its_own_study(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.prepare(load_config(), None)
+    run.open_study(optuna.samplers.RandomSampler(seed=0))
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    copy = RunDir(tmp_path / "copy")
+    assert copy.storage_url == f"sqlite:///{(tmp_path / 'copy' / 'study.db').resolve()}"
+    copy.open_study(optuna.samplers.RandomSampler(seed=0)).enqueue_trial({})
+    assert len(copy.load_study().get_trials()) == 1
+    assert run.load_study().get_trials() == []
