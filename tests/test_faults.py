@@ -82,7 +82,9 @@ def test_a_full_disk_and_no_memory_fail_one_trial_each_and_the_search_goes_on(
     records = RunDir(run_dir).records()
     assert [r.state for r in records] == ["failed", "failed", "complete"]
     assert "File too large" in records[0].error and "ulimit -f" in records[0].error
-    assert "can't allocate memory" in records[1].error
+    # Out of memory in PyTorch's allocator, or in oneDNN building a kernel (then the next trials
+    # train without oneDNN, which cannot build kernels in that process any more).
+    assert any(e in records[1].error for e in ("can't allocate memory", "create a primitive"))
     assert not any((run_dir / "trials" / "0000").iterdir())  # no part of the weights left
     assert "Traceback" not in output
     assert f"trial 0 failed: OSError: [Errno 27] cannot write {run_dir}" in output

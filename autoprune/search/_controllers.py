@@ -163,6 +163,12 @@ class PerTrialSeedSampler(optuna.samplers.BaseSampler):
         template = factory(seed=seed, population_size=population_size)
         self.learns_from_own_proposals = getattr(template, "learns_from_own_proposals", False)
 
+    def __getstate__(self) -> dict[str, Any]:  # Ray Tune pickles its searcher's sampler
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_by_trial")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _by_trial={})
+
     def trial_seed(self, study: Study, trial: FrozenTrial) -> int:
         """The seed of ``trial``'s sampler: from the run's seed and :func:`proposal_index`."""
         index = proposal_index(study, trial)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import optuna
+import torch
 
 from autoprune.config import Budget, Config
 from autoprune.evaluators import EpochHook, Evaluator, TrainedBase
@@ -303,6 +304,7 @@ class CandidateObjective:
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             attrs.ERROR.set(trial, message)
+            _after_onednn_failure(exc)
             # One line: the search goes on (Optuna's own report of it, with a traceback, is off).
             _logger.warning("trial %d failed: %s", trial.number, message.strip().splitlines()[0])
             _logger.debug("trial %d failed", trial.number, exc_info=True)
@@ -446,3 +448,19 @@ class CandidateObjective:
             if attrs.CANDIDATE_HASH.get(other) == candidate_hash and attrs.TRAINED.get(other):
                 return other
         return None
+
+
+def _after_onednn_failure(error: Exception) -> None:
+    """Train the rest of this process without oneDNN once it failed to create a primitive.
+
+    oneDNN cannot create a primitive when memory runs out while it builds one (a candidate too
+    large for the memory limit), and stays unable to for every later shape of the process;
+    PyTorch's own CPU kernels are slower but unaffected, so the next trials still train.
+    """
+    if isinstance(error, RuntimeError) and "could not create a primitive" in str(error):
+        if torch.backends.mkldnn.enabled:
+            torch.backends.mkldnn.enabled = False
+            _logger.warning(
+                "oneDNN could not create a primitive (out of memory?); the next trials of this "
+                "process train with PyTorch's own CPU kernels"
+            )

@@ -255,6 +255,12 @@ class PolicyGradientSampler(optuna.samplers.BaseSampler):
         self._cache: tuple[tuple[int, int], PolicyState] | None = None
         self._indices: dict[int, int] = {}  # trial number -> proposal_index, from before_trial
 
+    def __getstate__(self) -> dict[str, Any]:  # Ray Tune pickles its searcher's sampler
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cache", "_indices")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _cache=None, _indices={})
+
     # ---- the sampler interface ------------------------------------------------------------
 
     def infer_relative_search_space(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from pathlib import Path
 
+import cloudpickle
 import optuna
 import pytest
 
@@ -130,3 +132,19 @@ def test_a_resumed_run_proposes_what_the_uninterrupted_run_proposes(
         resumed.optimize(_by_params, n_trials=12 - len(finished(resumed)))
     assert finished(resumed) == finished(uninterrupted)
     assert len({tuple(sorted(p.items())) for p in finished(uninterrupted)}) > 3  # it explores
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_a_sampler_survives_pickling_as_ray_tune_pickles_its_searcher(name: str) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    proposals = []
+    for sampler in (
+        create_sampler(name, seed=0, population_size=4),
+        pickle.loads(cloudpickle.dumps(create_sampler(name, seed=0, population_size=4))),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental samplers
+            study = optuna.create_study(sampler=sampler, directions=["maximize"] + ["minimize"] * 2)
+            study.optimize(_by_params, n_trials=6)
+        proposals.append([t.params for t in study.trials])
+    assert proposals[0] == proposals[1]
