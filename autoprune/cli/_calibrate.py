@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from autoprune._files import write_atomic
 from autoprune.cli._parser import check_folder
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles import (
@@ -68,9 +68,7 @@ def _write_yaml(path: Path, data: dict[str, Any], name: str) -> None:
         + yaml.safe_dump(data, sort_keys=False, width=100)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, text)
 
 
 def _print_fit(fit: CalibrationFit, rows: list, before: Any, written: Path | None) -> None:

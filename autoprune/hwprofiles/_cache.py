@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from autoprune._files import write_atomic
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._records import LatencyMeasurement
 
@@ -73,6 +74,4 @@ def cache_store(
     path = cache_path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"key": dict(key), "measurement": measurement.to_dict()}, indent=1)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(text + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, text + "\n")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from torch import nn
 
+from autoprune._files import write_atomic
 from autoprune.hwprofiles._cache import package_version
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
@@ -99,10 +100,8 @@ def _cached_kernels(
     kernels = fused_kernels(import_to_relax(module, input_shape))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
         payload = {"key": key, "kernels": [k.to_dict() for k in kernels]}
-        temporary.write_text(json.dumps(payload) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomic(path, json.dumps(payload) + "\n")
     return kernels
 
 
