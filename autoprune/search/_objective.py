@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -37,6 +36,7 @@ from autoprune.search import _schema as attrs
 from autoprune.search._early_stopping import DominanceStopper, EarlyStopped, peers_at
 from autoprune.search._repair import repair
 from autoprune.search._rundir import RunDir
+from autoprune.search._stages import StageClock
 from autoprune.spaces import Candidate, SearchSpace
 
 __all__ = [
@@ -311,8 +311,11 @@ class CandidateObjective:
             raise
 
     def _evaluate(self, trial: ObjectiveTrial) -> tuple[float, float, float]:
+        clock = StageClock()
         candidate = self._propose(trial)
+        clock.lap("propose")
         values = candidate_costs(candidate, self.profile, self.coster)
+        clock.lap("costs")
         violations = self.budget_violations(values)
         feasible = all(v <= 0 for v in violations.values())
         attrs.COSTS.set(trial, values)
@@ -329,13 +332,15 @@ class CandidateObjective:
                 over,
             )
             attrs.TRAINED.set(trial, False)
+            attrs.SECONDS.set(trial, clock.seconds)
             return 0.0, latency, energy
 
         cached = self._trained_before(trial, candidate.hash) if self.reuse_trained else None
+        clock.lap("costs")
         if cached is not None:
+            attrs.SECONDS.set(trial, clock.seconds)
             return self._reused(trial, cached)
 
-        started = time.perf_counter()
         if self.evaluator.trains and self.base.is_base(candidate):
             model, result = self.base.get()
         else:
@@ -352,20 +357,25 @@ class CandidateObjective:
                 )
                 _logger.info("trial %d: candidate %s %s", trial.number, candidate.hash, stop)
                 raise optuna.TrialPruned(str(stop)) from None
+        clock.lap("evaluate")
+        clock.split("evaluate", "train", result.train_seconds)
         weights = self.run.save_weights(trial.number, model)
         attrs.WEIGHTS_SHA256.set(trial, hashlib.sha256(weights.read_bytes()).hexdigest())
+        clock.lap("save")
         attrs.TRAINED.set(trial, True)
         attrs.EVAL.set(trial, result.to_dict())
         attrs.ACCURACY.set(trial, result.accuracy)
         if result.intermediate:
             attrs.CURVE.set(trial, {"epochs": result.epochs, "accuracy": list(result.intermediate)})
         attrs.FIDELITY.set(trial, result.fidelity.describe(candidate.input_shape[1:]))
+        clock.lap("save")
+        attrs.SECONDS.set(trial, clock.seconds)
         _logger.info(
             "trial %d: candidate %s: %s in %.0f s",
             trial.number,
             candidate.hash,
             result.label,
-            time.perf_counter() - started,
+            clock.total,
         )
         return float(result.accuracy), latency, energy
 

@@ -40,6 +40,7 @@ __all__ = [
     "REFERENCE",
     "REPAIR_STEPS",
     "RETRY_OF",
+    "SECONDS",
     "STOPPED_EARLY",
     "TRAINED",
     "WEIGHTS_SHA256",
@@ -137,6 +138,11 @@ REFERENCE: TrialAttr[str] = TrialAttr(
 RAY_WORKER: TrialAttr[dict[str, Any]] = TrialAttr(
     "ray", (dict,), "the Ray worker's attempt, pid and host"
 )
+SECONDS: TrialAttr[dict[str, float]] = TrialAttr(
+    "seconds",
+    (dict,),
+    "wall seconds per stage of the objective: propose, costs, build, train, validate, save",
+)
 
 #: Every trial attribute, by key.
 TRIAL_ATTRS: dict[str, TrialAttr[Any]] = {
@@ -160,6 +166,7 @@ TRIAL_ATTRS: dict[str, TrialAttr[Any]] = {
         RETRY_OF,
         REFERENCE,
         RAY_WORKER,
+        SECONDS,
     )
 }
 
