@@ -72,17 +72,31 @@ def test_integer_form_computes_the_trained_values_in_pytorch_and_onnxruntime(
     # As written, the graph computes the trained values to float rounding; where a value sits on
     # a rounding boundary, another summation order (or onnxruntime's integer kernels, which
     # requantize their accumulators) may move it one level: most logits agree to 1e-5, all to
-    # 3e-2 (a few levels' worth at these steps).
+    # 3e-2 (a few levels' worth at these steps). On an x86 CPU without VNNI, onnxruntime's
+    # 8-bit kernels sum pairs of uint8 x int8 products in int16, which saturates (measured on
+    # an AVX2-only AMD EPYC: logits off by up to 0.054, median 0.018); the graph as written
+    # stays exact there.
     literal = onnxruntime.SessionOptions()
     literal.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    saturates = weight_bits <= 8 and _x86_without_vnni()
     for options in (literal, onnxruntime.SessionOptions()):
         session = onnxruntime.InferenceSession(str(path), options)
+        atol, median = (1e-1, 5e-2) if saturates and options is not literal else (3e-2, 1e-5)
         for batch in (1, 8):
             (got,) = session.run(None, {"input": x[:batch].numpy()})
             with torch.no_grad():
                 reference = model(x[:batch]).numpy()
-            np.testing.assert_allclose(got, reference, atol=3e-2)
-            assert np.median(np.abs(got - reference)) < 1e-5
+            np.testing.assert_allclose(got, reference, atol=atol)
+            assert np.median(np.abs(got - reference)) < median
+
+
+def _x86_without_vnni() -> bool:
+    """Whether this is an x86 CPU whose flags list no VNNI (``/proc/cpuinfo``)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and "vnni" not in flags and "amx" not in flags
 
 
 def test_sixteen_bits_become_fp16_where_the_target_has_it() -> None:
