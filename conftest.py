@@ -1,5 +1,4 @@
-"""The package's docstring examples, run as doctests (``--doctest-modules autoprune``), and how
-the suite splits over pytest-xdist's workers.
+"""The package's docstring examples, run as doctests (``--doctest-modules autoprune``).
 
 Each example runs in an empty folder of its own, as a user's would in a project folder; an
 example that names ``runs/demo`` finds there a finished search of its own (a copy of one tiny
@@ -80,35 +79,3 @@ def _doctest_folder(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(environ)
-
-
-#: Session fixtures that take minutes to make: the tests that use one share a worker.
-SHARED_SESSION_FIXTURES = ("tuned_host_run", "demo_run")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n N --dist loadgroup``, as the suite runs): each test module is
-    one group, so its module fixtures are made once; the tests that use an expensive session
-    fixture (:data:`SHARED_SESSION_FIXTURES`; the doctests may need ``demo_run``) form one group
-    per fixture, so each is made once; the Ray test modules form one group, so no two Ray
-    instances run at once. Groups go out longest first, so that no worker is left with a long
-    group while the others idle: the shared fixtures' groups, then those with a test marked
-    ``slow``, then the rest, each in collection order. The marks do nothing without xdist."""
-    groups = {item.nodeid: _xdist_group(item) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    slow = {groups[item.nodeid] for item in items if item.get_closest_marker("slow")}
-    rank = {**dict.fromkeys(slow, 1), **dict.fromkeys(SHARED_SESSION_FIXTURES, 0)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], 2))  # stable: order kept within
-
-
-def _xdist_group(item: pytest.Item) -> str:
-    if isinstance(item, DoctestItem):
-        return "demo_run"
-    fixtures = getattr(item, "fixturenames", ())
-    shared = next((name for name in SHARED_SESSION_FIXTURES if name in fixtures), None)
-    if shared is not None:
-        return shared
-    if Path(str(item.path)).name.startswith("test_ray"):
-        return "ray"  # a loopback cluster's teardown (`ray stop --force`) ends every Ray
-    return item.nodeid.split("::", 1)[0]
