@@ -141,7 +141,7 @@ RAY_WORKER: TrialAttr[dict[str, Any]] = TrialAttr(
 SECONDS: TrialAttr[dict[str, float]] = TrialAttr(
     "seconds",
     (dict,),
-    "wall seconds per stage of the objective: propose, costs, build, train, validate, save",
+    "wall seconds per stage: propose, costs, evaluate (less its training loop), train, save",
 )
 
 #: Every trial attribute, by key.
