@@ -73,15 +73,15 @@ def measure(trials: int, settings: list[str]) -> dict[str, Any]:
         if trial.datetime_start is None or trial.datetime_complete is None:
             continue
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        recorded = trial.user_attrs.get("seconds") or {}
+        attrs = trial.user_attrs
+        recorded = attrs.get("seconds") or {}
         stages = _stages(recorded)
         rows.append(
             {
                 "number": trial.number,
                 "state": trial.state.name,
-                "trained": bool(trial.user_attrs.get("trained"))
-                and "cached_from" not in (trial.user_attrs),
-                "reference": "reference" in trial.user_attrs,
+                "trained": bool(attrs.get("trained")) and "cached_from" not in attrs,
+                "reference": "reference" in attrs,
                 "wall_s": round(wall, 3),
                 "stages_s": {k: round(v, 3) for k, v in stages.items()},
                 "unrecorded_s": round(wall - sum(stages.values()), 3),
