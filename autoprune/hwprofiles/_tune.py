@@ -15,9 +15,9 @@ The flow (TVM 0.27, ``tvm.s_tir.meta_schedule``):
    extracted here are the ones the tuned build looks up;
 2. ``relax_integration.extract_tasks``; tasks with a record in the database are reused;
 3. ``tune_tasks`` on the new ones: ``EvolutionarySearch(population_size=64,
-   genetic_num_iters=1)``, ``cost_model="random"``, a ``LocalBuilder`` whose ``f_build`` skips
-   the slow import of ``tvm.s_tir.tensor_intrin`` in every build worker (``docs/tvm.md``), and
-   the default ``LocalRunner``;
+   genetic_num_iters=1)``, ``cost_model="random"``, a builder that keeps its build processes
+   for the whole job (:mod:`._builder`) and whose ``f_build`` skips the slow import of
+   ``tvm.s_tir.tensor_intrin`` in them (``docs/tvm.md``), and the default ``LocalRunner``;
 4. :func:`build_tuned`: the same decomposition, then
    ``relax_integration.compile_relax(database, ...)``, which applies the best
    record of each workload (``MetaScheduleApplyDatabase``) and compiles the rest untuned.
@@ -315,6 +315,8 @@ def _tune_tasks(
     """``tune_tasks`` on ``tasks`` (each lacking ``lacking[i]`` records), ``budget`` trials."""
     from tvm.s_tir import meta_schedule as ms
 
+    from autoprune.hwprofiles._builder import PooledBuilder
+
     work_dir = str(payload["database_dir"])
     threads = int(payload["threads"])
     strategy = ms.search_strategy.EvolutionarySearch(
@@ -323,18 +325,22 @@ def _tune_tasks(
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         tasks, work_dir, strategy=strategy, num_threads=threads, seed=payload["seed"]
     )
-    ms.tune_tasks(
-        tasks=contexts,
-        task_weights=weights,
-        work_dir=work_dir,
-        max_trials_global=budget,
-        max_trials_per_task=None if payload["trials_per_task"] is None else max(lacking),
-        num_trials_per_iter=trials_per_round(budget, len(tasks)),
-        builder=ms.builder.LocalBuilder(f_build=_make_f_build(), max_workers=threads),
-        runner=ms.runner.LocalRunner(),
-        database=database,
-        cost_model="random",
-    )
+    builder = PooledBuilder(_make_f_build(), max_workers=threads)
+    try:
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=work_dir,
+            max_trials_global=budget,
+            max_trials_per_task=None if payload["trials_per_task"] is None else max(lacking),
+            num_trials_per_iter=trials_per_round(budget, len(tasks)),
+            builder=builder,
+            runner=ms.runner.LocalRunner(),
+            database=database,
+            cost_model="random",
+        )
+    finally:
+        builder.close()
 
 
 def tune_model(
