@@ -1,10 +1,8 @@
 """Shared fixtures: a tiny, real search configuration (synthetic data, resnet20, 1 epoch), and a
-search of it on this host with tuned, measured latency."""
+tiny seeded CNN. (The tuned search on this host is ``tests/test_tuned_host.py``'s.)"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
@@ -76,24 +74,3 @@ def write_config(folder: Path, **sections: dict) -> Path:
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     return write_config(tmp_path)
-
-
-@pytest.fixture(scope="session")
-def tuned_host_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A finished 2-trial search of the tiny config on ``host``, and what it printed: latency
-    measured on TVM code whose kernels were first tuned (one MetaSchedule trial each) into the
-    run's database, ``<run>/tuning/host``.
-
-    Tuning takes minutes, so the tests that need a tuned host run share this one: they read it,
-    and copy what they would write to (the tuning database)."""
-    from autoprune.cli import main
-
-    folder = tmp_path_factory.mktemp("host-run")
-    config = write_config(
-        folder, search={"trials": 2}, target="host", hardware={"tuning_trials_per_task": 1}
-    )
-    run_dir = folder / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
-    return run_dir, printed.getvalue()

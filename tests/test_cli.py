@@ -573,65 +573,9 @@ def test_targets_and_profile(capsys) -> None:
     assert "not CxHxW" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_profile_measures_tvm_and_pytorch_beside_the_estimate(
-    tuned_host_run: tuple[Path, str], tmp_path: Path, capsys
-) -> None:
-    # A copy of the shared host run's database: its base trial is this model at this input, so
-    # its kernels are tuned already (tuning them here would take minutes).
-    run_dir, _ = tuned_host_run
-    shutil.copytree(
-        run_dir / "tuning" / "host", tmp_path / "tuning", ignore=shutil.ignore_patterns("logs")
-    )
-    args = [
-        "profile",
-        "--target",
-        "host",
-        "--model",
-        "resnet20",
-        "--input",
-        "1x28x28",
-        "--num-classes",
-        "10",
-        "--measure",
-        "--tuning-trials",
-        "1",
-        "--tuning-dir",
-        str(tmp_path / "tuning"),
-        "--format",
-        "json",
-    ]
-    capsys.readouterr()
-    assert main(args) == 0
-    record = json.loads(capsys.readouterr().out)
-    assert record["latency_source"] == "estimated"
-    tvm_run, torch_run = record["measured"]
-    assert (tvm_run["backend"], torch_run["backend"]) == ("tvm", "pytorch")
-    assert tvm_run["tuned"] and (tmp_path / "tuning" / "database_tuning_record.json").exists()
-    for run in (tvm_run, torch_run):
-        assert run["error"] is None and run["latency_ms"] > 0 and run["source"] == "measured"
-        assert run["protocol"]["repeat"] == len(run["runs_ms"])
-
-
 def test_profile_measure_of_an_unreachable_board_says_how(capsys) -> None:
     assert main(["profile", "--target", "jetson", "--model", "resnet18", "--measure"]) == 2
     assert "--rpc-tracker HOST:PORT --rpc-key KEY" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_host_search_uses_measured_latency_and_jetson_estimated(
-    tuned_host_run: tuple[Path, str],
-) -> None:
-    run_dir, table = tuned_host_run  # the tiny config on host, 2 trials, 1 tuning trial a kernel
-    records = [r for r in RunDir(run_dir).records() if r.state == "complete"]
-    assert len(records) == 2
-    assert all(r.latency_source == "measured" for r in records)
-    assert "(measured)" in table and "(estimated)" in table  # latency measured, energy estimated
-    # Kernels were tuned into the run's one database, and the measurements used them.
-    assert (run_dir / "tuning" / "host" / "database_tuning_record.json").stat().st_size > 0
-    cached = [json.loads(p.read_text()) for p in (run_dir / "hw-cache").glob("tvm-*.json")]
-    assert len(cached) == len({r.candidate_hash for r in records})
-    assert all(c["measurement"]["tuned"] for c in cached)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""``autoprune export --format tvm``: a library for the run's target; the host one runs here."""
+"""``autoprune export --format tvm``: a library for the run's target. (The library of a tuned host
+run, loaded and run here: ``tests/test_tuned_host.py``.)"""
 
 from __future__ import annotations
 
@@ -22,32 +23,6 @@ def _base_run(folder: Path, target: str) -> Path:
     run_dir = folder / "run"
     assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
     return run_dir
-
-
-@pytest.mark.slow
-def test_host_library_runs_here_and_matches_pytorch(
-    tuned_host_run: tuple[Path, str], tmp_path: Path
-) -> None:
-    import tvm
-
-    run_dir, _ = tuned_host_run  # a host run (shared: it tunes), read only; trial 0 is float
-    out = tmp_path / "export"
-    assert main(["export", str(run_dir), "--trial", "0", "--format", "tvm", "--out", str(out)]) == 0
-    library = out / "trial-0000" / "model.so"
-    assert library.is_file()
-    info = json.loads((out / "trial-0000" / "model.json").read_text())
-    assert info["export_target"] == "host" and info["files"][0]["form"] == "float"
-
-    record = RunDir(run_dir).records()[0]
-    model = RunDir(run_dir).trained_model(record)
-    x = torch.randn(1, *record.candidate["input_shape"])
-    with torch.no_grad():
-        expected = model(x).numpy()
-    device = tvm.cpu()
-    vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
-    result = vm["main"](tvm.runtime.tensor(x.numpy(), device))
-    got = (result[0] if not hasattr(result, "numpy") else result).numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ The faults strike a real search (the tiny synthetic one of ``conftest.py``) in a
 through ``tests/faults_driver.py``, which patches the function where each fault lands (a write,
 the storage's commit, the test-split evaluation, an export) to SIGKILL the process at its n-th
 call, or sets a real resource limit. One search, run once for the module, is copied per test.
+(A tuned run's damaged tuning database: ``tests/test_tuned_host.py``.)
 """
 
 from __future__ import annotations
@@ -215,21 +216,6 @@ def test_a_damaged_file_is_named_in_one_line_and_left_as_it_is(
         assert error.count("\n") == 1 and str(path) in error and "damaged" in error, error
         assert path.read_bytes() == before
     assert not (run_dir / "export" / "trial-0002").exists()
-
-
-def test_a_search_refuses_a_damaged_tuning_database_in_one_line(
-    tuned_host_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_dir = _copy(tuned_host_run[0], tmp_path / "run")
-    workloads = run_dir / "tuning" / "host" / WORKLOADS_NAME
-    data = workloads.read_bytes()
-    workloads.write_bytes(data[: len(data) // 2])  # cut in the middle of a line
-    before = {p: p.read_bytes() for p in workloads.parent.iterdir() if p.is_file()}
-    config = tuned_host_run[0].parent / "tiny.yaml"
-    assert main(_search_args(config, run_dir)) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and str(workloads) in error and "damaged" in error, error
-    assert {p: p.read_bytes() for p in workloads.parent.iterdir() if p.is_file()} == before
 
 
 def test_a_damaged_tuning_database_is_named_and_left_as_it_is(tmp_path: Path) -> None:

@@ -171,7 +171,9 @@ def test_pruning_dead_channels_keeps_the_function(trained: nn.Module) -> None:
     model = inherit_weights(resnet20(channels={"layer1.1.conv1": 11}), dead).eval()
     assert model.layer1[1].conv1.out_channels == 11
     x = torch.randn(4, *MNIST)
-    torch.testing.assert_close(model(x), dead(x))
+    # Up to float rounding: 11 channels sum in another order than 16 (a wrong carry-over moves
+    # the outputs by tenths).
+    torch.testing.assert_close(model(x), dead(x), rtol=1e-4, atol=1e-4)
 
 
 def test_dropped_blocks_go_and_kept_blocks_keep_their_trained_weights(trained: nn.Module) -> None:
