@@ -1,9 +1,15 @@
-"""The package's docstring examples, run as doctests (``--doctest-modules autoprune``).
+"""The package's docstring examples, run as doctests (``--doctest-modules autoprune``), and how
+the suite is split over pytest-xdist's workers (``pytest -n auto``).
 
 Each example runs in an empty folder of its own, as a user's would in a project folder; an
 example that names ``runs/demo`` finds there a finished search of its own (a copy of one tiny
 run: resnet20 with your weights ``resnet20.pt``, synthetic data at 16x16, float, 3 trials,
 estimated hardware), so that examples read a real run and no example sees another's changes.
+
+Under xdist, a worker takes a whole test file at a time (its module fixtures are made once),
+all doctests together (the demo run is made once), and all Ray test files together (one Ray
+cluster at a time); files with the most slow tests go first, and each worker's PyTorch and
+OpenMP get an equal share of the cores.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem
+
+#: Work units that gather several files (see :func:`work_unit`).
+DOCTESTS, RAY = "doctests", "ray"
 
 #: The demo run's settings: small enough to search in seconds on a CPU.
 DEMO_SETTINGS = {
@@ -79,3 +88,53 @@ def _doctest_folder(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(environ)
+
+
+# -- pytest-xdist ------------------------------------------------------------------------------
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test is scheduled in: its file, the package's doctests, or the Ray files."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("autoprune/"):
+        return DOCTESTS
+    if Path(path).name.startswith("test_ray"):
+        return RAY
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On xdist's controller: each worker's threads are the cores divided by the workers (set
+    before the workers start, so their PyTorch reads it at import)."""
+    workers = len(getattr(config.option, "tx", None) or ())
+    if workers > 1 and not hasattr(config, "workerinput"):
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist load`` (xdist's default) by :func:`work_unit`, not by test."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist's workers: the units with the most slow tests first (the scheduler hands units
+    out in collection order), each unit's tests kept together and in order."""
+    if not hasattr(config, "workerinput"):
+        return
+    slow: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        unit = work_unit(item.nodeid)
+        first.setdefault(unit, index)
+        slow[unit] = slow.get(unit, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-slow[work_unit(item.nodeid)], first[work_unit(item.nodeid)]))
