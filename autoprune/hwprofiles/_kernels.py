@@ -11,6 +11,8 @@ fusion passes of TVM 0.27's default CPU pipeline (``relax.backend.cpu_generic.le
 var)`` tuple that batch_norm leaves behind, which would otherwise stop fusion),
 ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``, ``FuseOps``, ``FuseTIR``, then
 ``RewriteDataflowReshape`` (reshapes become views, not kernels; ``dataflow_lower_passes``).
+``FoldConstant`` is :func:`~._fold.fold_constant_shapes`: the same module without compiling the
+folded kernels, which took most of the lowering's time.
 
 Each ``R.call_tir`` left in ``main`` is one kernel launch. For its PrimFunc:
 
@@ -133,13 +135,15 @@ def _anchor_op(name: str) -> str:
 def _fusion_passes() -> list[tvm.transform.Pass]:
     from tvm import relax
 
+    from autoprune.hwprofiles._fold import fold_constant_shapes
+
     t = relax.transform
     return [
         t.DecomposeOpsForInference(),
         t.CanonicalizeBindings(),
         t.LegalizeOps(),
         t.AnnotateTIROpPattern(),
-        t.FoldConstant(),  # constant-only subgraphs (batchnorm scales) become constants
+        fold_constant_shapes(),  # constant-only kernels (batchnorm scales) become constants
         t.FuseOps(),
         t.FuseTIR(),
         t.RewriteDataflowReshape(),

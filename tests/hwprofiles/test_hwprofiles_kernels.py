@@ -256,3 +256,54 @@ def test_resnet20_estimate_is_positive_labelled_and_round_trips(
     assert est.method == "per fused TVM kernel (23 kernels) over profile jetson-orin-nano"
     assert [row.name for row in est.layers] == [k.name for k in kernels]
     assert HardwareEstimate.from_dict(json.loads(json.dumps(est.to_dict()))) == est
+
+
+# --------------------------------------------------------------------------------------------
+# constant folding without compiling
+# --------------------------------------------------------------------------------------------
+
+
+class _TableBias(nn.Module):
+    """A constant gathered by a constant index (as Swin's relative position bias), indices made
+    in ``forward`` and a linear layer (a transposed weight): constant kernels that FoldConstant
+    computes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.table = nn.Parameter(torch.randn(15, 8))
+        self.register_buffer("index", (torch.arange(8)[:, None] + torch.arange(8)).reshape(-1))
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))  # (1, 8, 8, 8)
+        bias = self.table[self.index].reshape(8, 8, 8).permute(2, 0, 1)
+        rolled = (torch.arange(8) + 3) % 8  # constant indices made in forward (Swin's shift)
+        return self.fc((x + bias)[:, :, rolled].mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", ["table", "resnet20"])
+def test_folding_constant_shapes_gives_tvms_kernel_list(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tvm import relax
+
+    from autoprune.hwprofiles import _kernels
+
+    torch.manual_seed(0)
+    if name == "table":
+        model, shape = _TableBias().eval(), (3, 8, 8)
+    else:
+        model, shape = create_model("resnet20", num_classes=10, in_channels=1).eval(), (1, 16, 16)
+    mod = import_to_relax(model, shape)
+    ours = fused_kernels(mod)
+    passes = _kernels._fusion_passes
+    tvms = [
+        relax.transform.FoldConstant() if p.info.name == "FoldConstantShapes" else p
+        for p in passes()
+    ]
+    assert len(tvms) == len(passes()) and any(p.info.name == "FoldConstant" for p in tvms)
+    monkeypatch.setattr(_kernels, "_fusion_passes", lambda: tvms)
+    assert fused_kernels(mod) == ours
+    assert all(k.macs > 0 or k.bytes_in > 0 for k in ours)  # nothing of constants only is left
