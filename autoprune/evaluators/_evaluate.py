@@ -117,10 +117,17 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
 
 def uses_channels_last(device: torch.device, dtype: torch.dtype | None) -> bool:
     """Whether training runs in channels-last memory format: on GPUs under autocast, where
-    tensor-core convolutions read NHWC; on the CPU, :data:`CPU_CHANNELS_LAST`."""
+    tensor-core convolutions read NHWC; on the CPU, :data:`CPU_CHANNELS_LAST` when PyTorch
+    has more than one thread.
+
+    At one thread, PyTorch 2.14.1's oneDNN crashes the process (segmentation fault or abort)
+    in the backward pass of a channels-last strided 1x1 convolution with 2 to 7 input channels
+    (the projection shortcut of a narrow residual block), seen on an AVX2 x86 CPU; the
+    contiguous format is unaffected (``tests/evaluators/test_evaluators_train.py``).
+    """
     if device.type == "cuda":
         return dtype is not None
-    return CPU_CHANNELS_LAST
+    return CPU_CHANNELS_LAST and torch.get_num_threads() > 1
 
 
 def check_shape(data: DatasetSplits, input_shape: tuple[int, int, int]) -> tuple[int, int]:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -241,3 +244,28 @@ def test_cuda_training_defaults_to_the_gpu(data: DatasetSplits) -> None:
     )
     assert next(model.parameters()).device.type == "cuda"
     assert result.accuracy > 0.6
+
+
+def test_one_thread_trains_a_narrow_strided_projection() -> None:
+    """One PyTorch thread (as under Ray with one CPU a trial): a strided 1x1 convolution with 4
+    input channels, which oneDNN's channels-last backward crashes on at one thread, trains."""
+    script = """
+import torch
+from torch import nn
+from autoprune.evaluators import Fidelity, load_dataset, train_model
+assert torch.get_num_threads() == 1
+model = nn.Sequential(
+    nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 1, stride=2), nn.ReLU(),
+    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+)
+data = load_dataset("synthetic", val_samples=100, seed=0)
+fidelity = Fidelity(samples=512, epochs=2, batch_size=64)
+result = train_model(model, data, fidelity=fidelity, input_shape=(1, 28, 28), seed=0)
+print(result.accuracy)
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 0.0 <= float(done.stdout.split()[-1]) <= 1.0
