@@ -40,14 +40,17 @@ def test_each_trial_records_its_time_per_stage(finished_run: Path) -> None:
     for trial in RunDir(finished_run).load_study().get_trials():
         seconds = trial.user_attrs["seconds"]
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        assert set(seconds) <= {"propose", "costs", "evaluate", "train", "save"}
+        assert set(seconds) <= {"propose", "costs", "evaluate", "train", "validate", "save"}
         assert all(value >= 0 for value in seconds.values())
         assert sum(seconds.values()) <= wall + 1e-3  # disjoint stages inside the trial
         reference = "reference" in trial.user_attrs  # the base: trained once for the run
         if trial.user_attrs["trained"] and "cached_from" not in trial.user_attrs and not reference:
             train = trial.user_attrs["eval"]["train_seconds"]
             assert seconds["train"] == pytest.approx(train, abs=1e-3)
-            assert {"propose", "costs", "evaluate", "train", "save"} == set(seconds)
+            assert seconds["validate"] == pytest.approx(
+                trial.user_attrs["eval"]["eval_seconds"], abs=1e-3
+            )
+            assert {"propose", "costs", "evaluate", "train", "validate", "save"} == set(seconds)
 
 
 def test_search_writes_front_and_report_json_matches(finished_run: Path, capsys) -> None:

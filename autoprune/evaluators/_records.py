@@ -158,6 +158,8 @@ class EvalResult:
         input_hw: Resolution ``(height, width)`` in pixels that the model was trained and
             evaluated at (the deploy resolution scaled by ``fidelity.resolution_scale``).
         train_seconds: Wall-clock seconds spent in the training loop (evaluation excluded).
+        eval_seconds: Wall-clock seconds spent measuring ``accuracy`` (and the accuracies after
+            earlier epochs); 0 where the result was not measured by a training run.
         images_per_second: Training throughput, images (forward + backward) per second.
         epochs: Epochs trained (fractional when the last pass was partial).
         samples: Training images actually used per epoch (``fidelity.samples`` resolved against
@@ -194,6 +196,7 @@ class EvalResult:
     evaluator: str = "scratch-e"
     metric: str = "accuracy"
     intermediate: tuple[float, ...] = ()
+    eval_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         assert self.split in _SPLITS, self.split

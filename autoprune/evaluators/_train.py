@@ -270,8 +270,11 @@ def train_model(
     fork_devices = [dev] if dev.type == "cuda" else []
     intermediate: list[float] = []
 
+    evaluating = [0.0]  # seconds spent in val_accuracy
+
     def val_accuracy() -> float:
-        return evaluate_accuracy(
+        begin = time.perf_counter()
+        accuracy = evaluate_accuracy(
             model,
             data,
             split="val",
@@ -279,6 +282,8 @@ def train_model(
             resolution_scale=fidelity.resolution_scale,
             device=dev,
         )
+        evaluating[0] += time.perf_counter() - begin
+        return accuracy
 
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
@@ -419,6 +424,7 @@ def train_model(
         train_loss=epoch_loss,
         evaluator=evaluator,
         intermediate=tuple(intermediate),
+        eval_seconds=evaluating[0],
     )
     _logger.debug("%s in %.1f s (%.0f images/s)", result.label, seconds, result.images_per_second)
     return result

@@ -359,6 +359,7 @@ class CandidateObjective:
                 raise optuna.TrialPruned(str(stop)) from None
         clock.lap("evaluate")
         clock.split("evaluate", "train", result.train_seconds)
+        clock.split("evaluate", "validate", result.eval_seconds)
         weights = self.run.save_weights(trial.number, model)
         attrs.WEIGHTS_SHA256.set(trial, hashlib.sha256(weights.read_bytes()).hexdigest())
         clock.lap("save")

@@ -141,7 +141,8 @@ RAY_WORKER: TrialAttr[dict[str, Any]] = TrialAttr(
 SECONDS: TrialAttr[dict[str, float]] = TrialAttr(
     "seconds",
     (dict,),
-    "wall seconds per stage: propose, costs, evaluate (less its training loop), train, save",
+    "wall seconds per stage: propose, costs, evaluate (less its training and validation), "
+    "train, validate, save",
 )
 
 #: Every trial attribute, by key.
