@@ -269,3 +269,17 @@ print(result.accuracy)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0.0 <= float(done.stdout.split()[-1]) <= 1.0
+
+
+def test_channels_last_training_on_the_cpu_hands_back_a_contiguous_model(
+    data: DatasetSplits,
+) -> None:
+    from autoprune.evaluators._evaluate import uses_channels_last
+
+    assert uses_channels_last(torch.device("cpu"), None) == (torch.get_num_threads() > 1)
+    fidelity = Fidelity(samples=None, epochs=2)
+    plain, last = tiny_cnn(), tiny_cnn()
+    a = train_model(plain, data, fidelity=fidelity, input_shape=SHAPE, seed=0, channels_last=False)
+    b = train_model(last, data, fidelity=fidelity, input_shape=SHAPE, seed=0, channels_last=True)
+    assert all(p.is_contiguous() for p in last.parameters())  # as saved and exported
+    assert b.accuracy > 0.6 and abs(a.accuracy - b.accuracy) <= 0.05  # the same training
