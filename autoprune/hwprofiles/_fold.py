@@ -81,10 +81,10 @@ def fold_constant_shapes() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="FoldConstantShapes")
     def fold(mod: tvm.IRModule, _context: Any) -> tvm.IRModule:
-        out = mod.shallow_copy() if hasattr(mod, "shallow_copy") else mod
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                out[gvar] = _fold(func)
-        return out
+        functions = {
+            gvar: _fold(func) if isinstance(func, relax.Function) else func
+            for gvar, func in mod.functions.items()
+        }
+        return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
 
     return fold
