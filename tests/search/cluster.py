@@ -109,20 +109,18 @@ class LoopbackCluster:
         self._start(node, flags)
         return node
 
-    def kill(self, node: Node) -> None:
-        """SIGKILL every process of ``node``: the node is lost, as when its machine dies."""
-        for process in node.processes():
-            try:
+    def kill(self, node: Node) -> list[psutil.Process]:
+        """SIGKILL every process of ``node``: the node is lost, as when its machine dies.
+        Returns the processes signalled."""
+        processes = node.processes()
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
+        return processes
 
     def stop(self) -> None:
         """Kill every node's processes, and only theirs (another test's Ray may run beside this
         one), wait until they are gone, and remove the folders."""
-        processes = [p for node in reversed(self.nodes) for p in node.processes()]
-        for process in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGKILL)
-        psutil.wait_procs(processes, timeout=60)
+        killed = [p for node in reversed(self.nodes) for p in self.kill(node)]
+        psutil.wait_procs(killed, timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
