@@ -49,7 +49,7 @@ _EPS = 1e-12  # smallest scale: an all-zero tensor quantizes to zeros, not NaN
 _CLIP_OCTAVES = 10
 _COARSE_GRID = 21
 _FINE_GRID = 16
-_SEARCH_CHUNK = 1 << 22  # candidate x element products per pass (16 MiB of float32)
+_SEARCH_CHUNK = 1 << 18  # candidate x element products per block (1 MiB of float32)
 _CALIBRATION_SAMPLES = 1 << 14  # activation values the MSE is estimated on, per batch
 # Weight scales during training: the last step's x, 11 points in x/1.1 .. x*1.1, and max-abs.
 _TRACK = 1.1
@@ -216,14 +216,15 @@ class _LsqTraining(torch.autograd.Function):
 
 def _errors(mag: torch.Tensor, steps: torch.Tensor, qmax: torch.Tensor | float) -> torch.Tensor:
     """Sum of squared errors ``(G, R)`` of quantizing magnitudes ``mag (R, K)`` at ``steps (G, R)``
-    to levels ``0..qmax``."""
-    chunk = max(1, _SEARCH_CHUNK // max(1, mag.numel()))
+    to levels ``0..qmax``. Works through blocks of rows, every candidate at once, so that the
+    temporaries stay in cache however large the layer."""
+    rows = max(1, _SEARCH_CHUNK // max(1, steps.shape[0] * mag.shape[1]))
     out = []
-    for part in steps.split(chunk):
-        s = part.unsqueeze(-1)
-        q = torch.round(mag / s).clamp_max(qmax) * s
-        out.append((q - mag).square().sum(dim=-1))
-    return torch.cat(out)
+    for m, s in zip(mag.split(rows), steps.split(rows, dim=1), strict=True):
+        s = s.unsqueeze(-1)
+        q = torch.div(m, s).round_().clamp_max_(qmax).mul_(s).sub_(m)
+        out.append(q.square_().sum(dim=-1))
+    return torch.cat(out, dim=1)
 
 
 def _best(mag: torch.Tensor, steps: torch.Tensor, qmax: torch.Tensor | float) -> torch.Tensor:
