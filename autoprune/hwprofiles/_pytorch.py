@@ -1,7 +1,7 @@
 """PyTorch eager latency on this host, timed by TVM's ``time_evaluator`` rules.
 
 The reference the TVM-built code is compared with (``autoprune profile --measure``, the
-benchmarks). Runs in a fresh worker process (:mod:`._workers`) in eval mode under
+benchmarks). Runs in a worker process of its own (:mod:`._workers`) in eval mode under
 ``torch.no_grad``, with ``protocol.threads`` threads.
 """
 
@@ -85,6 +85,7 @@ class PyTorchRunner(LatencyRunner):
 
     backend = "pytorch"
     job = staticmethod(_pytorch_job)
+    worker = "pytorch"
 
     def cache_key(
         self, model: ModelLike, shape: tuple[int, int, int], protocol: MeasureProtocol

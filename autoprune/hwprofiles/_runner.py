@@ -35,7 +35,7 @@ _logger = logging.getLogger("autoprune.hwprofiles.measure")
 
 
 class LatencyRunner(abc.ABC):
-    """Measures the batch-1 latency of models on one target, each in a fresh worker process.
+    """Measures the batch-1 latency of models on one target, in a kept worker process.
 
     A runner is made once per target and run (its protocol, cache folder and time limit fixed),
     then used per model in this order:
@@ -45,8 +45,8 @@ class LatencyRunner(abc.ABC):
        model's new kernels with MetaSchedule there; the others do nothing and return ``None``.
     2. :meth:`measure`: the same template for every runner: validate the shape, pick the
        protocol, build the cache key (:meth:`cache_key`; a hit is returned at once, no worker
-       starts), build the payload (:meth:`payload`), run :attr:`job` on it in a fresh worker
-       with a time limit, turn a failure into a record with ``error`` set and an answer into a
+       starts), build the payload (:meth:`payload`), run :attr:`job` on it in the kept worker
+       :attr:`worker` with a time limit, turn a failure into a record with ``error`` set and an answer into a
        record (:meth:`record`), warn when the repeats are noisy, store the record in the cache.
 
     A subclass provides only what differs: :attr:`backend`, :attr:`job`, :meth:`cache_key`,
@@ -114,7 +114,7 @@ class LatencyRunner(abc.ABC):
         payload = self.payload(model, shape, protocol)
         _logger.info("measuring %s with %s", key["model"], self.describe())
         ok, answer = run_in_worker(
-            self.job, payload, threads=protocol.threads, timeout_s=self.timeout_s
+            self.job, payload, threads=protocol.threads, timeout_s=self.timeout_s, keep=self.worker
         )
         if not ok:
             _logger.warning("latency measurement with %s failed: %s", self.describe(), answer)
@@ -130,6 +130,10 @@ class LatencyRunner(abc.ABC):
     #: :meth:`payload` and returns ``{"runs_ms": [ms per repeat], "target": str,
     #: "energy": EnergyMeasurement dict or None}``. Subclasses set ``job = staticmethod(f)``.
     job: ClassVar[Callable[[Any], Mapping[str, Any]]]
+
+    #: The kept worker process :attr:`job` runs in (``run_in_worker``'s ``keep``): runners
+    #: whose jobs import the same libraries share one; PyTorch is timed in its own.
+    worker: ClassVar[str] = "tvm"
 
     @abc.abstractmethod
     def cache_key(

@@ -22,7 +22,7 @@ The flow (TVM 0.27, ``tvm.s_tir.meta_schedule``):
    ``relax_integration.compile_relax(database, ...)``, which applies the best
    record of each workload (``MetaScheduleApplyDatabase``) and compiles the rest untuned.
 
-Tuning runs in a fresh worker process with a timeout (:func:`~._workers.run_in_worker`) and
+Tuning runs in a kept worker process with a timeout (:func:`~._workers.run_in_worker`) and
 holds the database's exclusive lock while it writes.
 """
 
@@ -194,7 +194,7 @@ def _import_cpu_tensor_intrinsics_only() -> None:
     ROCm and Hexagon intrinsics too, most of the import time. Tuning targets this host's
     CPU, where only its own intrinsics can apply, so a bare package module is put in
     ``sys.modules`` and only its ``x86`` (or ``arm_cpu`` on aarch64) submodule imported. Only
-    done in the tuning worker (a fresh process), and only when the package is not imported yet;
+    done in the tuning worker (not the caller's process), and only when the package is not imported yet;
     on failure TVM's full import runs as usual.
     """
     name = "tvm.s_tir.tensor_intrin"
@@ -364,7 +364,7 @@ def tune_model(
     ``database_dir``: a later candidate with the same conv workloads tunes nothing. Then
     a :class:`~autoprune.hwprofiles.TvmRunner` with that ``database_dir`` builds with it.
 
-    Everything runs in a fresh worker process limited to ``timeout_s`` seconds (tuning times
+    Everything runs in a worker process limited to ``timeout_s`` seconds (tuning times
     of a resnet20: ``benchmarks/results/tvm_tuning.json``).
 
     Args:
@@ -425,7 +425,7 @@ def tune_model(
     }
     _logger.info("tuning on %s into %s (up to %d trials)", profile.name, folder, max_trials)
     started = time.monotonic()
-    ok, value = run_in_worker(_tune_job, payload, threads=threads, timeout_s=timeout_s)
+    ok, value = run_in_worker(_tune_job, payload, threads=threads, timeout_s=timeout_s, keep="tvm")
     if not ok:
         raise TuningError(f"MetaSchedule tuning on {profile.name} failed: {value}")
     report = TuningReport(

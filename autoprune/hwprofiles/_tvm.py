@@ -1,6 +1,6 @@
 """TVM-built code on this host: :class:`TvmRunner`, and the check that TVM computes as PyTorch.
 
-Import, build and timing run in a fresh worker process with a timeout (:mod:`._workers`), so a
+Import, build and timing run in a kept worker process with a timeout (:mod:`._workers`), so a
 TVM crash or hang becomes a :class:`LatencyMeasurement` with ``error`` set. Without a tuning
 database the code measured is **untuned**: TVM's default CPU pipeline fuses and legalizes but
 schedules nothing, so kernels are naive loops and records say so (``tuned=False``); they are no
@@ -320,7 +320,9 @@ def check_outputs_match(
         "atol": float(atol),
         "database_dir": check_database_dir(database_dir),
     }
-    ok, value = run_in_worker(_outputs_job, payload, threads=default_threads(), timeout_s=timeout_s)
+    ok, value = run_in_worker(
+        _outputs_job, payload, threads=default_threads(), timeout_s=timeout_s, keep="tvm"
+    )
     if not ok:
         raise OutputMismatchError(f"could not compare TVM and PyTorch outputs: {value}")
     max_abs, close = value

@@ -1,10 +1,15 @@
-"""Worker processes: models sent to a fresh process, run there with a timeout, and answered.
+"""Worker processes: models sent to another process, run there with a timeout, and answered.
 
-Every measurement, tuning and output check runs in a fresh worker process (``multiprocessing``
+Every measurement, tuning and output check runs in a worker process (``multiprocessing``
 "spawn" context) with a wall-clock limit, so a crash (a segfault in a compiler), a hang or an
-exception in the worker comes back as data, never as an exception that kills the caller. A
-fresh process also keeps timings clean: PyTorch is not timed in a process where TVM's thread
-pool already runs (``docs/tvm.md``).
+exception in the worker comes back as data, never as an exception that kills the caller.
+
+A worker is kept between jobs of the same kind (``keep="tvm"``, ``keep="pytorch"``): Python,
+torch and TVM are imported once per search process, not once per candidate (several seconds
+each). A worker that crashes or passes its limit is killed, and the next job starts a fresh
+one. PyTorch is timed in a worker of its own, never in one where TVM's thread pool already
+runs (``docs/tvm.md``). Kept workers end with the caller (at exit, or when its end of their
+pipe closes).
 
 Models travel as a payload (:func:`model_payload`): a candidate as its dict, a module pickled by
 reference to its classes. Live TVM objects are never sent.
@@ -12,12 +17,15 @@ reference to its classes. Live TVM objects are never sent.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +43,7 @@ __all__ = [
     "fingerprint",
     "model_from_payload",
     "model_payload",
+    "close_kept_workers",
     "run_in_worker",
 ]
 
@@ -111,66 +120,139 @@ def example_input(input_shape: tuple[int, int, int]) -> Any:
     return torch.randn(1, *input_shape, generator=generator)
 
 
-def _worker_main(conn: Any, job: Callable[[Any], Any], payload: Any, threads: int) -> None:
-    """Body of a worker process: set the threads, run ``job(payload)``, send the outcome."""
-    # TVM reads TVM_NUM_THREADS when its thread pool starts, at the first parallel kernel.
-    os.environ["TVM_NUM_THREADS"] = str(threads)
+def _run_job(job: Callable[[Any], Any], payload: Any) -> tuple[str, Any]:
+    """``("ok", job(payload))``, or ``("error", its exception's last line)``."""
     try:
-        import torch
-
-        torch.set_num_threads(threads)
-        outcome: tuple[str, Any] = ("ok", job(payload))
+        return ("ok", job(payload))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller as data
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        outcome = ("error", last.splitlines()[0][:2000] if last else type(exc).__name__)
-    try:
-        conn.send(outcome)
-    finally:
-        conn.close()
+        return ("error", last.splitlines()[0][:2000] if last else type(exc).__name__)
+
+
+def _worker_main(conn: Any, threads: int) -> None:
+    """Body of a worker process: set the threads, then run each ``(job, payload, environ)``
+    received in the caller's environment ``environ`` and send its outcome, until ``None``
+    arrives or the caller's end of the pipe closes. Ctrl-C is the caller's to handle: it kills
+    a worker whose job it interrupts."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(threads)
+    with conn:
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):  # the caller is gone
+                return
+            if task is None:
+                return
+            job, payload, environ = task
+            os.environ.clear()
+            os.environ.update(environ)
+            # TVM reads TVM_NUM_THREADS when its thread pool starts, at the first parallel kernel.
+            os.environ["TVM_NUM_THREADS"] = str(threads)
+            conn.send(_run_job(job, payload))
+
+
+class _Worker:
+    """One spawned worker process and the caller's end of its pipe."""
+
+    def __init__(self, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child, threads), name="autoprune-measure"
+        )
+        self.process.start()
+        child.close()  # only the child holds its end: its death means EOF here
+
+    def run(self, job: Callable[[Any], Any], payload: Any, timeout_s: float) -> tuple[bool, Any]:
+        """Send one job and wait for it; a crash or timeout kills the process (see
+        :func:`run_in_worker` for the outcomes)."""
+        try:
+            self.conn.send((job, payload, dict(os.environ)))
+            if self.conn.poll(timeout_s):
+                status, value = self.conn.recv()
+                return status == "ok", value
+        except (EOFError, OSError, BrokenPipeError):
+            self.process.join(5.0)
+            return False, _died(self.process.exitcode)
+        _logger.warning("measurement worker passed its %.3g s limit; killing it", timeout_s)
+        self.close(kill=True)
+        return False, f"timeout: the worker passed its limit of {timeout_s:.3g} s and was killed"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive() and not self.conn.closed
+
+    def close(self, *, kill: bool = False) -> None:
+        if not kill and self.alive:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self.conn.send(None)
+            self.process.join(5.0)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
+        self.conn.close()
+
+
+_kept: dict[tuple[str, int], _Worker] = {}  # idle kept workers, by (keep, threads)
+_kept_lock = threading.Lock()
+
+
+@atexit.register
+def close_kept_workers() -> None:
+    """End every idle kept worker (at exit; also to free their memory)."""
+    with _kept_lock:
+        workers = list(_kept.values())
+        _kept.clear()
+    for worker in workers:
+        worker.close()
 
 
 def run_in_worker(
-    job: Callable[[Any], Any], payload: Any, *, threads: int, timeout_s: float
+    job: Callable[[Any], Any],
+    payload: Any,
+    *,
+    threads: int,
+    timeout_s: float,
+    keep: str | None = None,
 ) -> tuple[bool, Any]:
-    """Run ``job(payload)`` in a fresh "spawn" process; ``(True, result)`` or ``(False, error)``.
+    """Run ``job(payload)`` in a worker process; ``(True, result)`` or ``(False, error)``.
 
     ``job`` must be a module-level function (pickled by reference), ``payload`` and its result
     picklable. The worker gets ``threads`` CPU threads (``TVM_NUM_THREADS``,
     ``torch.set_num_threads``) and is killed after ``timeout_s`` seconds of wall time, counted
-    from its start (interpreter start and imports included). A crash (segfault, ``os._exit``),
-    an exception or a timeout returns ``(False, message)``, the message starting with
-    ``"crash:"`` or ``"timeout:"`` for the first and last; nothing raises.
+    from the job's start (a new worker's interpreter start and imports included). With
+    ``keep``, the worker is the idle one kept under that name and thread count (started when
+    there is none) and is kept for the next job; without, it is a fresh process for this job
+    alone. A crash (segfault, ``os._exit``), an exception or a timeout returns
+    ``(False, message)``, the message starting with ``"crash:"`` or ``"timeout:"`` for the
+    first and last; nothing raises.
 
     Raises:
         ConfigError: ``timeout_s`` is not positive.
     """
     if not timeout_s > 0:
         raise ConfigError(f"`timeout_s` must be > 0 seconds, but got {timeout_s!r}")
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_worker_main, args=(sender, job, payload, threads), name="autoprune-measure"
-    )
+    key = (keep, threads) if keep is not None else None
+    with _kept_lock:
+        worker = _kept.pop(key, None) if key is not None else None
+    if worker is None or not worker.alive:
+        worker = _Worker(threads)
     started = time.monotonic()
-    process.start()
-    sender.close()  # only the child holds the sending end: its death means EOF here
     try:
-        if receiver.poll(timeout_s):
-            try:
-                status, value = receiver.recv()
-            except (EOFError, OSError):
-                process.join(5.0)
-                return False, _died(process.exitcode)
-            process.join(5.0)
-            return status == "ok", value
-        _logger.warning("measurement worker passed its %.3g s limit; killing it", timeout_s)
-        return False, f"timeout: the worker passed its limit of {timeout_s:.3g} s and was killed"
-    finally:
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        process.join(5.0)
-        _logger.debug("worker %s finished in %.2f s", process.pid, time.monotonic() - started)
+        ok, value = worker.run(job, payload, timeout_s)
+    except BaseException:  # Ctrl-C while it ran: the job is abandoned with its worker
+        worker.close(kill=True)
+        raise
+    _logger.debug("worker %s ran a job in %.2f s", worker.process.pid, time.monotonic() - started)
+    if key is not None and worker.alive:
+        with _kept_lock:
+            worker, _kept[key] = _kept.get(key), worker  # keep the latest; close any other
+    if worker is not None:
+        worker.close(kill=not worker.alive)
+    return ok, value
 
 
 def _died(exitcode: int | None) -> str:

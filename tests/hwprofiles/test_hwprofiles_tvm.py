@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from torch import nn
 
@@ -27,7 +30,7 @@ from autoprune.hwprofiles import (
     resolve_target,
 )
 from autoprune.hwprofiles._records import from_runs, warn_if_noisy
-from autoprune.hwprofiles._workers import fingerprint, run_in_worker
+from autoprune.hwprofiles._workers import close_kept_workers, fingerprint, run_in_worker
 from autoprune.spaces import Candidate
 
 # Short but real: 1 warm-up call, 3 repeats of >= 2 calls and >= 5 ms each, 1 thread.
@@ -192,9 +195,35 @@ def test_a_timeout_becomes_an_error_record() -> None:
     assert p.error is not None and "timeout" in p.error
 
 
-def test_a_crashing_worker_is_reported_not_raised() -> None:
-    # signal.raise_signal(SIGSEGV) kills the worker the way a segfault in TVM would.
-    ok, message = run_in_worker(signal.raise_signal, signal.SIGSEGV, threads=1, timeout_s=120)
-    assert not ok and "SIGSEGV" in message
-    ok, message = run_in_worker(abs, -3, threads=1, timeout_s=120)  # and the caller goes on
-    assert ok and message == 3
+def _pid(_: object) -> int:
+    return os.getpid()
+
+
+def test_a_crashing_worker_is_reported_not_raised_and_a_kept_one_replaced() -> None:
+    def pid(keep: str, threads: int = 1) -> int:
+        ok, value = run_in_worker(_pid, None, threads=threads, timeout_s=120, keep=keep)
+        assert ok, value
+        return value
+
+    def crash(keep: str | None) -> None:
+        # signal.raise_signal(SIGSEGV) kills the worker the way a segfault in TVM would.
+        ok, message = run_in_worker(
+            signal.raise_signal, signal.SIGSEGV, threads=1, timeout_s=120, keep=keep
+        )
+        assert not ok and "SIGSEGV" in message
+
+    try:
+        kept = pid("test")
+        assert pid("test") == kept  # one process, job after job: imports paid once
+        other = pid("test", threads=2)
+        assert other != kept  # one per name and thread count
+        crash(None)  # a fresh process of its own
+        assert pid("test") == kept
+        crash("test")
+        replaced = pid("test")  # the crashed worker is replaced, and the caller goes on
+        assert replaced != kept and psutil.pid_exists(replaced)
+        ok, message = run_in_worker(time.sleep, 60, threads=1, timeout_s=0.5, keep="test")
+        assert not ok and message.startswith("timeout:") and not psutil.pid_exists(replaced)
+    finally:
+        close_kept_workers()
+    assert not psutil.pid_exists(other)  # ended and reaped
