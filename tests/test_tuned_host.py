@@ -29,10 +29,17 @@ def tuned_host_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     run's database, ``<run>/tuning/host``.
 
     Tuning takes minutes, so the tests that need a tuned host run share this one: they read it,
-    and copy what they would write to (the tuning database)."""
+    and copy what they would write to (the tuning database). Its space holds depth only: the
+    candidate drops blocks of the base, so its kernels are the base's, tuned once (tuning a new
+    candidate's kernels is ``tests/hwprofiles/test_hwprofiles_tune.py``'s)."""
     folder = tmp_path_factory.mktemp("host-run")
+    space = {"width_ratios": [1.0], "resolution_scales": [1.0], "weight_bits": [32]}
     config = write_config(
-        folder, search={"trials": 2}, target="host", hardware={"tuning_trials_per_task": 1}
+        folder,
+        space={**space, "activation_bits": [32]},
+        search={"trials": 2},
+        target="host",
+        hardware={"tuning_trials_per_task": 1},
     )
     run_dir = folder / "run"
     printed = io.StringIO()

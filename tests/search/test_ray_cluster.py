@@ -83,7 +83,7 @@ def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    config = write_config(tmp_path, training={"samples": 1024, "epochs": 2})
+    config = write_config(tmp_path, training={"samples": 1024})
     hidden = tmp_path.parent.parent
     # First in this module: the only worker nodes, one CPU each, so that the node that joins
     # after the kill is needed to run 3 trials at once.
@@ -93,8 +93,9 @@ def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
     stop = threading.Event()
 
     def watch() -> None:
-        """Kill the node of the first attempt mid-trial, then add a node; note each attempt's
-        node while its process lives."""
+        """Kill the node of the first attempt as soon as it is recorded (its data, build and
+        training still ahead), then add a node; note each attempt's node while its process
+        lives."""
         while not stop.is_set():
             for number, attempts in _attempts(run_dir).items():
                 for a in attempts:
@@ -102,7 +103,6 @@ def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
                         seen[number, a["attempt"]] = _node_of(a["pid"], cluster.nodes)
             if "killed" not in events and seen:
                 (number, _), node = next(iter(seen.items()))
-                time.sleep(1.0)  # inside the trial: data, build, training
                 if node is not None and not (run_dir / f"trials/{number:04d}/model.pt").exists():
                     cluster.kill(node)
                     events["killed"] = (number, node)
@@ -168,7 +168,7 @@ def test_a_killed_driver_resumes_with_the_same_command(
 ) -> None:
     run_dir = tmp_path / "run"
     trials = 5
-    config = write_config(tmp_path, training={"samples": 1500, "epochs": 2})
+    config = write_config(tmp_path, training={"samples": 1024})
     _workers(cluster, tmp_path.parent.parent, 2)
     command = [
         sys.executable,
