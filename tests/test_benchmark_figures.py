@@ -142,6 +142,22 @@ def test_the_readme_quotes_ray_overhead() -> None:
     assert all(_agrees(q, e, d) for q, (e, d) in zip(quoted, expected, strict=True))
 
 
+def test_the_readme_quotes_measure_workers() -> None:
+    summary = _results("measure_workers.json")["summary"]
+    quoted = _quoted(
+        _text("README.md"),
+        r"a candidate's TVM build and timing took ([\d.]+) s and its PyTorch timing ([\d.]+) s, "
+        r"against ([\d.]+) s and ([\d.]+) s in a fresh process each",
+    )
+    expected = [
+        (summary["tvm"]["kept_median_after_first_s"], 0),
+        (summary["pytorch"]["kept_median_after_first_s"], 1),
+        (summary["tvm"]["fresh_median_s"], 0),
+        (summary["pytorch"]["fresh_median_s"], 0),
+    ]
+    assert all(_agrees(q, e, d) for q, (e, d) in zip(quoted, expected, strict=True))
+
+
 def test_the_controllers_doc_tables_are_controllers_json() -> None:
     data = {r["problem"]: r["controllers"] for r in _results("controllers.json")["results"]}
     lines = (ROOT / "docs" / "controllers.md").read_text().splitlines()
