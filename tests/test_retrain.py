@@ -29,11 +29,18 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+def _export_front(run_dir: Path, out: Path, *flags: str) -> int:
+    """``autoprune export`` of the front, in one format: the weights are the subject here."""
+    return main(
+        ["export", str(run_dir), "--pareto", "--out", str(out), "--format", "torchscript", *flags]
+    )
+
+
 def test_retrained_weights_are_exported_with_their_figures_and_kept(
     finished_run: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "export"
-    assert main(["export", str(finished_run), "--pareto", "--out", str(out), *RETRAIN]) == 0
+    assert _export_front(finished_run, out, *RETRAIN) == 0
     front = pareto_front(RunDir(finished_run).records())
     retrainer = Retrainer(RunDir(finished_run), RetrainSettings(samples=512, epochs=2))
     for record in front:
@@ -67,11 +74,11 @@ def test_retrained_weights_are_exported_with_their_figures_and_kept(
 
     # The same command again reuses every kept trial: nothing is retrained.
     stamps = {p: p.stat().st_mtime_ns for p in (finished_run / "retrain").rglob("model.pt")}
-    assert main(["export", str(finished_run), "--pareto", "--out", str(out), *RETRAIN]) == 0
+    assert _export_front(finished_run, out, *RETRAIN) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # A plain export over it writes the search's weights and drops the retrained figures.
-    assert main(["export", str(finished_run), "--pareto", "--out", str(out)]) == 0
+    assert _export_front(finished_run, out) == 0
     for record in front:
         folder = out / f"trial-{record.number:04d}"
         assert not (folder / "retrain.json").exists()
