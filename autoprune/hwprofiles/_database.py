@@ -5,7 +5,8 @@ One :class:`tvm.s_tir.meta_schedule.database.JSONDatabase` per run and target (a
 (``docs/tvm.md``). Its files are :data:`WORKLOADS_NAME` and :data:`RECORDS_NAME` (one JSON record
 per line). Writers are serialised by an exclusive ``flock`` on :data:`LOCK_NAME` in the folder,
 readers take it shared (:func:`database_lock`), so parallel trials of one run on one host can
-share it.
+share it. A process keeps the database it loaded while its files are unchanged (size,
+modification time), so a worker that builds candidate after candidate parses it once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "check_database_files",
     "database_lock",
     "load_database",
+    "read_database",
     "record_count",
     "record_lines",
     "set_aside_unloadable",
@@ -205,19 +207,72 @@ def check_database_files(work_dir: str | os.PathLike[str]) -> None:
                 ) from None
 
 
+#: The database each folder last loaded into, with its files' stamp and whether they were
+#: checked (:func:`check_database_files`).
+_loaded: dict[str, tuple[tuple[int, ...], Any, bool]] = {}
+
+
+def _stamp(work_dir: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Size, modification time and inode of the database's files (-1s where one is missing)."""
+    stamp: list[int] = []
+    for name in (WORKLOADS_NAME, RECORDS_NAME):
+        try:
+            stat = os.stat(Path(work_dir) / name)
+        except FileNotFoundError:
+            stamp += [-1, -1, -1]
+        else:
+            stamp += [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    return tuple(stamp)
+
+
+def _kept(work_dir: str | os.PathLike[str], *, checked: bool) -> Any | None:
+    """The database this process loaded from ``work_dir`` if its files have not changed since
+    (and were checked, when ``checked``); else ``None``."""
+    entry = _loaded.get(str(Path(work_dir).resolve()))
+    if entry is None or entry[0] != _stamp(work_dir) or (checked and not entry[2]):
+        return None
+    return entry[1]
+
+
+def _keep(work_dir: str | os.PathLike[str], database: Any, *, checked: bool) -> Any:
+    _loaded[str(Path(work_dir).resolve())] = (_stamp(work_dir), database, checked)
+    return database
+
+
+def read_database(work_dir: str | os.PathLike[str]) -> Any | None:
+    """MetaSchedule's JSON database in ``work_dir`` as it is, or ``None`` when TVM cannot parse
+    a record of it (then :func:`load_database` under the exclusive lock). Hold at least the
+    shared lock when calling this."""
+    kept = _kept(work_dir, checked=False)
+    if kept is not None:
+        return kept
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    except Exception:  # noqa: BLE001 - a record TVM cannot parse
+        return None
+    return _keep(work_dir, database, checked=False)
+
+
 def load_database(work_dir: str | os.PathLike[str]) -> Any:
     """MetaSchedule's JSON database in ``work_dir``; records TVM cannot load are set aside
-    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this.
+    first (:func:`set_aside_unloadable`). Hold the exclusive lock when calling this. The same
+    object comes back while the files do not change; writing to it changes them.
 
     Raises:
         DamagedFileError: its files are damaged (:func:`check_database_files`).
     """
+    kept = _kept(work_dir, checked=True)
+    if kept is not None:
+        return kept
     from tvm.s_tir import meta_schedule as ms
 
     check_database_files(work_dir)
 
     try:
-        return ms.database.JSONDatabase(work_dir=str(work_dir))
+        database = ms.database.JSONDatabase(work_dir=str(work_dir))
     except Exception:  # noqa: BLE001 - a record TVM cannot parse
         set_aside_unloadable(work_dir)
-        return ms.database.JSONDatabase(work_dir=str(work_dir))
+        database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    return _keep(work_dir, database, checked=True)

@@ -45,9 +45,10 @@ class LatencyRunner(abc.ABC):
        model's new kernels with MetaSchedule there; the others do nothing and return ``None``.
     2. :meth:`measure`: the same template for every runner: validate the shape, pick the
        protocol, build the cache key (:meth:`cache_key`; a hit is returned at once, no worker
-       starts), build the payload (:meth:`payload`), run :attr:`job` on it in the kept worker
-       :attr:`worker` with a time limit, turn a failure into a record with ``error`` set and an answer into a
-       record (:meth:`record`), warn when the repeats are noisy, store the record in the cache.
+       runs), build the payload (:meth:`payload`), run :attr:`job` on it in the kept worker
+       :attr:`worker` with a time limit, turn a failure into a record with ``error`` set and an
+       answer into a record (:meth:`record`), warn when the repeats are noisy, store the record
+       in the cache.
 
     A subclass provides only what differs: :attr:`backend`, :attr:`job`, :meth:`cache_key`,
     :meth:`payload`, :meth:`failure_target`, :meth:`describe`, and where needed

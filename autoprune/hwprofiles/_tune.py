@@ -45,6 +45,7 @@ from autoprune.hwprofiles._database import (
     WORKLOADS_NAME,
     database_lock,
     load_database,
+    read_database,
     record_lines,
     set_aside_unloadable,
     workload_records,
@@ -194,8 +195,8 @@ def _import_cpu_tensor_intrinsics_only() -> None:
     ROCm and Hexagon intrinsics too, most of the import time. Tuning targets this host's
     CPU, where only its own intrinsics can apply, so a bare package module is put in
     ``sys.modules`` and only its ``x86`` (or ``arm_cpu`` on aarch64) submodule imported. Only
-    done in the tuning worker (not the caller's process), and only when the package is not imported yet;
-    on failure TVM's full import runs as usual.
+    done in the tuning worker (not the caller's process), and only when the package is not
+    imported yet; on failure TVM's full import runs as usual.
     """
     name = "tvm.s_tir.tensor_intrin"
     if name in sys.modules:
@@ -490,11 +491,8 @@ def build_tuned(
 
     target = tvm.target.Target(resolve_target(target_spec))
     with database_lock(folder, exclusive=False):
-        try:
-            database = ms.database.JSONDatabase(work_dir=str(folder))
-        except Exception:  # noqa: BLE001 - a record TVM cannot parse: set it aside, below
-            database = None
-    if database is None:
+        database = read_database(folder)
+    if database is None:  # a record TVM cannot parse: set it aside
         with database_lock(folder, exclusive=True):
             database = load_database(folder)
     return ms.relax_integration.compile_relax(database, prepare_for_tuning(mod), target, None)
