@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -120,9 +121,19 @@ def example_input(input_shape: tuple[int, int, int]) -> Any:
     return torch.randn(1, *input_shape, generator=generator)
 
 
-def _run_job(job: Callable[[Any], Any], payload: Any) -> tuple[str, Any]:
-    """``("ok", job(payload))``, or ``("error", its exception's last line)``."""
+def _run_job(
+    job: Callable[[Any], Any], payload: Any, context: Any, threads: int
+) -> tuple[str, Any]:
+    """``("ok", job(payload))`` run in the caller's ``context`` (:func:`_caller_context`), or
+    ``("error", its exception's last line)``."""
     try:
+        environ, path, folder = context
+        os.environ.clear()
+        os.environ.update(environ)
+        # TVM reads TVM_NUM_THREADS when its thread pool starts, at the first parallel kernel.
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        sys.path[:] = path
+        os.chdir(folder)
         return ("ok", job(payload))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the caller as data
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
@@ -130,10 +141,11 @@ def _run_job(job: Callable[[Any], Any], payload: Any) -> tuple[str, Any]:
 
 
 def _worker_main(conn: Any, threads: int) -> None:
-    """Body of a worker process: set the threads, then run each ``(job, payload, environ)``
-    received in the caller's environment ``environ`` and send its outcome, until ``None``
-    arrives or the caller's end of the pipe closes. Ctrl-C is the caller's to handle: it kills
-    a worker whose job it interrupts."""
+    """Body of a worker process: set the threads, then run each ``(job, payload, context)``
+    received, in the caller's environment variables, import path and working folder
+    (:func:`_caller_context`), and send its outcome, until ``None`` arrives or the caller's end
+    of the pipe closes. Ctrl-C is the caller's to handle: it kills a worker whose job it
+    interrupts."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
@@ -146,12 +158,13 @@ def _worker_main(conn: Any, threads: int) -> None:
                 return
             if task is None:
                 return
-            job, payload, environ = task
-            os.environ.clear()
-            os.environ.update(environ)
-            # TVM reads TVM_NUM_THREADS when its thread pool starts, at the first parallel kernel.
-            os.environ["TVM_NUM_THREADS"] = str(threads)
-            conn.send(_run_job(job, payload))
+            conn.send(_run_job(*task, threads))
+
+
+def _caller_context() -> tuple[dict[str, str], list[str], str]:
+    """What a fresh process would inherit from the caller now: its environment variables,
+    import path and working folder."""
+    return dict(os.environ), list(sys.path), os.getcwd()
 
 
 class _Worker:
@@ -170,7 +183,7 @@ class _Worker:
         """Send one job and wait for it; a crash or timeout kills the process (see
         :func:`run_in_worker` for the outcomes)."""
         try:
-            self.conn.send((job, payload, dict(os.environ)))
+            self.conn.send((job, payload, _caller_context()))
             if self.conn.poll(timeout_s):
                 status, value = self.conn.recv()
                 return status == "ok", value

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -199,7 +200,13 @@ def _pid(_: object) -> int:
     return os.getpid()
 
 
-def test_a_crashing_worker_is_reported_not_raised_and_a_kept_one_replaced() -> None:
+def _context(_: object) -> tuple[str, str | None, str]:
+    return os.getcwd(), os.environ.get("AUTOPRUNE_TEST_MARK"), sys.path[0]
+
+
+def test_a_crashing_worker_is_reported_not_raised_and_a_kept_one_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def pid(keep: str, threads: int = 1) -> int:
         ok, value = run_in_worker(_pid, None, threads=threads, timeout_s=120, keep=keep)
         assert ok, value
@@ -215,6 +222,12 @@ def test_a_crashing_worker_is_reported_not_raised_and_a_kept_one_replaced() -> N
     try:
         kept = pid("test")
         assert pid("test") == kept  # one process, job after job: imports paid once
+        # Each job sees what a fresh process would: the caller's environment now.
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("AUTOPRUNE_TEST_MARK", "set after the worker started")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        ok, seen = run_in_worker(_context, None, threads=1, timeout_s=120, keep="test")
+        assert ok and seen == (str(tmp_path), "set after the worker started", str(tmp_path))
         other = pid("test", threads=2)
         assert other != kept  # one per name and thread count
         crash(None)  # a fresh process of its own
