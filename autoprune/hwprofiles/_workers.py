@@ -251,7 +251,10 @@ def run_in_worker(
     key = (keep, threads) if keep is not None else None
     with _kept_lock:
         worker = _kept.pop(key, None) if key is not None else None
-    if worker is None or not worker.alive:
+    if worker is not None and not worker.alive:  # ended while idle (killed from outside)
+        worker.close(kill=True)
+        worker = None
+    if worker is None:
         worker = _Worker(threads)
     started = time.monotonic()
     try:

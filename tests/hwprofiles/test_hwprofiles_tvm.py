@@ -237,6 +237,13 @@ def test_a_crashing_worker_is_reported_not_raised_and_a_kept_one_replaced(
         assert replaced != kept and psutil.pid_exists(replaced)
         ok, message = run_in_worker(time.sleep, 60, threads=1, timeout_s=0.5, keep="test")
         assert not ok and message.startswith("timeout:") and not psutil.pid_exists(replaced)
+        idle = pid("test")
+        os.kill(idle, signal.SIGKILL)  # ended while idle, from outside: replaced at the next job
+        deadline = time.monotonic() + 30
+        while psutil.Process(idle).status() != psutil.STATUS_ZOMBIE:  # dead, not yet reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert pid("test") not in (idle, replaced)
     finally:
         close_kept_workers()
     assert not psutil.pid_exists(other)  # ended and reaped
