@@ -6,7 +6,7 @@ One :class:`tvm.s_tir.meta_schedule.database.JSONDatabase` per run and target (a
 per line). Writers are serialised by an exclusive ``flock`` on :data:`LOCK_NAME` in the folder,
 readers take it shared (:func:`database_lock`), so parallel trials of one run on one host can
 share it. A process keeps the database it loaded while its files are unchanged (size,
-modification time), so a worker that builds candidate after candidate parses it once.
+modification time, inode), so a worker that builds candidate after candidate parses it once.
 """
 
 from __future__ import annotations
