@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem
+
+#: The session's ``$XDG_CACHE_HOME`` (see :func:`pytest_configure`).
+SESSION_CACHE = pytest.StashKey[str]()
 
 #: Work units that gather several files (see :func:`work_unit`).
 DOCTESTS, RAY = "doctests", "ray"
@@ -104,12 +108,23 @@ def work_unit(nodeid: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """On xdist's controller: each worker's threads are the cores divided by the workers (set
-    before the workers start, so their PyTorch reads it at import)."""
+    """On xdist's controller (or the only process), before any worker starts: each worker's
+    threads are the cores divided by the workers (their PyTorch reads it at import), and the
+    caches kept between runs (``$XDG_CACHE_HOME/autoprune``: kernel lists...) are one empty
+    folder for the session, shared by its workers, never the user's."""
+    if hasattr(config, "workerinput"):
+        return
     workers = len(getattr(config.option, "tx", None) or ())
-    if workers > 1 and not hasattr(config, "workerinput"):
+    if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    config.stash[SESSION_CACHE] = tempfile.mkdtemp(prefix="autoprune-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = config.stash[SESSION_CACHE]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_CACHE in config.stash:
+        shutil.rmtree(config.stash[SESSION_CACHE], ignore_errors=True)
 
 
 @pytest.hookimpl(optionalhook=True)

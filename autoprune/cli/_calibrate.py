@@ -22,16 +22,10 @@ from autoprune.hwprofiles import (
     load_rows,
     profile_file,
 )
-from autoprune.hwprofiles._costing import cache_root
+from autoprune.hwprofiles._lowered import default_kernel_cache
 from autoprune.hwprofiles._registry import overlay_path
 
-__all__ = ["calibrate_command", "default_kernel_cache"]
-
-
-def default_kernel_cache() -> Path:
-    """``$XDG_CACHE_HOME/autoprune/kernels`` (``~/.cache`` when unset): the lowered kernel
-    lists of the calibration models, kept between calls."""
-    return cache_root() / "kernels"
+__all__ = ["calibrate_command"]
 
 
 def calibrate_command(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ from autoprune.hwprofiles._estimate import (
 )
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._library import target_host_arch, write_library
-from autoprune.hwprofiles._lowered import estimate_with_tvm, kernel_bits
+from autoprune.hwprofiles._lowered import default_kernel_cache, estimate_with_tvm, kernel_bits
 from autoprune.hwprofiles._power import (
     EnergyMeasurement,
     EnergySensor,
@@ -108,6 +108,7 @@ __all__ = [
     "check_database_files",
     "check_outputs_match",
     "create_latency_runner",
+    "default_kernel_cache",
     "default_tuning_dir",
     "estimate_from_kernels",
     "estimate_hardware",

@@ -22,9 +22,15 @@ from autoprune._files import write_atomic
 from autoprune.errors import ConfigError
 from autoprune.hwprofiles._records import LatencyMeasurement
 
-__all__ = ["cache_load", "cache_path", "cache_store", "package_version"]
+__all__ = ["cache_load", "cache_path", "cache_root", "cache_store", "package_version"]
 
 _logger = logging.getLogger("autoprune.hwprofiles.measure")
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/autoprune``, with ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or
+    empty: where caches kept between commands live. Nothing is created."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autoprune"
 
 
 def package_version(name: str) -> str:

@@ -39,6 +39,7 @@ from torch import nn
 
 from autoprune.config import ESTIMATORS, LATENCY_MODES, check_latency_mode
 from autoprune.errors import ConfigError
+from autoprune.hwprofiles._cache import cache_root
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._lowered import estimate_with_tvm
 from autoprune.hwprofiles._profile import DeviceProfile
@@ -146,12 +147,6 @@ def default_tuning_dir(profile: DeviceProfile | str) -> Path:
     return cache_root() / "tuning" / name
 
 
-def cache_root() -> Path:
-    """``$XDG_CACHE_HOME/autoprune``, with ``~/.cache`` when ``XDG_CACHE_HOME`` is unset or
-    empty: where caches kept between commands live. Nothing is created."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autoprune"
-
-
 def _float(candidate: Candidate) -> Candidate:
     """The candidate's architecture with float layers (what TVM can import)."""
     return dataclasses.replace(candidate, weight_bits=(), activation_bits=())
@@ -171,6 +166,8 @@ class HardwareCoster:
             ``None`` measures untuned code.
         tuning_trials_per_task: MetaSchedule trials per new fused kernel (0: no tuning).
         estimator: ``"kernels"`` (per fused TVM kernel) or ``"layers"`` (per layer, no TVM).
+        shared_cache_dir: kernel lists kept between runs (a search's is
+            :func:`default_kernel_cache`); ``None``: only ``cache_dir``.
     """
 
     profile: DeviceProfile
@@ -181,6 +178,7 @@ class HardwareCoster:
     tuning_dir: str | os.PathLike[str] | None = None
     tuning_trials_per_task: int = 4
     estimator: str = "kernels"
+    shared_cache_dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
         check_latency_mode(self.latency)
@@ -204,7 +202,11 @@ class HardwareCoster:
                 costs = cost_report(candidate)
             return estimate_hardware(costs, self.profile)
         return estimate_with_tvm(
-            candidate, candidate.input_shape, self.profile, cache_dir=self.cache_dir
+            candidate,
+            candidate.input_shape,
+            self.profile,
+            cache_dir=self.cache_dir,
+            shared_cache_dir=self.shared_cache_dir,
         )
 
     @property

@@ -4,7 +4,8 @@
 candidate's float architecture, lowers it through TVM's fusion passes (:func:`fused_kernels`),
 gives every fused kernel the bit-widths of the layer it computes, and estimates with
 :func:`estimate_from_kernels`. The kernel list is cached per architecture, input shape and TVM
-version, so a repeated architecture costs one file read.
+and package versions, in the run's folder and in :func:`default_kernel_cache` (kept between
+runs), so a repeated architecture costs one file read, in this run or any later one.
 
 Fake-quantized layers have no TVM importer (:mod:`._costing`), so the float architecture is
 lowered and the candidate's bit-widths are put back per kernel: the k-th kernel with MACs is
@@ -26,7 +27,7 @@ from pathlib import Path
 from torch import nn
 
 from autoprune._files import write_atomic
-from autoprune.hwprofiles._cache import package_version
+from autoprune.hwprofiles._cache import cache_root, package_version
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._profile import DeviceProfile
@@ -34,7 +35,7 @@ from autoprune.hwprofiles._relax import import_to_relax
 from autoprune.hwprofiles._workers import ModelLike, fingerprint
 from autoprune.spaces import Candidate, LayerCost, build_model, cost_report, count_costs
 
-__all__ = ["estimate_with_tvm", "kernel_bits"]
+__all__ = ["default_kernel_cache", "estimate_with_tvm", "kernel_bits"]
 
 _logger = logging.getLogger("autoprune.hwprofiles.lowered")
 
@@ -72,9 +73,35 @@ def kernel_bits(
     return bits
 
 
+def default_kernel_cache() -> Path:
+    """``$XDG_CACHE_HOME/autoprune/kernels`` (``~/.cache`` when unset): lowered kernel lists
+    kept between runs and commands (searches and ``autoprune calibrate`` share it). Safe to
+    delete; nothing is created here."""
+    return cache_root() / "kernels"
+
+
 def _cache_file(cache_dir: str | os.PathLike[str], key: dict[str, object]) -> Path:
     canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return Path(cache_dir) / f"kernels-{hashlib.sha256(canonical.encode()).hexdigest()[:20]}.json"
+
+
+def _read_kernels(path: Path, key: dict[str, object]) -> list[KernelCost] | None:
+    """The kernel list cached at ``path`` under ``key``; ``None`` for a miss or a bad file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["key"] == key:
+            return [KernelCost.from_dict(k) for k in data["kernels"]]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _logger.warning("ignoring unreadable kernel cache file %s (%s)", path, exc)
+    return None
+
+
+def _write_kernels(path: Path, key: dict[str, object], kernels: list[KernelCost]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"key": key, "kernels": [k.to_dict() for k in kernels]}
+    write_atomic(path, json.dumps(payload) + "\n")
 
 
 def _cached_kernels(
@@ -82,26 +109,33 @@ def _cached_kernels(
     module: nn.Module,
     input_shape: tuple[int, int, int],
     cache_dir: str | os.PathLike[str] | None,
+    shared_dir: str | os.PathLike[str] | None = None,
 ) -> list[KernelCost]:
+    """The model's fused kernels: from ``cache_dir``, else from ``shared_dir`` (copied into
+    ``cache_dir``), else lowered and written to both. A shared folder that cannot be written
+    is skipped with a warning: the run's own cache is enough for the run."""
     key = {
         "model": fingerprint(float_model),
         "input_shape": list(input_shape),
         "tvm": package_version("apache-tvm"),
+        "torch": package_version("torch"),
         "format": KERNELS_FORMAT,
     }
-    path = _cache_file(cache_dir, key) if cache_dir is not None else None
-    if path is not None and path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data["key"] == key:
-                return [KernelCost.from_dict(k) for k in data["kernels"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            _logger.warning("ignoring unreadable kernel cache file %s (%s)", path, exc)
-    kernels = fused_kernels(import_to_relax(module, input_shape))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"key": key, "kernels": [k.to_dict() for k in kernels]}
-        write_atomic(path, json.dumps(payload) + "\n")
+    own = _cache_file(cache_dir, key) if cache_dir is not None else None
+    kernels = _read_kernels(own, key) if own is not None else None
+    if kernels is not None:
+        return kernels
+    shared = _cache_file(shared_dir, key) if shared_dir is not None else None
+    kernels = _read_kernels(shared, key) if shared is not None else None
+    if kernels is None:
+        kernels = fused_kernels(import_to_relax(module, input_shape))
+        if shared is not None:
+            try:
+                _write_kernels(shared, key, kernels)
+            except OSError as exc:
+                _logger.warning("cannot keep the kernel list in %s (%s)", shared.parent, exc)
+    if own is not None:
+        _write_kernels(own, key, kernels)
     return kernels
 
 
@@ -111,6 +145,7 @@ def estimate_with_tvm(
     profile: DeviceProfile,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
+    shared_cache_dir: str | os.PathLike[str] | None = None,
     precision: str = "fp32",
 ) -> HardwareEstimate:
     """Batch-1 latency (ms) and energy (mJ) of ``model`` on ``profile``, per fused TVM kernel.
@@ -121,6 +156,9 @@ def estimate_with_tvm(
         input_shape: ``(C, H, W)`` of one input, pixels.
         profile: the target device.
         cache_dir: folder for the kernel lists (e.g. ``<run_dir>/hw-cache``); ``None``: none.
+        shared_cache_dir: a folder of kernel lists kept between runs (a search's is
+            :func:`default_kernel_cache`), read when ``cache_dir`` misses and written on each
+            lowering; ``None``: none.
         precision: ``fp32``, ``fp16`` or ``int8`` for a float module (a candidate's bit-widths
             decide its own); a precision the profile lacks runs at the narrowest native one
             that covers it (int8 on the Nano runs at fp16).
@@ -143,7 +181,9 @@ def estimate_with_tvm(
         costs = count_costs(model, input_shape)
         float_model = module = model
     try:
-        kernels = _cached_kernels(float_model, module.eval(), input_shape, cache_dir)
+        kernels = _cached_kernels(
+            float_model, module.eval(), input_shape, cache_dir, shared_cache_dir
+        )
     except Exception as exc:  # noqa: BLE001 - any importer failure: say so, estimate per layer
         fallback = estimate_hardware(costs, profile)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -44,6 +44,7 @@ from autoprune.hwprofiles import (
     HardwareCoster,
     RpcEndpoint,
     candidate_costs,
+    default_kernel_cache,
     load_profile,
 )
 from autoprune.search._controllers import check_controller, create_sampler
@@ -340,6 +341,7 @@ def assemble(
         tuning_trials_per_task=hardware.tuning_trials_per_task,
         estimator=hardware.estimator,
         cache_dir=None if run is None else run.hw_cache_dir,
+        shared_cache_dir=default_kernel_cache(),
         tuning_dir=run.tuning_dir(profile.name) if run is not None else tuning_dir,
     )
     settings = evaluator_settings(config.evaluator)

@@ -111,6 +111,35 @@ def test_kernel_lists_are_cached_per_architecture(tmp_path: Path, monkeypatch) -
     assert again == first
 
 
+def test_kernel_lists_are_shared_between_runs_and_an_unwritable_shared_folder_is_skipped(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    candidate, profile = SPACE.smallest(), load_profile("jetson")
+    shared, first_run, second_run = tmp_path / "shared", tmp_path / "run1", tmp_path / "run2"
+    first = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=first_run, shared_cache_dir=shared
+    )
+    assert len(list(shared.glob("kernels-*.json"))) == len(list(first_run.glob("*"))) == 1
+
+    lowered: list[object] = []
+    real = _lowered.fused_kernels
+    monkeypatch.setattr(_lowered, "fused_kernels", lambda mod: lowered.append(mod) or real(mod))
+    again = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=second_run, shared_cache_dir=shared
+    )
+    assert again == first and not lowered  # another run: read from the shared folder
+    assert len(list(second_run.glob("kernels-*.json"))) == 1  # and kept in the run's own
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the shared folder would be")
+    third = estimate_with_tvm(
+        candidate, candidate.input_shape, profile, cache_dir=None, shared_cache_dir=blocked
+    )
+    assert third == first and len(lowered) == 1
+    assert "cannot keep the kernel list" in caplog.text
+    assert blocked.read_text() == "a file where the shared folder would be"
+
+
 def test_a_model_tvm_cannot_import_falls_back_to_the_layer_estimate_and_says_so() -> None:
     model = nn.Sequential(QuantConv2d(1, 8, 3, weight_bits=8, activation_bits=8), nn.ReLU())
     estimate = estimate_with_tvm(model, (1, 8, 8), load_profile("jetson"))

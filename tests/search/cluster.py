@@ -82,6 +82,7 @@ class LoopbackCluster:
             "TMPDIR": str(node.temp_dir),
         }
         env.pop("RAY_ADDRESS", None)
+        env.pop("XDG_CACHE_HOME", None)  # the node's caches are under its own HOME
         command = [str(RAY), "start", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         command += [f"--temp-dir={node.temp_dir}", *args]
         if node.hidden is not None:  # an empty read-only tmpfs over it, for this node only
