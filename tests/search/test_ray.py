@@ -147,7 +147,8 @@ def _kill_first_attempt(run_dir: Path, killed: list[int], stop: threading.Event)
 def test_search_on_a_cluster_survives_a_killed_worker(
     ray_cluster: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path, training={"samples": 1024})
+    # Per-layer estimates, no TVM: the subject is the killed worker's trial.
+    config = write_config(tmp_path, training={"samples": 512}, hardware={"estimator": "layers"})
     run_dir = tmp_path / "run"
     killed: list[int] = []
     stop = threading.Event()

@@ -42,6 +42,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluste
         os.environ.pop("RAY_AUTH_MODE", None)
 
 
+#: Per-layer estimates, no TVM, where the subject is a trial surviving a fault.
+PER_LAYER = {"estimator": "layers"}
+
+
 def _workers(cluster: LoopbackCluster, hidden: Path, count: int) -> list[Node]:
     """``count`` live worker nodes that do not see ``hidden`` (started where missing)."""
     alive = [n for n in cluster.nodes[1:] if any(p.name() == "raylet" for p in n.processes())]
@@ -83,6 +87,8 @@ def test_a_node_lost_mid_trial_and_a_node_joining_mid_run(
     cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
+    # Trials long enough (1024 samples, TVM's kernel estimates) that the node which joins after
+    # the kill is up before the surviving node has run them all.
     config = write_config(tmp_path, training={"samples": 1024})
     hidden = tmp_path.parent.parent
     # First in this module: the only worker nodes, one CPU each, so that the node that joins
@@ -137,7 +143,7 @@ def test_workers_that_cannot_read_the_run_directory_complete_the_search(
     """... and a trial that asks for a GPU runs only where Ray has one to give it."""
     run_dir = tmp_path / "run"
     config = write_config(
-        tmp_path, training={"samples": 1024}, search={"early_stopping": "dominated"}
+        tmp_path, training={"samples": 512}, search={"early_stopping": "dominated"}
     )
     hidden = tmp_path.parent.parent
     # The one node with GPUs (declared to Ray, not real): 2 trials at once there, 1 GPU each.
@@ -168,7 +174,7 @@ def test_a_killed_driver_resumes_with_the_same_command(
 ) -> None:
     run_dir = tmp_path / "run"
     trials = 5
-    config = write_config(tmp_path, training={"samples": 1024})
+    config = write_config(tmp_path, training={"samples": 512}, hardware=PER_LAYER)
     _workers(cluster, tmp_path.parent.parent, 2)
     command = [
         sys.executable,
