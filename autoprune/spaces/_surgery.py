@@ -8,7 +8,8 @@ before the model has its final size:
    layers stay those of the base model);
 3. width: prune each channel group to its kept count with Torch-Pruning's ``DependencyGraph``
    (physically smaller Conv/BN/Linear; residual adds, depthwise convs and flatten->linear stay
-   consistent). The first ``k`` channels are kept: any choice is as good, because
+   consistent; traced once per architecture, then replayed, :mod:`._cuts`). The first ``k``
+   channels are kept: any choice is as good, because
 4. every parameter is then allocated and initialised from scratch with the model's own scheme
    (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
 5. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`).
@@ -19,6 +20,7 @@ from trained weights and keeps the channels with the largest L1 norm instead.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -33,6 +35,7 @@ from autoprune.errors import ConfigError
 from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, count_costs
+from autoprune.spaces._cuts import prune_recording, recorded_cuts, remember_cuts, replay
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._sources import create_model, model_source
@@ -260,19 +263,35 @@ def shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: Kee
                 f"channel group {name!r} has {base_groups[name].channels} channels, but the "
                 f"candidate keeps {kept}; keep 1..{base_groups[name].channels}"
             )
-    if any(kept < base_groups[n].channels for n, kept in wanted.items()):
-        # A group of the depth-reduced model is named after the base group holding its roots.
-        base_of_root = {r: g.name for g in base.groups for r in g.roots}
-        plan: list[tuple[tp.Group, list[int]]] = []
-        for info, group in _channel_groups(model, candidate.input_shape, base.classifier):
-            kept = wanted.get(base_of_root[info.name], info.channels)
-            if kept < info.channels:
-                plan.append((group, keep(group, kept)))
-        # Every group chooses before any is pruned, so a weight-based choice sees the unpruned
-        # weights of its coupled layers (the "independent" strategy of Li et al. 2017, Sec. 3.3).
-        for group, kept_idxs in plan:
-            assert len(set(kept_idxs)) == len(kept_idxs), "keep() returns distinct channels"
-            group.prune(sorted(set(range(len(group[0].idxs))) - set(kept_idxs)))
+    if not any(kept < base_groups[n].channels for n, kept in wanted.items()):
+        return dropped
+    # The first channels: the same cuts for every build of the architecture, traced once.
+    architecture = (
+        dataclasses.replace(candidate, weight_bits=(), activation_bits=())
+        if keep is first_channels
+        else None
+    )
+    cuts = recorded_cuts(architecture) if architecture is not None else None
+    if cuts is not None:
+        replay(model, cuts)
+        return dropped
+    # A group of the depth-reduced model is named after the base group holding its roots.
+    base_of_root = {r: g.name for g in base.groups for r in g.roots}
+    names = {m: n for n, m in model.named_modules()} | {p: n for n, p in model.named_parameters()}
+    plan: list[tuple[tp.Group, list[int]]] = []
+    for info, group in _channel_groups(model, candidate.input_shape, base.classifier):
+        kept = wanted.get(base_of_root[info.name], info.channels)
+        if kept < info.channels:
+            plan.append((group, keep(group, kept)))
+    # Every group chooses before any is pruned, so a weight-based choice sees the unpruned
+    # weights of its coupled layers (the "independent" strategy of Li et al. 2017, Sec. 3.3).
+    recorded = []
+    for group, kept_idxs in plan:
+        assert len(set(kept_idxs)) == len(kept_idxs), "keep() returns distinct channels"
+        pruned = sorted(set(range(len(group[0].idxs))) - set(kept_idxs))
+        recorded += prune_recording(group, pruned, names)
+    if architecture is not None:
+        remember_cuts(architecture, recorded)
     return dropped
 
 

@@ -194,3 +194,34 @@ def test_build_rejects_names_the_base_model_lacks(field: str, value: object, mat
     c = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 28, 28), **kw)
     with pytest.raises(ConfigError, match=match):
         build_model(c)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("resnet20", (1, 28, 28)),
+        ("densenet121", (1, 48, 48)),  # concatenations: each layer's indices mapped
+        ("convnext_tiny", (1, 48, 48)),  # layer scales: unwrapped parameters replaced
+        ("resnext50_32x4d", (1, 32, 32)),  # grouped convolutions
+    ],
+)
+def test_a_rebuilt_architecture_replays_its_cuts_to_the_same_model(
+    name: str, shape: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autoprune.spaces import _cuts, _surgery
+
+    space = make_space(name, shape, width_ratios=(0.5, 1.0))
+    candidate = space.candidate({d.name: min(d.choices) for d in space.decisions})
+    monkeypatch.setattr(_cuts, "_recorded", type(_cuts._recorded)())
+    traced = build_model(candidate, seed=1).state_dict()
+    assert len(_cuts._recorded) == 1
+
+    def no_tracing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(_surgery, "_channel_groups", no_tracing)
+    replayed = build_model(candidate, seed=1).state_dict()
+    assert list(replayed) == list(traced)
+    assert all(torch.equal(replayed[k], traced[k]) for k in traced)
+    on_meta = build_model(candidate, device="meta").state_dict()
+    assert {k: v.shape for k, v in on_meta.items()} == {k: v.shape for k, v in traced.items()}
