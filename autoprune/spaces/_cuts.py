@@ -3,10 +3,11 @@
 Tracing a model's channel dependencies (``tp.DependencyGraph().build_dependency``) is the
 costly part of :func:`~autoprune.spaces.build_model` on large graphs (a DenseNet's
 concatenations most), and a trial builds its candidate several times (costs, training, test
-split), while what the pruning does is fixed by the architecture: which named layer or parameter loses which indices along which dimension. So the
-first build of an architecture records those :class:`Cut` s (:func:`prune_recording`) and later
-builds of the same architecture replay them on a fresh model (:func:`replay`), which gives the
-same layers, in the same order, with the same indices.
+split), while what the pruning does is fixed by the architecture: which named layer or
+parameter loses which indices along which dimension. So the first build of an architecture
+records those :class:`Cut` s (:func:`prune_recording`) and later builds of the same
+architecture replay them on a fresh model (:func:`replay`): the same layers, in the same order,
+with the same indices.
 """
 
 from __future__ import annotations
