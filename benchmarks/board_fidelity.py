@@ -29,8 +29,8 @@ from pathlib import Path
 
 from _common import code_versions, keyed
 
-from autoprune.cli._calibrate import default_kernel_cache
 from autoprune.hwprofiles import (
+    default_kernel_cache,
     fit_profile,
     kernels_for_rows,
     list_profiles,

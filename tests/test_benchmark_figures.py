@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,19 @@ def test_the_cpu_training_defaults_passed_train_speed() -> None:
     passes = _results("train_speed.json")["precision"]["summary"]["passes"]
     assert CPU_AUTO_PRECISION in passes
     assert CPU_CHANNELS_LAST and {"fp32-channels-last", "bf16-channels-last"} <= set(passes)
+
+
+def test_every_benchmark_script_imports(monkeypatch) -> None:
+    """A benchmark is run rarely: an import that moved in the package must fail here, not on
+    the day someone runs it (each script does its work under ``__main__`` only)."""
+    import importlib.util
+
+    folder = ROOT / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))  # the scripts import their `_common` module
+    for path in sorted(folder.glob("*.py")):
+        name = f"_benchmark_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up
+        spec.loader.exec_module(module)
