@@ -5,15 +5,20 @@ lowered kernels) keeps it under :func:`keyed`, a folder named by :func:`code_key
 autoprune package's files and of the versions of the libraries its figures depend on. Other code
 (an edit of the package, another torch or TVM) gets a folder of its own, so a figure is never
 read back from a cache that other code wrote. Results JSONs record :func:`code_versions`, which
-names the same key.
+names the same key. A benchmark that times a first run calls :func:`fresh_user_cache`, so that
+it does not read what earlier runs kept in ``~/.cache/autoprune`` (kernel lists).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
+import os
 import platform
+import shutil
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,6 +77,16 @@ def code_key() -> str:
     parts = [source_hash(), platform.python_version(), sys.platform]
     parts += [f"{name}=={_version(name)}" for name in DEPENDENCIES]
     return "code-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def fresh_user_cache() -> Path:
+    """Point ``$XDG_CACHE_HOME`` at a new empty folder for this process and the processes it
+    starts: a timed run then lowers each architecture itself, as a first run on a new machine
+    does. Returns the folder (under the system's temporary folder; removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="autoprune-bench-cache-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    return folder
 
 
 def keyed(folder: Path) -> Path:

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import optuna
+from _common import fresh_user_cache
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from autoprune.search import RunDir  # noqa: E402
@@ -123,6 +124,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    fresh_user_cache()  # a first run: no kernel list kept by an earlier one
     os.environ["RAY_AUTH_MODE"] = "disabled"
 
     work = Path(tempfile.mkdtemp(prefix="ap-rayo-", dir="/tmp"))  # short: Ray's socket paths

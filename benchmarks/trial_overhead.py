@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from _common import code_versions, cpu_name
+from _common import code_versions, cpu_name, fresh_user_cache
 
 from autoprune.cli import main as autoprune_main
 from autoprune.search import RunDir
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    fresh_user_cache()  # a first run: no kernel list kept by an earlier one
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result = {
         "benchmark": "trial_overhead",
