@@ -17,7 +17,6 @@ them. A model TVM cannot import falls back to the per-layer estimate, and its ``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 from torch import nn
 
 from autoprune._files import write_atomic
-from autoprune.hwprofiles._cache import cache_root, package_version
+from autoprune.hwprofiles._cache import cache_path, cache_root, package_version
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._profile import DeviceProfile
@@ -80,11 +79,6 @@ def default_kernel_cache() -> Path:
     return cache_root() / "kernels"
 
 
-def _cache_file(cache_dir: str | os.PathLike[str], key: dict[str, object]) -> Path:
-    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"))
-    return Path(cache_dir) / f"kernels-{hashlib.sha256(canonical.encode()).hexdigest()[:20]}.json"
-
-
 def _read_kernels(path: Path, key: dict[str, object]) -> list[KernelCost] | None:
     """The kernel list cached at ``path`` under ``key``; ``None`` for a miss or a bad file."""
     try:
@@ -115,17 +109,18 @@ def _cached_kernels(
     ``cache_dir``), else lowered and written to both. A shared folder that cannot be written
     is skipped with a warning: the run's own cache is enough for the run."""
     key = {
+        "backend": "kernels",  # the file's prefix (cache_path)
         "model": fingerprint(float_model),
         "input_shape": list(input_shape),
         "tvm": package_version("apache-tvm"),
         "torch": package_version("torch"),
         "format": KERNELS_FORMAT,
     }
-    own = _cache_file(cache_dir, key) if cache_dir is not None else None
+    own = cache_path(cache_dir, key) if cache_dir is not None else None
     kernels = _read_kernels(own, key) if own is not None else None
     if kernels is not None:
         return kernels
-    shared = _cache_file(shared_dir, key) if shared_dir is not None else None
+    shared = cache_path(shared_dir, key) if shared_dir is not None else None
     kernels = _read_kernels(shared, key) if shared is not None else None
     if kernels is None:
         kernels = fused_kernels(import_to_relax(module, input_shape))
