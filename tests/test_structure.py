@@ -124,6 +124,32 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter_in_a_random_orde
     assert done.returncode == 0, f"random order seed {seed}: {done.stderr[-3000:]}"
 
 
+def test_the_packages_and_the_report_load_no_model_or_compiler_library() -> None:
+    # Torch-Pruning (timm and torchvision with it, torch._dynamo under those: ~3 s), ONNX, TVM
+    # and Ray load when a model is cut, exported, lowered or sent to a cluster; `autoprune
+    # report`, `targets`, and every measurement worker process, start without them.
+    heavy = ["onnx", "onnxscript", "ray", "timm", "torch_pruning", "torchvision", "tvm"]
+    loaded = (
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(heavy)!r}))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+
+    def run(imports: str) -> list[str]:
+        script = f"import sys\n{imports}\n{loaded}"
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.splitlines()
+
+    assert run(
+        "import autoprune.cli._devices, autoprune.cli._results, autoprune.evaluators\n"
+        "import autoprune.hwprofiles, autoprune.report, autoprune.search, autoprune.spaces"
+    ) == ["[]", "False"]
+    assert run("import torchvision") == ["['torchvision']", "True"]  # the probe sees a load
+
+
 def test_no_module_is_over_500_lines() -> None:
     long = {m: n for m in module_names() if (n := len(_path(m).read_text().splitlines())) > 500}
     assert long == {}

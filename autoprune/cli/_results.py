@@ -11,7 +11,6 @@ from typing import Any
 from autoprune._interrupts import interrupts_kept
 from autoprune.cli._parser import check_path
 from autoprune.errors import ConfigError
-from autoprune.export import export_run
 from autoprune.report import (
     format_front_table,
     front_records,
@@ -50,6 +49,9 @@ def export_command(args: argparse.Namespace) -> int:
     """Export the chosen trials, retrained first with ``--retrain``: 0 when everything asked for
     was written, 3 when some (trial, format) pairs were skipped (each named on stderr), 130
     after Ctrl-C."""
+    # ONNX, onnxscript and TVM's runtime come with the exporters: imported here, not for `report`.
+    from autoprune.export import export_run  # noqa: PLC0415
+
     options = {
         "evaluator": args.retrain_evaluator,
         "epochs": args.retrain_epochs,

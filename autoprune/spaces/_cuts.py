@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch_pruning as tp
 from torch import nn
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 __all__ = ["Cut", "prune_recording", "recorded_cuts", "remember_cuts", "replay"]
 

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._surgery import KeepFn, analyze, base_model, quantize_layers, shrink
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 __all__ = ["IMPORTANCES", "inherit_weights"]
 
@@ -34,34 +37,6 @@ _logger = logging.getLogger("autoprune.spaces")
 IMPORTANCES = ("l1", "l2", "random")
 """Channel rankings of :func:`inherit_weights`: group L1 norm, group sum of squares (the squared
 group L2 norm, so the same ranking as the L2 norm), and a seeded random control."""
-
-
-class _GroupLpImportance(tp.importance.GroupMagnitudeImportance):
-    """Torch-Pruning's group magnitude importance, ``sum |w|^p`` over the coupled layers, plus the
-    depthwise convs of the group.
-
-    Torch-Pruning 1.6.1 scores only layers whose handler is the plain conv/linear/BN pruner, so it
-    leaves out a depthwise conv (its handler is ``prune_depthwise_conv_out_channels``); each of
-    its filters belongs to one channel and is added here.
-    """
-
-    def __init__(self, p: int) -> None:
-        super().__init__(p=p, group_reduction="sum", normalizer=None)
-
-    @torch.no_grad()
-    def __call__(self, group: tp.Group) -> torch.Tensor:
-        scores = super().__call__(group)
-        assert scores is not None, "every channel group has a conv or linear root"
-        seen: set[int] = set()
-        for i, (dep, idxs) in enumerate(group):
-            layer = dep.layer
-            if dep.pruning_fn != tp.prune_depthwise_conv_out_channels or id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            local = layer.weight.detach()[list(idxs)].flatten(1).abs().pow(self.p).sum(1)
-            root = torch.tensor(group[i].root_idxs, device=scores.device)
-            scores.scatter_add_(0, root, local.to(scores))
-        return scores
 
 
 def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
@@ -76,7 +51,10 @@ def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
 
 def _keep_fn(importance: str, seed: int | None) -> KeepFn:
     if importance in ("l1", "l2"):
-        return _keep_largest(_GroupLpImportance(p=1 if importance == "l1" else 2))
+        # Torch-Pruning (with timm and torchvision under it) is imported when a model is cut.
+        from autoprune.spaces._importance import GroupLpImportance  # noqa: PLC0415
+
+        return _keep_largest(GroupLpImportance(p=1 if importance == "l1" else 2))
     if importance == "random":
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         return _keep_largest(lambda group: torch.rand(len(group[0].idxs), generator=generator))

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from autoprune.errors import ConfigError, UnknownNameError
@@ -43,6 +42,7 @@ from autoprune.spaces._zoo import (
     registered,
     registered_names,
     replace_first_conv,
+    torchvision_models,
 )
 
 __all__ = ["ModelSource", "create_model", "list_models", "model_source", "python_model"]
@@ -84,7 +84,8 @@ class ModelSource:
 @functools.cache
 def torchvision_names() -> tuple[str, ...]:
     """Every torchvision classification model name, sorted."""
-    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+    models = torchvision_models()
+    return tuple(sorted(models.list_models(module=models)))
 
 
 def list_models() -> list[str]:
@@ -101,7 +102,8 @@ def list_models() -> list[str]:
 def _torchvision(name: str) -> ModelFactory:
     def factory(*, num_classes: int, in_channels: int) -> nn.Module:
         kwargs = _TORCHVISION_KWARGS.get(name, {})
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+        models = torchvision_models()
+        model = models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
         return replace_first_conv(model, in_channels)
 
     return factory

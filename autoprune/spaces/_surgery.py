@@ -26,9 +26,9 @@ import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from autoprune.errors import ConfigError
@@ -39,6 +39,9 @@ from autoprune.spaces._cuts import prune_recording, recorded_cuts, remember_cuts
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._sources import create_model, model_source
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 __all__ = ["build_model", "cost_report"]
 
@@ -97,6 +100,8 @@ def _channel_groups(
     model: nn.Module, input_shape: tuple[int, int, int], classifier: str
 ) -> list[tuple[ChannelGroup, tp.Group]]:
     """Trace ``model`` with Torch-Pruning and return its prunable channel groups."""
+    import torch_pruning as tp  # noqa: PLC0415 - with timm and torchvision: ~3 s, when tracing
+
     names = {module: name for name, module in model.named_modules()}
     order = {name: i for i, name in enumerate(names.values())}
     device = next(model.parameters()).device
@@ -220,7 +225,7 @@ def _unknown(kind: str, names: list[str], valid: tuple[str, ...]) -> ConfigError
 
 
 # Which channels of a channel group survive: ``keep(group, k)`` -> ``k`` sorted channel indices.
-KeepFn = Callable[[tp.Group, int], list[int]]
+KeepFn = Callable[["tp.Group", int], list[int]]
 
 
 def first_channels(group: tp.Group, kept: int) -> list[int]:

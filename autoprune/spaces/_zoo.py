@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
-import torchvision
 from torch import nn
 
 from autoprune.errors import ConfigError
@@ -236,24 +236,32 @@ def resnet56(*, num_classes: int, in_channels: int) -> nn.Module:
     return CifarResNet(9, num_classes=num_classes, in_channels=in_channels)
 
 
+def torchvision_models() -> ModuleType:
+    """``torchvision.models``, imported on first use: torchvision imports ``torch._dynamo``
+    (about 2.5 s of CPU), which a process that builds no torchvision model never needs."""
+    import torchvision.models  # noqa: PLC0415
+
+    return torchvision.models
+
+
 @register_model("resnet18")
 def resnet18(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision ResNet-18 (1.81 GMACs, 11.7 M parameters at 3x224x224, 1000 classes)."""
-    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model = torchvision_models().resnet18(weights=None, num_classes=num_classes)
     return replace_first_conv(model, in_channels)
 
 
 @register_model("resnet50")
 def resnet50(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision ResNet-50 (4.09 GMACs, 25.6 M parameters at 3x224x224, 1000 classes)."""
-    model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    model = torchvision_models().resnet50(weights=None, num_classes=num_classes)
     return replace_first_conv(model, in_channels)
 
 
 @register_model("mobilenet_v2", init=_small_linear_init)
 def mobilenet_v2(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision MobileNetV2 (0.30 GMACs, 3.5 M parameters at 3x224x224, 1000 classes)."""
-    model = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
+    model = torchvision_models().mobilenet_v2(weights=None, num_classes=num_classes)
     return replace_first_conv(model, in_channels)
 
 
@@ -262,5 +270,5 @@ def vgg16_bn(*, num_classes: int, in_channels: int) -> nn.Module:
     """torchvision VGG-16 with BN (15.5 GMACs, 138 M parameters at 3x224x224, 1000 classes).
 
     It has no residual blocks, so it has no depth decisions."""
-    model = torchvision.models.vgg16_bn(weights=None, num_classes=num_classes)
+    model = torchvision_models().vgg16_bn(weights=None, num_classes=num_classes)
     return replace_first_conv(model, in_channels)
