@@ -39,7 +39,7 @@ __all__ = ["default_kernel_cache", "estimate_with_tvm", "kernel_bits"]
 _logger = logging.getLogger("autoprune.hwprofiles.lowered")
 
 #: Bump when :func:`fused_kernels` changes what it counts: cached kernel lists become misses.
-KERNELS_FORMAT = 3
+KERNELS_FORMAT = 4
 
 
 def kernel_bits(
@@ -123,7 +123,7 @@ def _cached_kernels(
     shared = cache_path(shared_dir, key) if shared_dir is not None else None
     kernels = _read_kernels(shared, key) if shared is not None else None
     if kernels is None:
-        kernels = fused_kernels(import_to_relax(module, input_shape))
+        kernels = lowered_kernels(module, input_shape)
         if shared is not None:
             try:
                 _write_kernels(shared, key, kernels)
@@ -132,6 +132,25 @@ def _cached_kernels(
     if own is not None:
         _write_kernels(own, key, kernels)
     return kernels
+
+
+def lowered_kernels(module: nn.Module, input_shape: tuple[int, int, int]) -> list[KernelCost]:
+    """``module``'s fused kernels at batch 1, imported without PyTorch's decompositions.
+
+    The decompositions are most of an import's time (resnet20 at 1x28x28: 1.8 of 2.4 s on
+    the 2-core machine of ``benchmarks/``). Without them the CNNs of the zoo give the same
+    kernels, with the same costs; names differ (``adaptive_avg_pool2d`` for ``mean``), and
+    hard-swish and GELU fuse into fewer elementwise ops (``docs/tvm.md``). A model that TVM
+    cannot translate so is imported with them.
+
+    Raises:
+        Exception: whatever the import with decompositions raises.
+    """
+    try:
+        return fused_kernels(import_to_relax(module, input_shape, decompose=False))
+    except Exception as exc:  # noqa: BLE001 - an op TVM translates only once decomposed
+        _logger.debug("importing without decompositions failed (%s); decomposing", exc)
+    return fused_kernels(import_to_relax(module, input_shape))
 
 
 def estimate_with_tvm(

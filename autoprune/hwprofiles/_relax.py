@@ -44,12 +44,15 @@ __all__ = [
 TargetSpec = str | Mapping[str, Any]
 
 
-def import_to_relax(model: nn.Module, input_shape: tuple[int, int, int]) -> tvm.IRModule:
+def import_to_relax(
+    model: nn.Module, input_shape: tuple[int, int, int], *, decompose: bool = True
+) -> tvm.IRModule:
     """Import ``model`` (set to eval mode) at batch 1 into a Relax ``IRModule``.
 
     ``torch.export.export(model.eval(), (randn(1, *input_shape),))`` then TVM's
     ``from_exported_program``; the module's ``main`` takes one ``(1, C, H, W)`` float32 tensor
-    and returns a 1-tuple.
+    and returns a 1-tuple. With ``decompose`` (what a build uses), PyTorch's decompositions run
+    first (most of the import's time); without, TVM translates the exported ops as they are.
 
     Raises:
         ConfigError: ``input_shape`` is not three positive integers.
@@ -68,7 +71,7 @@ def import_to_relax(model: nn.Module, input_shape: tuple[int, int, int]) -> tvm.
     shape = check_input_shape(input_shape)
     with interrupts_deferred():  # Ctrl-C inside its C++ callbacks can abort the process
         exported = torch.export.export(model.eval(), (example_input(shape),))
-        return from_exported_program(exported)
+        return from_exported_program(exported, run_ep_decomposition=decompose)
 
 
 def host_arch() -> str:

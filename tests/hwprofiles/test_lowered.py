@@ -18,7 +18,14 @@ from autoprune.hwprofiles import (
     kernel_bits,
     load_profile,
 )
-from autoprune.spaces import LayerCost, QuantConv2d, SearchSpace, build_model, count_costs
+from autoprune.spaces import (
+    LayerCost,
+    QuantConv2d,
+    SearchSpace,
+    build_model,
+    count_costs,
+    create_model,
+)
 
 SPACE = SearchSpace(
     model="resnet20",
@@ -146,3 +153,28 @@ def test_a_model_tvm_cannot_import_falls_back_to_the_layer_estimate_and_says_so(
     assert "TVM lowering failed" in estimate.method
     assert estimate.latency_ms > 0 and estimate.latency_source == "estimated"
     assert count_costs(model, (1, 8, 8)).macs > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"), [("resnet20", (1, 16, 16)), ("mobilenet_v2", (3, 32, 32))]
+)
+def test_kernels_imported_without_decompositions_cost_what_the_decomposed_import_does(
+    model: str, shape: tuple[int, int, int], monkeypatch
+) -> None:
+    module = create_model(model, num_classes=10, in_channels=shape[0]).eval()
+    fast = _lowered.lowered_kernels(module, shape)
+    decomposed = fused_kernels(import_to_relax(module, shape))
+    assert len(fast) == len(decomposed) > 10
+    unnamed = [dataclasses.replace(k, name="") for k in fast]
+    assert unnamed == [dataclasses.replace(k, name="") for k in decomposed]
+    assert [k.name for k in fast] != [k.name for k in decomposed]  # the other import did run
+
+    real = _lowered.import_to_relax
+
+    def untranslatable(module, shape, *, decompose=True):
+        if not decompose:
+            raise AssertionError("Unsupported function types ['an_op_without_a_converter']")
+        return real(module, shape)
+
+    monkeypatch.setattr(_lowered, "import_to_relax", untranslatable)
+    assert _lowered.lowered_kernels(module, shape) == decomposed  # decomposed, then translated
