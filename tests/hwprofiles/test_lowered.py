@@ -168,6 +168,8 @@ def test_kernels_imported_without_decompositions_cost_what_the_decomposed_import
     unnamed = [dataclasses.replace(k, name="") for k in fast]
     assert unnamed == [dataclasses.replace(k, name="") for k in decomposed]
     assert [k.name for k in fast] != [k.name for k in decomposed]  # the other import did run
+    if model != "resnet20":
+        return  # the fallback once, on the small model
 
     real = _lowered.import_to_relax
 
