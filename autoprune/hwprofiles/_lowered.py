@@ -137,11 +137,10 @@ def _cached_kernels(
 def lowered_kernels(module: nn.Module, input_shape: tuple[int, int, int]) -> list[KernelCost]:
     """``module``'s fused kernels at batch 1, imported without PyTorch's decompositions.
 
-    The decompositions are most of an import's time (resnet20 at 1x28x28: 1.8 of 2.4 s on
-    the 2-core machine of ``benchmarks/``). Without them the CNNs of the zoo give the same
-    kernels, with the same costs; names differ (``adaptive_avg_pool2d`` for ``mean``), and
-    hard-swish and GELU fuse into fewer elementwise ops (``docs/tvm.md``). A model that TVM
-    cannot translate so is imported with them.
+    The decompositions are most of an import's time (``benchmarks/kernel_import.py``).
+    Without them the CNNs of the zoo give the same kernels, with the same costs; names differ
+    (``adaptive_avg_pool2d`` for ``mean``), and hard-swish and GELU fuse into fewer elementwise
+    ops (``docs/tvm.md``). A model that TVM cannot translate so is imported with them.
 
     Raises:
         Exception: whatever the import with decompositions raises.
