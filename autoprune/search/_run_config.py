@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import optuna
@@ -75,8 +76,25 @@ def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ""
 
 
-def create_tables(url: str) -> None:
-    """Open the storage at ``url`` once, so that Optuna creates its tables now."""
+def create_tables(url: str, attempts: int = 3) -> None:
+    """Open the storage at ``url`` once, so that Optuna creates its tables now.
+
+    Another process may open the same new storage at the same moment (a report, a dashboard,
+    a test polling the run): SQLAlchemy checks for each table and then creates it, so one of
+    the two may find a table the other just made. Such a clash is retried, up to ``attempts``
+    times in all, 0.1-0.3 s apart; the second opening finds the tables and creates nothing.
+    """
+    for attempt in range(attempts):
+        try:
+            _open_once(url)
+            return
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            if attempt + 1 == attempts or not _created_beside_us(exc):
+                raise _storage_error(url, exc) from None
+            time.sleep(0.1 * (attempt + 1))
+
+
+def _open_once(url: str) -> None:
     try:
         optuna.storages.RDBStorage(url).engine.dispose()
     except ImportError as exc:  # the database's driver
@@ -85,10 +103,17 @@ def create_tables(url: str) -> None:
             f"(PostgreSQL: pip install 'autoprune[postgresql]'), or drop --storage for a SQLite "
             f"file in the run directory"
         ) from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunDirError(
-            f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "
-            f"that autoprune can reach, e.g. sqlite:///runs/study.db, or drop it for a SQLite "
-            f"file in the run directory"
-        ) from None
+
+
+def _created_beside_us(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Whether ``exc`` is another process creating the same tables or version row just now."""
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or "already exists" in str(exc)
+
+
+def _storage_error(url: str, exc: sqlalchemy.exc.SQLAlchemyError) -> RunDirError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RunDirError(
+        f"cannot open the storage {url!r} ({reason}); pass --storage an SQLAlchemy URL "
+        f"that autoprune can reach, e.g. sqlite:///runs/study.db, or drop it for a SQLite "
+        f"file in the run directory"
+    )

@@ -191,6 +191,8 @@ def test_a_killed_driver_resumes_with_the_same_command(
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None:
         time.sleep(0.5)
+        if not (run_dir / "run.json").exists():  # the driver has not made its tables yet
+            continue
         try:
             study = optuna.load_study(study_name="autoprune", storage=storage)
             states = [t.state for t in study.get_trials()]
