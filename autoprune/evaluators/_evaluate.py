@@ -29,6 +29,7 @@ __all__ = [
     "prepare_batch",
     "resolve_device",
     "resolve_precision",
+    "sample_batches",
     "split_batches",
 ]
 
@@ -177,6 +178,29 @@ def prepare_batch(
     if tuple(x.shape[-2:]) != hw:
         x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
     return x
+
+
+def sample_batches(
+    data: DatasetSplits, count: int, hw: tuple[int, int], *, seed: int, batch_size: int = 64
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` training images drawn with ``seed`` (held in memory or streamed), normalised
+    by the training statistics, at ``hw``, as ``(images, labels)`` batches of ``batch_size``.
+
+    Example:
+        >>> from autoprune.evaluators import load_dataset
+        >>> data = load_dataset("synthetic", val_samples=100, seed=0)
+        >>> [tuple(x.shape) for x, _ in sample_batches(data, 100, (16, 16), seed=0)]
+        [(64, 1, 16, 16), (36, 1, 16, 16)]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randperm(len(data.train), generator=generator)[:count]
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    out = []
+    for idx in drawn.split(batch_size):
+        images, labels = data.train.take(idx)
+        out.append((prepare_batch(images, mean, std, hw), labels))
+    return out
 
 
 def split_batches(

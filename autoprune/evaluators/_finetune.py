@@ -1,9 +1,10 @@
 """The fine-tuning baseline of Liu et al. (ICLR 2019): inherit the trained base's weights.
 
-Each coupled channel group keeps the channels of largest L1 norm in the trained base (Li et al.
-2017, through Torch-Pruning's group importance); the inherited network is then fine-tuned. With
-``model.weights`` the base is your trained network (:class:`TrainedBase`), and no base is
-trained.
+Each coupled channel group keeps the channels the ``importance`` criterion ranks highest in the
+trained base (default: the L1 norm of Li et al. 2017, through Torch-Pruning's group importance;
+also L2, BN scale, first-order Taylor, APoZ and a random control); the inherited network is then
+fine-tuned. With ``model.weights`` the base is your trained network (:class:`TrainedBase`), and
+no base is trained.
 """
 
 from __future__ import annotations
@@ -14,29 +15,43 @@ from dataclasses import dataclass
 from torch import nn
 
 from autoprune.config import require
+from autoprune.evaluators._evaluate import sample_batches
 from autoprune.evaluators._evaluator import Evaluator, register_evaluator
 from autoprune.evaluators._records import EvalResult
 from autoprune.evaluators._train import EpochHook
-from autoprune.spaces import Candidate, inherit_weights
+from autoprune.spaces import DATA_IMPORTANCES, IMPORTANCES, Candidate, inherit_weights
 
 __all__ = ["FineTune"]
+
+_LABELS = {
+    "l1": "L1-norm",
+    "l2": "L2-norm",
+    "bn_scale": "BN-scale",
+    "taylor": "Taylor",
+    "apoz": "APoZ",
+    "random": "random",
+}
 
 
 @register_evaluator("finetune")
 class FineTune(Evaluator):
-    """The trained base's L1-largest channels, fine-tuned (the paper's baseline).
+    """The trained base's most important channels (L1 norm by default), fine-tuned.
 
-    With ``model.weights``, the L1-largest channels of your weights."""
+    With ``model.weights``, the most important channels of your weights."""
 
     needs_base = True
 
     @dataclass(frozen=True)
     class Settings:
         """``epochs`` of fine-tuning (``None``: the run's training epochs) at peak learning
-        rate ``lr``."""
+        rate ``lr``, of the channels ranked highest by ``importance`` (``IMPORTANCES``); the
+        data-driven ones (``taylor``, ``apoz``) rank on ``importance_samples`` training images
+        drawn with the trial's seed."""
 
         epochs: int | None = None
         lr: float = 0.01
+        importance: str = "l1"
+        importance_samples: int = 256
 
         def __post_init__(self) -> None:
             require(
@@ -46,19 +61,37 @@ class FineTune(Evaluator):
                 "an int >= 1, or null for training.epochs",
             )
             require(self.lr > 0, "evaluator.finetune.lr", self.lr, "a positive number")
+            require(
+                self.importance in IMPORTANCES,
+                "evaluator.finetune.importance",
+                self.importance,
+                f"one of {', '.join(IMPORTANCES)}",
+            )
+            require(
+                self.importance_samples >= 1,
+                "evaluator.finetune.importance_samples",
+                self.importance_samples,
+                "an int >= 1",
+            )
 
     def describe(self) -> str:
         epochs = self.settings.epochs or self.fidelity.epochs
         return (
-            f"finetune (L1-norm channels of {self.base.source}, {epochs} epochs at lr "
-            f"{self.settings.lr:g})"
+            f"finetune ({_LABELS[self.settings.importance]} channels of {self.base.source}, "
+            f"{epochs} epochs at lr {self.settings.lr:g})"
         )
 
     def evaluate(
         self, candidate: Candidate, *, seed: int, on_epoch: EpochHook | None = None
     ) -> tuple[nn.Module, EvalResult]:
         trained, _ = self.base.get()
-        model = inherit_weights(candidate, trained, importance="l1")
+        importance, batches = self.settings.importance, None
+        if importance in DATA_IMPORTANCES:
+            hw = self.fidelity.train_hw(candidate.input_shape[1:])
+            batches = sample_batches(self.data(), self.settings.importance_samples, hw, seed=seed)
+        model = inherit_weights(
+            candidate, trained, importance=importance, seed=seed, batches=batches
+        )
         fidelity = dataclasses.replace(
             self.fidelity, epochs=self.settings.epochs or self.fidelity.epochs
         )

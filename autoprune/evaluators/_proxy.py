@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from autoprune.errors import ConfigError
+from autoprune.evaluators._evaluate import sample_batches
 from autoprune.evaluators._evaluator import Evaluator, register_evaluator
 from autoprune.evaluators._proxies import ProxyInputs, list_proxies, proxy_score
 from autoprune.evaluators._records import EvalResult
-from autoprune.evaluators._train import EpochHook, prepare_batch
+from autoprune.evaluators._train import EpochHook
 from autoprune.spaces import Candidate, build_model
 
 __all__ = ["Proxy"]
@@ -69,11 +70,5 @@ class Proxy(Evaluator):
         )
 
     def _batch(self, hw: tuple[int, int], seed: int) -> torch.Tensor:
-        """``_BATCH`` training images drawn with ``seed`` (held in memory or streamed),
-        normalised, at ``hw``."""
-        data = self.data()
-        generator = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(data.train), generator=generator)[:_BATCH]
-        mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-        std = torch.tensor(data.std).view(1, -1, 1, 1)
-        return prepare_batch(data.train.take(idx)[0], mean, std, hw)
+        """``_BATCH`` training images drawn with ``seed``, normalised, at ``hw``."""
+        return sample_batches(self.data(), _BATCH, hw, seed=seed, batch_size=_BATCH)[0][0]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, LayerCost, count_costs
-from autoprune.spaces._inherit import inherit_weights
+from autoprune.spaces._inherit import DATA_IMPORTANCES, IMPORTANCES, inherit_weights
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._sources import (
     ModelSource,
@@ -39,6 +39,8 @@ from autoprune.spaces._surgery import build_model, cost_report
 from autoprune.spaces._zoo import register_model
 
 __all__ = [
+    "DATA_IMPORTANCES",
+    "IMPORTANCES",
     "Candidate",
     "CostReport",
     "Decision",

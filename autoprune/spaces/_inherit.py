@@ -5,11 +5,12 @@ prune the trained base model to the candidate's architecture and fine-tune, inst
 the compact network from scratch (:func:`~autoprune.spaces.build_model`). Surgery is the same as
 ``build_model``'s (same module names, shapes and ``state_dict`` keys); only the channels differ:
 
-* every channel group keeps the ``k`` channels with the largest *group* L1 norm: the sum of
-  ``|w|`` over every weight of the channel in every coupled layer (the convs and linears writing
-  it, their BNs, the convs and linears reading it). This is the L1-norm filter pruning of
-  Li et al. (ICLR 2017, "Pruning Filters for Efficient ConvNets", Sec. 3.1) extended from one
-  conv to a Torch-Pruning group, so a residual stream is ranked by all the layers that share it;
+* every channel group keeps the ``k`` channels ranked highest by an importance criterion summed
+  over its coupled layers (the convs and linears writing it, their BNs, the convs and linears
+  reading it), so a residual stream is ranked by all the layers that share it. The default is
+  the *group* L1 norm, the L1-norm filter pruning of Li et al. (ICLR 2017, "Pruning Filters for
+  Efficient ConvNets", Sec. 3.1) extended from one conv to a Torch-Pruning group; BN scale,
+  first-order Taylor and APoZ are the others (:data:`IMPORTANCES`);
 * every group is ranked on the depth-reduced but otherwise unpruned weights (Li et al.'s
   "independent" strategy, Sec. 3.3), and kept channels stay in their original order.
 """
@@ -17,7 +18,7 @@ the compact network from scratch (:func:`~autoprune.spaces.build_model`). Surger
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,13 +31,21 @@ from autoprune.spaces._surgery import KeepFn, analyze, base_model, quantize_laye
 if TYPE_CHECKING:
     import torch_pruning as tp
 
-__all__ = ["IMPORTANCES", "inherit_weights"]
+__all__ = ["DATA_IMPORTANCES", "IMPORTANCES", "inherit_weights"]
 
 _logger = logging.getLogger("autoprune.spaces")
 
-IMPORTANCES = ("l1", "l2", "random")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+IMPORTANCES = ("l1", "l2", "bn_scale", "taylor", "apoz", "random")
 """Channel rankings of :func:`inherit_weights`: group L1 norm, group sum of squares (the squared
-group L2 norm, so the same ranking as the L2 norm), and a seeded random control."""
+group L2 norm, so the same ranking as the L2 norm), BatchNorm scale (Network Slimming),
+first-order Taylor (weight times gradient), one minus APoZ, and a seeded random control."""
+
+#: Rankings that learn from training batches (``inherit_weights(batches=...)``).
+DATA_IMPORTANCES = ("taylor", "apoz")
+
+Prepare = Callable[[nn.Module], None]
 
 
 def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
@@ -49,18 +58,35 @@ def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
     return keep
 
 
-def _keep_fn(importance: str, seed: int | None) -> KeepFn:
-    if importance in ("l1", "l2"):
-        # Torch-Pruning (with timm and torchvision under it) is imported when a model is cut.
-        from autoprune.spaces._importance import GroupLpImportance  # noqa: PLC0415
-
-        return _keep_largest(GroupLpImportance(p=1 if importance == "l1" else 2))
+def _keep_fn(
+    importance: str, seed: int | None, batches: Batches | None
+) -> tuple[KeepFn, Prepare | None]:
+    """How ``importance`` keeps channels, and what it must see of the model first."""
+    if importance not in IMPORTANCES:
+        raise ConfigError(
+            f"unknown importance {importance!r}; valid importances: {', '.join(IMPORTANCES)}"
+        )
     if importance == "random":
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        return _keep_largest(lambda group: torch.rand(len(group[0].idxs), generator=generator))
-    raise ConfigError(
-        f"unknown importance {importance!r}; valid importances: {', '.join(IMPORTANCES)}"
+        draw = lambda group: torch.rand(len(group[0].idxs), generator=generator)  # noqa: E731
+        return _keep_largest(draw), None
+    if importance in DATA_IMPORTANCES and not batches:
+        raise ConfigError(
+            f"importance {importance!r} ranks channels on training data; pass batches=[(images, "
+            f"labels), ...] (normalised, at the training resolution)"
+        )
+    # Torch-Pruning (with timm and torchvision under it) is imported when a model is cut.
+    from autoprune.spaces import _importance as criteria  # noqa: PLC0415
+
+    if importance in ("l1", "l2"):
+        return _keep_largest(criteria.GroupLpImportance(p=1 if importance == "l1" else 2)), None
+    if importance == "bn_scale":
+        return _keep_largest(criteria.BNScaleImportance()), None
+    assert batches is not None
+    scorer = (criteria.TaylorImportance if importance == "taylor" else criteria.APoZImportance)(
+        list(batches)
     )
+    return _keep_largest(scorer), scorer.prepare
 
 
 def _listed(names: list[str]) -> str:
@@ -119,6 +145,7 @@ def inherit_weights(
     *,
     importance: str = "l1",
     seed: int | None = None,
+    batches: Batches | None = None,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
     """Build ``candidate``'s compact network from ``trained_base``'s weights, in training mode.
@@ -136,13 +163,19 @@ def inherit_weights(
         trained_base: a float model of ``candidate.model`` with the same ``num_classes`` and
             ``in_channels`` (e.g. the base trial's trained ``state_dict`` loaded into
             ``create_model``), on any device.
-        importance: how channels are ranked (:data:`IMPORTANCES`): ``"l1"`` (Li et al. 2017),
-            ``"l2"``, or ``"random"`` (a control baseline).
+        importance: how channels are ranked (:data:`IMPORTANCES`, scores in
+            :mod:`autoprune.spaces._importance`): ``"l1"`` (Li et al. 2017), ``"l2"``,
+            ``"bn_scale"`` (Liu et al. 2017), ``"taylor"`` (Molchanov et al. 2019), ``"apoz"``
+            (Hu et al. 2016), or ``"random"`` (a control baseline).
         seed: makes ``"random"`` deterministic (global RNG left untouched); unused otherwise.
+        batches: ``(images, labels)`` of training data, normalised and at the training
+            resolution, that ``"taylor"`` and ``"apoz"`` rank on (run through the depth-reduced
+            base in evaluation mode, so its BN statistics stay as trained); unused otherwise.
         device: where the returned model lives.
 
     Raises:
-        ConfigError: an unknown ``importance``, ``device="meta"``, a ``trained_base`` that is
+        ConfigError: an unknown ``importance``, ``"taylor"`` or ``"apoz"`` without ``batches``,
+            ``device="meta"``, a ``trained_base`` that is
             not this base model (other architecture, ``num_classes`` or ``in_channels``, missing
             or extra tensors), has no values or has non-finite ones, or a candidate entry the
             base model does not have (as :func:`build_model`).
@@ -159,7 +192,7 @@ def inherit_weights(
         >>> torch.equal(m.layer3[0].conv1.weight, trained.layer3[0].conv1.weight)
         True
     """
-    keep = _keep_fn(importance, seed)
+    keep, prepare = _keep_fn(importance, seed, batches)
     if torch.device(device).type == "meta":
         raise ConfigError(
             "inherit_weights copies values, which device='meta' cannot hold; use "
@@ -171,7 +204,8 @@ def inherit_weights(
     model = base_model(candidate, seed=0)  # values overwritten below; global RNG untouched
     _check_base(trained_base, model, candidate)
     model.load_state_dict(trained_base.state_dict())  # copies every parameter and BN statistic
-    dropped = shrink(model, candidate, base, keep)
+    dropped = shrink(model, candidate, base, keep, prepare)
+    model.zero_grad(set_to_none=True)  # what "taylor" gathered; the fine-tuning starts clean
     quantize_layers(model, candidate, base, dropped)
     model.train()
     if torch.device(device).type != "cpu":

@@ -233,8 +233,17 @@ def first_channels(group: tp.Group, kept: int) -> list[int]:
     return list(range(kept))
 
 
-def shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: KeepFn) -> set[str]:
+def shrink(
+    model: nn.Module,
+    candidate: Candidate,
+    base: BaseAnalysis,
+    keep: KeepFn,
+    prepare: Callable[[nn.Module], None] | None = None,
+) -> set[str]:
     """Depth and width surgery on ``model`` (a base model) in place; returns the dropped blocks.
+
+    ``prepare`` is called with the depth-reduced model before any channel is ranked, when some
+    are (a data-driven ``keep`` gathers its gradients or activations there).
 
     Raises:
         ConfigError: the candidate names a group or stage the base model does not have, or a
@@ -280,6 +289,8 @@ def shrink(model: nn.Module, candidate: Candidate, base: BaseAnalysis, keep: Kee
     if cuts is not None:
         replay(model, cuts)
         return dropped
+    if prepare is not None:
+        prepare(model)
     # A group of the depth-reduced model is named after the base group holding its roots.
     base_of_root = {r: g.name for g in base.groups for r in g.roots}
     names = {m: n for n, m in model.named_modules()} | {p: n for n, p in model.named_parameters()}

@@ -24,12 +24,18 @@ from autoprune.evaluators import (
     load_dataset,
     macs_of,
 )
-from autoprune.evaluators._evaluate import normaliser, prepare_batch, split_batches
-from autoprune.spaces import Candidate, SearchSpace
+from autoprune.evaluators._evaluate import (
+    normaliser,
+    prepare_batch,
+    sample_batches,
+    split_batches,
+)
+from autoprune.spaces import Candidate, SearchSpace, inherit_weights
 
 SHAPE = (1, 28, 28)
 # resnet20 trained at 14x14 on all 1,500 synthetic images: above 90 % in seconds.
 TRAINING = TrainingConfig(samples=None, epochs=2, batch_size=64, lr=0.1, resolution_scale=0.5)
+TRAINING_HW = (14, 14)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +210,27 @@ def test_finetune_starts_from_the_trained_base(
     real = make("finetune", space, data, base_folder, epochs=1)
     _, pruned = real.evaluate(narrow(space, 0.5), seed=0)
     assert pruned.accuracy > 0.6
+
+
+def test_finetune_ranks_channels_by_the_importance_it_is_given(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    # Taylor ranks on the trial's seeded training images at the training resolution; at a
+    # negligible learning rate the fine-tuned network is the inherited one.
+    taylor = make("finetune", space, data, base_folder, lr=1e-7, epochs=1, importance="taylor")
+    assert taylor.describe().startswith("finetune (Taylor channels of the trained base")
+    half = narrow(space, 0.5)
+    model, _ = taylor.evaluate(half, seed=3)
+    trained, _ = taylor.base.get()
+    batches = sample_batches(data, 256, TRAINING_HW, seed=3)
+    for importance, same in (("taylor", True), ("l1", False)):
+        inherited = inherit_weights(half, trained, importance=importance, batches=batches)
+        weight = inherited.layer2[1].conv1.weight
+        assert torch.allclose(model.layer2[1].conv1.weight, weight, atol=1e-3) is same
+    with pytest.raises(ConfigError, match=r"evaluator.finetune.importance must be one of l1, l2"):
+        evaluator_settings(
+            EvaluatorConfig(name="finetune", settings={"finetune": {"importance": "obd"}})
+        )
 
 
 def test_proxy_scores_without_training(

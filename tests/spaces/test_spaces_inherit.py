@@ -126,6 +126,82 @@ def test_l2_ranks_by_sum_of_squares(trained: nn.Module) -> None:
     assert torch.equal(model.layer3[1].conv1.weight, base.conv1.weight[kept])
 
 
+def ranked(scores: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` highest, ties to the lower index (as ``inherit_weights`` breaks them)."""
+    return sorted(torch.argsort(scores, descending=True, stable=True)[:k].tolist())
+
+
+@pytest.fixture(scope="module")
+def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(16, *MNIST, generator=g), torch.randint(0, 10, (16,), generator=g))] * 2
+
+
+def test_bn_scale_keeps_the_channels_of_largest_batchnorm_scale(trained: nn.Module) -> None:
+    model = inherit_weights(
+        resnet20(channels={"layer2.1.conv1": 12}), trained, importance="bn_scale"
+    )
+    base = trained.layer2[1]
+    kept = top(base.bn1.weight.detach().abs(), 12)
+    assert kept != top(
+        l1(base.conv1.weight, 0) + base.bn1.weight.abs() + l1(base.conv2.weight, 1), 12
+    )  # otherwise l1 would pass too
+    assert torch.equal(model.layer2[1].conv1.weight, base.conv1.weight[kept])
+
+
+def test_taylor_ranks_by_weight_times_gradient_over_the_batches(
+    trained: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    model = inherit_weights(
+        resnet20(channels={"layer2.1.conv1": 12}), trained, importance="taylor", batches=batches
+    )
+    # By hand: the cross-entropy's gradients summed over the batches, in evaluation mode, and
+    # |w * dL/dw| summed over the channel's filter and the next conv's input slice.
+    net = copy.deepcopy(trained).eval()
+    for images, labels in batches:
+        nn.functional.cross_entropy(net(images), labels).backward()
+    block = net.layer2[1]
+    saliency = (block.conv1.weight * block.conv1.weight.grad).detach().abs()
+    scores = saliency.flatten(1).sum(1)
+    saliency = (block.conv2.weight * block.conv2.weight.grad).detach().abs()
+    scores = scores + saliency.transpose(0, 1).flatten(1).sum(1)
+    kept = ranked(scores, 12)
+    assert kept != top(l1(block.conv1.weight, 0) + block.bn1.weight.abs(), 12)
+    assert torch.equal(model.layer2[1].conv1.weight, trained.layer2[1].conv1.weight[kept])
+    assert all(p.grad is None for p in model.parameters())  # fine-tuning starts clean
+    assert all(p.grad is None for p in trained.parameters())
+
+
+def test_apoz_keeps_the_channels_zeroed_least_often(
+    trained: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> None:
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    model = inherit_weights(
+        resnet20(channels={"layer2.1.conv1": 12}), trained, importance="apoz", batches=batches
+    )
+    # The channel's activation after the ReLU, where conv2 reads it: its share of non-zeros.
+    seen: list[torch.Tensor] = []
+    hook = trained.layer2[1].conv2.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        for images, _ in batches:
+            trained(images)
+    hook.remove()
+    nonzero = torch.cat(seen).ne(0).double().mean((0, 2, 3)).float()
+    kept = ranked(nonzero, 12)
+    assert kept != list(range(12))
+    assert torch.equal(model.layer2[1].conv1.weight, trained.layer2[1].conv1.weight[kept])
+    after = trained.state_dict()  # BN statistics untouched: ranked in evaluation mode
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("importance", ["taylor", "apoz"])
+def test_data_driven_importance_without_batches_is_refused(
+    trained: nn.Module, importance: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"importance '{importance}' ranks channels on training"):
+        inherit_weights(resnet20(channels={"conv1": 8}), trained, importance=importance)
+
+
 def stem_scores(base: nn.Module, blocks: int) -> torch.Tensor:
     """Group L1 of the residual stream of layer1 over its first ``blocks`` blocks, by hand."""
     scores = l1(base.conv1.weight, 0) + base.bn1.weight.abs()
@@ -287,9 +363,10 @@ def test_mismatched_trained_base_is_rejected(kind: str, match: str) -> None:
     ("kwargs", "candidate", "match"),
     [
         (
-            {"importance": "taylor"},
+            {"importance": "hessian"},
             {},
-            r"^unknown importance 'taylor'; valid importances: l1, l2, random$",
+            r"^unknown importance 'hessian'; valid importances: l1, l2, bn_scale, taylor, apoz, "
+            r"random$",
         ),
         ({"device": "meta"}, {}, "device='meta'"),
         ({}, {"channels": {"conv7": 8}}, "unknown channel group"),
@@ -347,6 +424,50 @@ def test_depthwise_group_counts_the_depthwise_filters(mobilenet: nn.Module) -> N
     assert torch.equal(block[1][0].weight, dw.weight[kept]) and block[1][0].groups == 20
     assert torch.equal(block[1][1].running_var, dbn.running_var[kept])
     assert torch.equal(block[2].weight, project.weight[:, kept])
+
+
+@pytest.mark.parametrize("importance", ["taylor", "apoz"])
+def test_data_driven_importance_counts_the_depthwise_conv(
+    mobilenet: nn.Module, importance: str
+) -> None:
+    # features.2's group of 96 channels: expand 1x1, depthwise 3x3, project 1x1. By hand, with
+    # the depthwise conv's share: its filters' |w * dL/dw| (taylor), or the non-zeros of the
+    # activation it reads (apoz).
+    g = torch.Generator().manual_seed(5)
+    data = [(torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g))]
+    net = copy.deepcopy(mobilenet).eval()
+    expand, dw, project = (
+        net.features[2].conv[0][0],
+        net.features[2].conv[1][0],
+        net.features[2].conv[2],
+    )
+    inputs: dict[nn.Module, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: inputs.__setitem__(m, i[0].detach()))
+        for m in (dw, project)
+    ]
+    nn.functional.cross_entropy(net(data[0][0]), data[0][1]).backward()
+    for hook in hooks:
+        hook.remove()
+    if importance == "taylor":
+
+        def saliency(conv: nn.Conv2d, dim: int) -> torch.Tensor:
+            return l1(conv.weight * conv.weight.grad, dim)
+
+        scores = saliency(expand, 0) + saliency(dw, 0) + saliency(project, 1)
+        without_dw = scores - saliency(dw, 0)
+    else:
+
+        def nonzero(conv: nn.Conv2d) -> torch.Tensor:
+            return inputs[conv].ne(0).double().mean((0, 2, 3)).float()
+
+        scores = nonzero(dw) + nonzero(project)
+        without_dw = nonzero(project)
+    kept = ranked(scores, 40)
+    assert kept != ranked(without_dw, 40)  # so the depthwise share decides some channels
+    c = mobilenet_candidate(channels={"features.2.conv.0.0": 40})
+    model = inherit_weights(c, mobilenet, importance=importance, batches=data)
+    assert torch.equal(model.features[2].conv[1][0].weight, dw.weight[kept])
 
 
 def test_mobilenet_dead_channels_and_random_candidates(mobilenet: nn.Module) -> None:
