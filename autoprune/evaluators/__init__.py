@@ -27,13 +27,15 @@ Example:
 from __future__ import annotations
 
 # Imported for their registrations: the data sets cifar10 and cifar100, fashion-mnist,
-# imagefolder, mnist, synthetic; the evaluators scratch-e and scratch-b, finetune, distill, proxy.
+# imagefolder, mnist, synthetic; the evaluators scratch-e and scratch-b, finetune, lottery,
+# distill, proxy.
 from autoprune.evaluators import (  # noqa: F401
     _cifar,
     _distill,
     _fashion_mnist,
     _finetune,
     _imagefolder,
+    _lottery,
     _mnist,
     _proxy,
     _scratch,

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ class TrainedBase:
     depths and bit-widths are ignored: see :func:`unpruned`). Cached in ``folder``
     (``model.pt`` of a trained base, and ``eval.json``); several processes of one run sharing
     ``folder`` (Ray workers of one node) train or evaluate it once between them under a file
-    lock.
+    lock. ``snapshots`` are epochs after which its training's weights are kept too
+    (``epoch{N}.pt``), for an evaluator that rewinds to them (:meth:`weights_at`).
 
     Your weights: a ``state_dict`` saved with ``torch.save(model.state_dict(), PATH)``, or a
     checkpoint dict holding one under a key of :data:`CHECKPOINT_KEYS`; a ``module.``
@@ -112,8 +113,10 @@ class TrainedBase:
         progress: bool = False,
         weights: str | os.PathLike[str] | None = None,
         weights_sha256: str | None = None,
+        snapshots: Sequence[int] = (),
     ) -> None:
         self.candidate = unpruned(base)
+        self.snapshots = tuple(sorted(set(snapshots)))
         self._data = data
         self.training = training
         self.fidelity = fidelity_of(training)
@@ -192,6 +195,33 @@ class TrainedBase:
                     self._model, self._result = self._load() or self._train()
         return self._model, self._result
 
+    def weights_at(self, epoch: int) -> nn.Module:
+        """The base network as its training had it after ``epoch`` epochs (CPU, evaluation
+        mode): 0 is its seeded initialisation, as :meth:`get` trains it from; a later epoch
+        must be one of ``snapshots``, saved while the base trained (``epoch{N}.pt``).
+
+        Raises:
+            ConfigError: the base is your weights (their training is not known), or ``folder``
+                holds a base trained without that epoch's weights.
+        """
+        if self.weights is not None:
+            raise ConfigError(
+                f"the base is {self.source}, whose initial weights are not known; drop "
+                f"model.weights to train the base here, or use evaluator finetune"
+            )
+        model = build_model(self.candidate, seed=self.seed)
+        if epoch == 0:
+            return model.eval()
+        self.get()  # trains the base and saves its snapshots, once
+        path = self.folder / f"epoch{epoch}.pt"
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.folder} holds a base trained without its weights after epoch {epoch}; "
+                f"delete {self.folder} to train the base again, keeping them"
+            )
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+
     def _saved(self, digest: str | None) -> dict[str, Any] | None:
         """``eval.json`` if ``folder`` holds one; :class:`ConfigError` if it is another base's
         (``digest``: your weights' SHA-256, ``None`` for a base trained here)."""
@@ -231,6 +261,14 @@ class TrainedBase:
             "training the base model once (%s); kept in %s", self.fidelity.label, self.folder
         )
         model = build_model(self.candidate, seed=self.seed)
+
+        def snapshot(epoch: int, _planned: int | float, _accuracy: float) -> None:
+            if epoch in self.snapshots:
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                tmp = self.folder / f"epoch{epoch}.pt.tmp"
+                torch.save(state, tmp)
+                tmp.replace(self.folder / f"epoch{epoch}.pt")
+
         result = train_model(
             model,
             self._data(),
@@ -240,6 +278,7 @@ class TrainedBase:
             lr=self.training.lr,
             momentum=self.training.momentum,
             weight_decay=self.training.weight_decay,
+            on_epoch=snapshot if self.snapshots else None,
             progress=self.progress,
             device=self.training.device,
             precision=self.training.precision,

@@ -99,6 +99,18 @@ class Evaluator(abc.ABC):
         """One line for logs and reports, e.g. ``'scratch-e'``."""
         return self.name
 
+    @classmethod
+    def check_run(cls, settings: Any, *, training: TrainingConfig, weights: str | None) -> None:
+        """Raise :class:`ConfigError` when ``settings`` cannot work with the run's ``training``
+        or its ``model.weights`` (checked before anything is written); by default nothing."""
+        return None
+
+    @classmethod
+    def base_snapshots(cls, settings: Any) -> tuple[int, ...]:
+        """Epochs after which the trained base's weights are kept for this evaluator
+        (:meth:`TrainedBase.weights_at`); by default none."""
+        return ()
+
     def _train(
         self,
         model: nn.Module,

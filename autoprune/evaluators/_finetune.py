@@ -21,9 +21,10 @@ from autoprune.evaluators._records import EvalResult
 from autoprune.evaluators._train import EpochHook
 from autoprune.spaces import DATA_IMPORTANCES, IMPORTANCES, Candidate, inherit_weights
 
-__all__ = ["FineTune"]
+__all__ = ["FineTune", "check_importance", "inherit_ranked"]
 
-_LABELS = {
+#: How logs and reports name each importance criterion.
+LABELS = {
     "l1": "L1-norm",
     "l2": "L2-norm",
     "bn_scale": "BN-scale",
@@ -31,6 +32,35 @@ _LABELS = {
     "apoz": "APoZ",
     "random": "random",
 }
+
+
+def check_importance(importance: str, samples: int, section: str) -> None:
+    """Raise :class:`ConfigError` unless ``importance`` is a criterion and ``samples`` >= 1
+    (``section``: the settings' key, e.g. ``"evaluator.finetune"``)."""
+    choices = ", ".join(IMPORTANCES)
+    require(importance in IMPORTANCES, f"{section}.importance", importance, f"one of {choices}")
+    require(samples >= 1, f"{section}.importance_samples", samples, "an int >= 1")
+
+
+def inherit_ranked(
+    evaluator: Evaluator, candidate: Candidate, *, seed: int, values: nn.Module | None = None
+) -> nn.Module:
+    """``candidate`` cut out of ``evaluator``'s trained base by its settings' ``importance``
+    (``taylor`` and ``apoz`` on ``importance_samples`` training images drawn with ``seed``),
+    taking ``values``' weights when given (:func:`inherit_weights`)."""
+    trained, _ = evaluator.base.get()
+    settings, batches = evaluator.settings, None
+    if settings.importance in DATA_IMPORTANCES:
+        hw = evaluator.fidelity.train_hw(candidate.input_shape[1:])
+        batches = sample_batches(evaluator.data(), settings.importance_samples, hw, seed=seed)
+    return inherit_weights(
+        candidate,
+        trained,
+        importance=settings.importance,
+        seed=seed,
+        batches=batches,
+        values=values,
+    )
 
 
 @register_evaluator("finetune")
@@ -61,37 +91,19 @@ class FineTune(Evaluator):
                 "an int >= 1, or null for training.epochs",
             )
             require(self.lr > 0, "evaluator.finetune.lr", self.lr, "a positive number")
-            require(
-                self.importance in IMPORTANCES,
-                "evaluator.finetune.importance",
-                self.importance,
-                f"one of {', '.join(IMPORTANCES)}",
-            )
-            require(
-                self.importance_samples >= 1,
-                "evaluator.finetune.importance_samples",
-                self.importance_samples,
-                "an int >= 1",
-            )
+            check_importance(self.importance, self.importance_samples, "evaluator.finetune")
 
     def describe(self) -> str:
         epochs = self.settings.epochs or self.fidelity.epochs
         return (
-            f"finetune ({_LABELS[self.settings.importance]} channels of {self.base.source}, "
+            f"finetune ({LABELS[self.settings.importance]} channels of {self.base.source}, "
             f"{epochs} epochs at lr {self.settings.lr:g})"
         )
 
     def evaluate(
         self, candidate: Candidate, *, seed: int, on_epoch: EpochHook | None = None
     ) -> tuple[nn.Module, EvalResult]:
-        trained, _ = self.base.get()
-        importance, batches = self.settings.importance, None
-        if importance in DATA_IMPORTANCES:
-            hw = self.fidelity.train_hw(candidate.input_shape[1:])
-            batches = sample_batches(self.data(), self.settings.importance_samples, hw, seed=seed)
-        model = inherit_weights(
-            candidate, trained, importance=importance, seed=seed, batches=batches
-        )
+        model = inherit_ranked(self, candidate, seed=seed)
         fidelity = dataclasses.replace(
             self.fidelity, epochs=self.settings.epochs or self.fidelity.epochs
         )

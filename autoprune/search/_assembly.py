@@ -221,6 +221,11 @@ class RunParts:
         """
         self.load_data()
         _ = self.sampler  # builds the space too
+        self.evaluator_class.check_run(
+            evaluator_settings(self.config.evaluator),
+            training=self.config.training,
+            weights=self.config.model.weights,
+        )
         self._check_weights()
         return check_budgets(self.config, self.space, self.profile, self.coster)
 
@@ -266,6 +271,9 @@ class RunParts:
             progress=self.progress,
             weights=self.config.model.weights,
             weights_sha256=self.config.model.weights_sha256,
+            snapshots=self.evaluator_class.base_snapshots(
+                evaluator_settings(self.config.evaluator)
+            ),
         )
 
     def evaluator(self, base: TrainedBase) -> Evaluator:

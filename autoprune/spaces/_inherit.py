@@ -26,7 +26,15 @@ from torch import nn
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
-from autoprune.spaces._surgery import KeepFn, analyze, base_model, quantize_layers, shrink
+from autoprune.spaces._cuts import Cut, replay
+from autoprune.spaces._surgery import (
+    KeepFn,
+    analyze,
+    base_model,
+    drop_blocks,
+    quantize_layers,
+    shrink,
+)
 
 if TYPE_CHECKING:
     import torch_pruning as tp
@@ -93,12 +101,14 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _check_base(trained: nn.Module, expected: nn.Module, candidate: Candidate) -> None:
+def _check_base(
+    trained: nn.Module, expected: nn.Module, candidate: Candidate, argument: str = "trained_base"
+) -> None:
     """Raise ConfigError unless ``trained`` has ``expected``'s state_dict keys and shapes, real
     values and finite floats."""
     if not isinstance(trained, nn.Module):
         raise ConfigError(
-            f"`trained_base` must be an nn.Module, but got {type(trained).__name__}; pass the "
+            f"`{argument}` must be an nn.Module, but got {type(trained).__name__}; pass the "
             f"trained base model"
         )
     what = "the candidate's base model"
@@ -111,30 +121,30 @@ def _check_base(trained: nn.Module, expected: nn.Module, candidate: Candidate) -
     missing = [k for k in want if k not in got]
     if missing:
         raise ConfigError(
-            f"`trained_base` does not match {what}: it lacks {len(missing)} tensor(s) "
+            f"`{argument}` does not match {what}: it lacks {len(missing)} tensor(s) "
             f"({_listed(missing)}); {fix}"
         )
     extra = [k for k in got if k not in want]
     if extra:
         raise ConfigError(
-            f"`trained_base` does not match {what}: it has {len(extra)} unexpected tensor(s) "
+            f"`{argument}` does not match {what}: it has {len(extra)} unexpected tensor(s) "
             f"({_listed(extra)}); {fix}, a float model (not fake-quantized)"
         )
     for key, shape in want.items():
         if tuple(got[key].shape) != shape:
             raise ConfigError(
-                f"`trained_base` does not match {what}: {key} has shape {tuple(got[key].shape)}, "
+                f"`{argument}` does not match {what}: {key} has shape {tuple(got[key].shape)}, "
                 f"expected {shape}; {fix}"
             )
     for key, value in got.items():
         if value.is_meta:
             raise ConfigError(
-                f"`trained_base` has no values ({key} is on the meta device); load its trained "
+                f"`{argument}` has no values ({key} is on the meta device); load its trained "
                 f"weights first"
             )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ConfigError(
-                f"`trained_base` has non-finite values in {key}; its training diverged, so "
+                f"`{argument}` has non-finite values in {key}; its training diverged, so "
                 f"retrain it (e.g. with a lower learning rate) before inheriting its weights"
             )
 
@@ -146,6 +156,7 @@ def inherit_weights(
     importance: str = "l1",
     seed: int | None = None,
     batches: Batches | None = None,
+    values: nn.Module | None = None,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
     """Build ``candidate``'s compact network from ``trained_base``'s weights, in training mode.
@@ -171,6 +182,10 @@ def inherit_weights(
         batches: ``(images, labels)`` of training data, normalised and at the training
             resolution, that ``"taylor"`` and ``"apoz"`` rank on (run through the depth-reduced
             base in evaluation mode, so its BN statistics stay as trained); unused otherwise.
+        values: the weights the kept channels take instead of ``trained_base``'s, checked as
+            it is: the base's initial weights make a structured lottery ticket (Frankle &
+            Carbin 2019), its weights after an early epoch a rewound one (Frankle et al. 2019).
+            ``trained_base`` still chooses the channels.
         device: where the returned model lives.
 
     Raises:
@@ -204,8 +219,15 @@ def inherit_weights(
     model = base_model(candidate, seed=0)  # values overwritten below; global RNG untouched
     _check_base(trained_base, model, candidate)
     model.load_state_dict(trained_base.state_dict())  # copies every parameter and BN statistic
-    dropped = shrink(model, candidate, base, keep, prepare)
+    cuts: list[Cut] = []
+    dropped = shrink(model, candidate, base, keep, prepare, cuts)
     model.zero_grad(set_to_none=True)  # what "taylor" gathered; the fine-tuning starts clean
+    if values is not None:  # the same channels, cut out of other weights
+        model = base_model(candidate, seed=0)
+        _check_base(values, model, candidate, "values")
+        model.load_state_dict(values.state_dict())
+        drop_blocks(model, candidate, base)
+        replay(model, cuts)
     quantize_layers(model, candidate, base, dropped)
     model.train()
     if torch.device(device).type != "cpu":

@@ -35,7 +35,7 @@ from autoprune.errors import ConfigError
 from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, count_costs
-from autoprune.spaces._cuts import prune_recording, recorded_cuts, remember_cuts, replay
+from autoprune.spaces._cuts import Cut, prune_recording, recorded_cuts, remember_cuts, replay
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._sources import create_model, model_source
@@ -233,23 +233,14 @@ def first_channels(group: tp.Group, kept: int) -> list[int]:
     return list(range(kept))
 
 
-def shrink(
-    model: nn.Module,
-    candidate: Candidate,
-    base: BaseAnalysis,
-    keep: KeepFn,
-    prepare: Callable[[nn.Module], None] | None = None,
-) -> set[str]:
-    """Depth and width surgery on ``model`` (a base model) in place; returns the dropped blocks.
-
-    ``prepare`` is called with the depth-reduced model before any channel is ranked, when some
-    are (a data-driven ``keep`` gathers its gradients or activations there).
+def drop_blocks(model: nn.Module, candidate: Candidate, base: BaseAnalysis) -> set[str]:
+    """Depth surgery on ``model`` (a base model) in place: each stage keeps its first blocks;
+    returns the dropped blocks (now ``nn.Identity``).
 
     Raises:
-        ConfigError: the candidate names a group or stage the base model does not have, or a
-            count outside ``1..base``.
+        ConfigError: the candidate names a stage the base model does not have, or a count
+            outside ``1..base``.
     """
-    # Depth: keep the first k blocks of each stage.
     stages = {s.name: s for s in base.stages}
     dropped: set[str] = set()
     for stage_name, kept in candidate.blocks:
@@ -264,6 +255,29 @@ def shrink(
         for block in stage.blocks[kept:]:
             _set_submodule(model, block, nn.Identity())
             dropped.add(block)
+    return dropped
+
+
+def shrink(
+    model: nn.Module,
+    candidate: Candidate,
+    base: BaseAnalysis,
+    keep: KeepFn,
+    prepare: Callable[[nn.Module], None] | None = None,
+    cuts: list[Cut] | None = None,
+) -> set[str]:
+    """Depth and width surgery on ``model`` (a base model) in place; returns the dropped blocks.
+
+    ``prepare`` is called with the depth-reduced model before any channel is ranked, when some
+    are (a data-driven ``keep`` gathers its gradients or activations there). The width cuts
+    made are appended to ``cuts`` when given, to :func:`replay` on another copy of the
+    depth-reduced base (:func:`drop_blocks`).
+
+    Raises:
+        ConfigError: the candidate names a group or stage the base model does not have, or a
+            count outside ``1..base``.
+    """
+    dropped = drop_blocks(model, candidate, base)
 
     # Width: prune every live group to its kept channel count.
     base_groups = {g.name: g for g in base.groups}
@@ -285,9 +299,11 @@ def shrink(
         if keep is first_channels
         else None
     )
-    cuts = recorded_cuts(architecture) if architecture is not None else None
-    if cuts is not None:
-        replay(model, cuts)
+    known = recorded_cuts(architecture) if architecture is not None else None
+    if known is not None:
+        replay(model, known)
+        if cuts is not None:
+            cuts.extend(known)
         return dropped
     if prepare is not None:
         prepare(model)
@@ -308,6 +324,8 @@ def shrink(
         recorded += prune_recording(group, pruned, names)
     if architecture is not None:
         remember_cuts(architecture, recorded)
+    if cuts is not None:
+        cuts.extend(recorded)
     return dropped
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from autoprune.config import EvaluatorConfig, TrainingConfig, config_from_dict, load_config
 from autoprune.errors import ConfigError, UnknownNameError
@@ -20,6 +21,7 @@ from autoprune.evaluators import (
     TrainedBase,
     create_evaluator,
     evaluate_accuracy,
+    evaluator_class,
     evaluator_settings,
     load_dataset,
     macs_of,
@@ -30,7 +32,7 @@ from autoprune.evaluators._evaluate import (
     sample_batches,
     split_batches,
 )
-from autoprune.spaces import Candidate, SearchSpace, inherit_weights
+from autoprune.spaces import Candidate, SearchSpace, build_model, inherit_weights
 
 SHAPE = (1, 28, 28)
 # resnet20 trained at 14x14 on all 1,500 synthetic images: above 90 % in seconds.
@@ -84,7 +86,10 @@ def make(
     training: TrainingConfig = TRAINING,
     **settings: object,
 ):
-    base = TrainedBase(space.largest(), data=lambda: data, training=training, seed=0, folder=folder)
+    # Every base here keeps its weights after epoch 1 too, for the lottery's rewinding.
+    base = TrainedBase(
+        space.largest(), data=lambda: data, training=training, seed=0, folder=folder, snapshots=(1,)
+    )
     return create_evaluator(
         EvaluatorConfig(name=name, settings={name: settings}),
         data=lambda: data,
@@ -233,6 +238,58 @@ def test_finetune_ranks_channels_by_the_importance_it_is_given(
         )
 
 
+def started_from(evaluator, candidate: Candidate, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
+    """The network ``evaluator`` hands to training for ``candidate`` (training skipped)."""
+    handed: list[nn.Module] = []
+    monkeypatch.setattr(evaluator, "_train", lambda model, *a, **k: handed.append(model))
+    evaluator.evaluate(candidate, seed=0)
+    return handed[0]
+
+
+@pytest.mark.parametrize("rewind", [0, 1])
+def test_lottery_rewinds_the_channels_the_trained_base_keeps(
+    space: SearchSpace,
+    data: DatasetSplits,
+    base_folder: Path,
+    rewind: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lottery = make("lottery", space, data, base_folder, rewind_epoch=rewind)
+    half = dataclasses.replace(space.largest(), channels={"layer2.1.conv1": 16})  # of 32
+    start = started_from(lottery, half, monkeypatch).layer2[1].conv1.weight
+    trained, _ = lottery.base.get()
+    kept = torch.argsort(
+        trained.layer2[1].conv1.weight.detach().abs().flatten(1).sum(1)
+        + trained.layer2[1].bn1.weight.detach().abs()
+        + trained.layer2[1].conv2.weight.detach().abs().transpose(0, 1).flatten(1).sum(1),
+        descending=True,
+        stable=True,
+    )[:16]
+    kept = kept.sort().values
+    values = lottery.base.weights_at(rewind)
+    if rewind == 0:  # the seeded initialisation the base trained from
+        assert torch.equal(values.conv1.weight, build_model(space.largest(), seed=0).conv1.weight)
+    else:  # neither where it began nor where it ended
+        assert not torch.equal(values.conv1.weight, lottery.base.weights_at(0).conv1.weight)
+        assert not torch.equal(values.conv1.weight, trained.conv1.weight)
+    assert torch.equal(start, values.layer2[1].conv1.weight[kept])
+    assert not torch.equal(start, trained.layer2[1].conv1.weight[kept])
+
+
+def test_lottery_refuses_what_it_cannot_rewind(space: SearchSpace) -> None:
+    lottery = evaluator_class("lottery")
+    settings = evaluator_settings(EvaluatorConfig(name="lottery", settings={"lottery": {}}))
+    with pytest.raises(ConfigError, match=r"^evaluator lottery rewinds .* model.weights \(w.pt\)"):
+        lottery.check_run(settings, training=TRAINING, weights="w.pt")
+    late = dataclasses.replace(settings, rewind_epoch=2)
+    with pytest.raises(ConfigError, match=r"rewind_epoch is 2, but the base trains for 2 epochs"):
+        lottery.check_run(late, training=TRAINING, weights=None)
+    lottery.check_run(
+        dataclasses.replace(settings, rewind_epoch=1), training=TRAINING, weights=None
+    )
+    assert lottery.base_snapshots(late) == (2,) and lottery.base_snapshots(settings) == ()
+
+
 def test_proxy_scores_without_training(
     space: SearchSpace, data: DatasetSplits, base_folder: Path
 ) -> None:
@@ -305,7 +362,9 @@ def test_evaluator_settings_are_checked_with_the_key_named() -> None:
 def test_unknown_evaluator_names_list_the_valid_ones(
     space: SearchSpace, data: DatasetSplits, base_folder: Path
 ) -> None:
-    with pytest.raises(UnknownNameError, match="valid evaluators: distill, finetune, proxy"):
+    with pytest.raises(
+        UnknownNameError, match="valid evaluators: distill, finetune, lottery, proxy"
+    ):
         make("scratch", space, data, base_folder)
     with pytest.raises(ConfigError, match="valid proxies: log_synflow, naswot"):
         make("proxy", space, data, base_folder, proxy="snip")

@@ -13,8 +13,8 @@ from autoprune.search import RunDir
 from tests.conftest import write_config
 
 
-def search(tmp_path: Path, *flags: str, trials: int = 3) -> Path:
-    config = write_config(tmp_path, search={"trials": trials}, training={"epochs": 1})
+def search(tmp_path: Path, *flags: str, trials: int = 3, epochs: int = 1) -> Path:
+    config = write_config(tmp_path, search={"trials": trials}, training={"epochs": epochs})
     run_dir = tmp_path / "run"
     argv = ["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet", *flags]
     assert main(argv) == 0
@@ -85,10 +85,29 @@ def test_an_unknown_evaluator_is_one_line_exit_2(tmp_path: Path, capsys) -> None
             "--run-dir",
             str(tmp_path / "r"),
             "--evaluator",
-            "lottery",
+            "hydra",
         ]
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "unknown evaluator 'lottery'" in err and "scratch-b" in err
+    assert "unknown evaluator 'hydra'" in err and "scratch-b" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_lottery_rewinds_to_an_epoch_the_base_kept(tmp_path: Path) -> None:
+    flags = ("--evaluator", "lottery", "--set", "evaluator.lottery.rewind_epoch=1")
+    run_dir = search(tmp_path, *flags, trials=2, epochs=2)
+    assert (run_dir / "base" / "epoch1.pt").is_file()  # kept while the base trained
+    records = RunDir(run_dir).records()
+    assert [r.state for r in records] == ["complete"] * 2
+    assert {r.evaluator for r in records[1:] if r.cached_from is None} == {"lottery"}
+
+
+def test_lottery_past_the_base_training_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    config = write_config(tmp_path, training={"epochs": 1})
+    argv = ["search", "--config", str(config), "--run-dir", str(tmp_path / "r"), "--quiet"]
+    code = main([*argv, "--evaluator", "lottery", "--set", "evaluator.lottery.rewind_epoch=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "rewind_epoch is 1, but the base trains for 1 epochs; rewind to 0..0" in err
     assert not (tmp_path / "r").exists()
