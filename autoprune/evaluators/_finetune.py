@@ -12,14 +12,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from autoprune.config import require
-from autoprune.evaluators._evaluate import sample_batches
+from autoprune.evaluators._evaluate import evaluate_accuracy, resolve_device, sample_batches
 from autoprune.evaluators._evaluator import Evaluator, register_evaluator
-from autoprune.evaluators._records import EvalResult
+from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import EpochHook
-from autoprune.spaces import DATA_IMPORTANCES, IMPORTANCES, Candidate, inherit_weights
+from autoprune.spaces import (
+    DATA_IMPORTANCES,
+    IMPORTANCES,
+    Candidate,
+    SoftPruning,
+    inherit_weights,
+)
 
 __all__ = ["FineTune", "check_importance", "inherit_ranked"]
 
@@ -42,23 +49,31 @@ def check_importance(importance: str, samples: int, section: str) -> None:
     require(samples >= 1, f"{section}.importance_samples", samples, "an int >= 1")
 
 
+def ranking_batches(
+    evaluator: Evaluator, candidate: Candidate, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The training batches ``evaluator``'s ``importance`` ranks on (``taylor`` and ``apoz``:
+    ``importance_samples`` images drawn with ``seed``, at the training resolution), else
+    ``None``."""
+    settings = evaluator.settings
+    if settings.importance not in DATA_IMPORTANCES:
+        return None
+    hw = evaluator.fidelity.train_hw(candidate.input_shape[1:])
+    return sample_batches(evaluator.data(), settings.importance_samples, hw, seed=seed)
+
+
 def inherit_ranked(
     evaluator: Evaluator, candidate: Candidate, *, seed: int, values: nn.Module | None = None
 ) -> nn.Module:
-    """``candidate`` cut out of ``evaluator``'s trained base by its settings' ``importance``
-    (``taylor`` and ``apoz`` on ``importance_samples`` training images drawn with ``seed``),
+    """``candidate`` cut out of ``evaluator``'s trained base by its settings' ``importance``,
     taking ``values``' weights when given (:func:`inherit_weights`)."""
     trained, _ = evaluator.base.get()
-    settings, batches = evaluator.settings, None
-    if settings.importance in DATA_IMPORTANCES:
-        hw = evaluator.fidelity.train_hw(candidate.input_shape[1:])
-        batches = sample_batches(evaluator.data(), settings.importance_samples, hw, seed=seed)
     return inherit_weights(
         candidate,
         trained,
-        importance=settings.importance,
+        importance=evaluator.settings.importance,
         seed=seed,
-        batches=batches,
+        batches=ranking_batches(evaluator, candidate, seed),
         values=values,
     )
 
@@ -76,12 +91,15 @@ class FineTune(Evaluator):
         """``epochs`` of fine-tuning (``None``: the run's training epochs) at peak learning
         rate ``lr``, of the channels ranked highest by ``importance`` (``IMPORTANCES``); the
         data-driven ones (``taylor``, ``apoz``) rank on ``importance_samples`` training images
-        drawn with the trial's seed."""
+        drawn with the trial's seed. ``soft``: soft filter pruning (He et al. 2018): fine-tune
+        at the base's width, zeroing the channels ranked out after every epoch, and cut them
+        after the last (:class:`~autoprune.spaces.SoftPruning`)."""
 
         epochs: int | None = None
         lr: float = 0.01
         importance: str = "l1"
         importance_samples: int = 256
+        soft: bool = False
 
         def __post_init__(self) -> None:
             require(
@@ -95,18 +113,21 @@ class FineTune(Evaluator):
 
     def describe(self) -> str:
         epochs = self.settings.epochs or self.fidelity.epochs
+        how = "soft-pruned to" if self.settings.soft else "channels of"
         return (
-            f"finetune ({LABELS[self.settings.importance]} channels of {self.base.source}, "
+            f"finetune ({LABELS[self.settings.importance]} {how} {self.base.source}, "
             f"{epochs} epochs at lr {self.settings.lr:g})"
         )
 
     def evaluate(
         self, candidate: Candidate, *, seed: int, on_epoch: EpochHook | None = None
     ) -> tuple[nn.Module, EvalResult]:
-        model = inherit_ranked(self, candidate, seed=seed)
         fidelity = dataclasses.replace(
             self.fidelity, epochs=self.settings.epochs or self.fidelity.epochs
         )
+        if self.settings.soft:
+            return self._soft(candidate, seed=seed, fidelity=fidelity, on_epoch=on_epoch)
+        model = inherit_ranked(self, candidate, seed=seed)
         result = self._train(
             model,
             candidate,
@@ -116,3 +137,41 @@ class FineTune(Evaluator):
             lr=self.settings.lr,
         )
         return model, result
+
+    def _soft(
+        self, candidate: Candidate, *, seed: int, fidelity: Fidelity, on_epoch: EpochHook | None
+    ) -> tuple[nn.Module, EvalResult]:
+        """Soft filter pruning: the result's accuracy is the cut network's on the validation
+        split (early stopping sees the full-width network's between epochs)."""
+        trained, _ = self.base.get()
+        soft = SoftPruning(
+            candidate,
+            trained,
+            importance=self.settings.importance,
+            seed=seed,
+            batches=ranking_batches(self, candidate, seed),
+        )
+
+        def after_epoch(epoch: int, planned: int | float, accuracy: float) -> None:
+            soft.zero()
+            if on_epoch is not None:
+                on_epoch(epoch, planned, accuracy)
+
+        result = self._train(
+            soft.model,
+            candidate,
+            seed=seed,
+            fidelity=fidelity,
+            on_epoch=after_epoch,
+            lr=self.settings.lr,
+        )
+        model = soft.cut()
+        accuracy = evaluate_accuracy(
+            model,
+            self.data(),
+            split="val",
+            input_shape=candidate.input_shape,
+            resolution_scale=fidelity.resolution_scale,
+            device=resolve_device(self.training.device),
+        )
+        return model, dataclasses.replace(result, accuracy=accuracy)

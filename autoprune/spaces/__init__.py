@@ -27,6 +27,7 @@ from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, LayerCost, count_costs
 from autoprune.spaces._inherit import DATA_IMPORTANCES, IMPORTANCES, inherit_weights
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
+from autoprune.spaces._soft import SoftPruning
 from autoprune.spaces._sources import (
     ModelSource,
     create_model,
@@ -49,6 +50,7 @@ __all__ = [
     "QuantConv2d",
     "QuantLinear",
     "SearchSpace",
+    "SoftPruning",
     "Stage",
     "build_model",
     "cost_report",

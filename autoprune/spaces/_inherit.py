@@ -66,7 +66,7 @@ def _keep_largest(score: Callable[[tp.Group], torch.Tensor]) -> KeepFn:
     return keep
 
 
-def _keep_fn(
+def keep_fn(
     importance: str, seed: int | None, batches: Batches | None
 ) -> tuple[KeepFn, Prepare | None]:
     """How ``importance`` keeps channels, and what it must see of the model first."""
@@ -101,7 +101,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _check_base(
+def check_base(
     trained: nn.Module, expected: nn.Module, candidate: Candidate, argument: str = "trained_base"
 ) -> None:
     """Raise ConfigError unless ``trained`` has ``expected``'s state_dict keys and shapes, real
@@ -207,7 +207,7 @@ def inherit_weights(
         >>> torch.equal(m.layer3[0].conv1.weight, trained.layer3[0].conv1.weight)
         True
     """
-    keep, prepare = _keep_fn(importance, seed, batches)
+    keep, prepare = keep_fn(importance, seed, batches)
     if torch.device(device).type == "meta":
         raise ConfigError(
             "inherit_weights copies values, which device='meta' cannot hold; use "
@@ -217,14 +217,14 @@ def inherit_weights(
         candidate.model, candidate.num_classes, candidate.in_channels, candidate.input_shape
     )
     model = base_model(candidate, seed=0)  # values overwritten below; global RNG untouched
-    _check_base(trained_base, model, candidate)
+    check_base(trained_base, model, candidate)
     model.load_state_dict(trained_base.state_dict())  # copies every parameter and BN statistic
     cuts: list[Cut] = []
     dropped = shrink(model, candidate, base, keep, prepare, cuts)
     model.zero_grad(set_to_none=True)  # what "taylor" gathered; the fine-tuning starts clean
     if values is not None:  # the same channels, cut out of other weights
         model = base_model(candidate, seed=0)
-        _check_base(values, model, candidate, "values")
+        check_base(values, model, candidate, "values")
         model.load_state_dict(values.state_dict())
         drop_blocks(model, candidate, base)
         replay(model, cuts)

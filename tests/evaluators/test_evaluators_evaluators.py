@@ -238,6 +238,23 @@ def test_finetune_ranks_channels_by_the_importance_it_is_given(
         )
 
 
+def test_soft_finetune_trains_at_full_width_and_hands_back_the_cut_network(
+    space: SearchSpace, data: DatasetSplits, base_folder: Path
+) -> None:
+    soft = make("finetune", space, data, base_folder, epochs=2, importance="l2", soft=True)
+    assert soft.describe().startswith("finetune (L2-norm soft-pruned to the trained base")
+    half = narrow(space, 0.5)
+    model, result = soft.evaluate(half, seed=0)
+    same = build_model(half, seed=0)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in same.state_dict().items()
+    }
+    # The result is the cut network's accuracy, not the full-width one's it trained as.
+    accuracy = evaluate_accuracy(model, data, split="val", input_shape=SHAPE, resolution_scale=0.5)
+    assert result.accuracy == accuracy and result.epochs == 2
+    assert accuracy > 0.6  # hard-pruned at half width it is near chance (0.11)
+
+
 def started_from(evaluator, candidate: Candidate, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
     """The network ``evaluator`` hands to training for ``candidate`` (training skipped)."""
     handed: list[nn.Module] = []

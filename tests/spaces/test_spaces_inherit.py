@@ -13,6 +13,7 @@ from autoprune.spaces import (
     QuantConv2d,
     QuantLinear,
     SearchSpace,
+    SoftPruning,
     build_model,
     create_model,
     inherit_weights,
@@ -200,6 +201,30 @@ def test_data_driven_importance_without_batches_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=f"importance '{importance}' ranks channels on training"):
         inherit_weights(resnet20(channels={"conv1": 8}), trained, importance=importance)
+
+
+@pytest.mark.parametrize("model_name", ["resnet20", "mobilenet_v2"])
+def test_soft_pruning_zeroes_what_the_cut_removes(
+    trained: nn.Module, mobilenet: nn.Module, model_name: str
+) -> None:
+    # Every layer writing a dropped channel is zeroed (BN's shift too), so the full-width
+    # network already computes what the cut one does, residual streams and depthwise convs
+    # included; the zeroed channels can still learn until the cut.
+    if model_name == "resnet20":  # groups of 16 and 32 channels, one block dropped
+        base, shape, dropped = trained, MNIST, 8 + 20
+        c = resnet20(channels={"conv1": 8, "layer2.1.conv1": 12}, blocks={"layer3": 2})
+    else:  # groups of 32 and 96 channels
+        base, shape, dropped = mobilenet, (3, 32, 32), 16 + 56
+        c = mobilenet_candidate(channels={"features.0.0": 16, "features.2.conv.0.0": 40})
+    soft = SoftPruning(c, base)
+    assert soft.model.training
+    assert soft.zero() == dropped
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        full = soft.model.eval()(x)
+        cut = soft.cut().eval()
+        assert torch.allclose(cut(x), full, atol=1e-5)
+    same_structure(cut, build_model(c, seed=0))
 
 
 def stem_scores(base: nn.Module, blocks: int) -> torch.Tensor:
