@@ -12,10 +12,12 @@ For a CIFAR-style ResNet (``--model``, default resnet20) on Fashion-MNIST at 1x2
    fidelity, seed 0: what a search would pick. The search fidelity is the default run's own
    evaluator and fidelity (``autoprune/configs/default.yaml``'s ``evaluator.name`` and ``training``)
    unless ``--search-evaluator``, ``--search-samples`` or ``--search-epochs`` say otherwise.
-3. **Every architecture by every method** of the paper, for ``--seeds`` seeds: ``finetune``
-   (the trained base's L1-largest channels, fine-tuned), ``scratch-e``, ``scratch-b`` (the
-   base's compute, at most 2x the epochs) and ``distill`` (from scratch, the base as teacher):
-   test accuracy, mean and standard deviation over seeds.
+3. **Every architecture by every method**, for ``--seeds`` seeds (:data:`METHODS`): the
+   paper's ``finetune`` (the trained base's L1-largest channels, fine-tuned), ``scratch-e``,
+   ``scratch-b`` (the base's compute, at most 2x the epochs) and ``distill`` (from scratch, the
+   base as teacher); fine-tuning from channels ranked by L2, BN scale, Taylor, APoZ or at
+   random, and soft filter pruning; lottery tickets rewound to the base's initialisation or to
+   its first epoch: test accuracy, mean and standard deviation over seeds.
 4. **Searched vs uniform** at equal MACs, per method (the comparison AMC reports).
 5. **Fidelity at equal MACs**: the Kendall tau between the search-fidelity validation accuracy
    of the candidates and their validation accuracy at the comparison fidelity (scratch-e,
@@ -77,7 +79,23 @@ from autoprune.spaces import Candidate, SearchSpace
 
 RESULTS = Path(__file__).parent / "results" / "rethinking.json"
 WORK = Path("/var/tmp/autoprune-rethinking")
-METHODS = ("finetune", "scratch-e", "scratch-b", "distill")
+#: Every method compared: a label -> (evaluator, its settings). ``finetune`` is Li et al.'s L1
+#: norm; the other importance criteria, soft filter pruning and lottery tickets (rewound to the
+#: initialisation, or to epoch 1 when the comparison trains for 2 epochs or more) beside it.
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "finetune": ("finetune", {}),
+    "finetune-l2": ("finetune", {"importance": "l2"}),
+    "finetune-bn_scale": ("finetune", {"importance": "bn_scale"}),
+    "finetune-taylor": ("finetune", {"importance": "taylor"}),
+    "finetune-apoz": ("finetune", {"importance": "apoz"}),
+    "finetune-random": ("finetune", {"importance": "random"}),
+    "finetune-soft": ("finetune", {"importance": "l2", "soft": True}),
+    "lottery": ("lottery", {}),
+    "lottery-rewind1": ("lottery", {"rewind_epoch": 1}),
+    "scratch-e": ("scratch-e", {}),
+    "scratch-b": ("scratch-b", {}),
+    "distill": ("distill", {}),
+}
 ARCHITECTURES = ("uniform", "searched")
 SHAPE = (1, 28, 28)
 
@@ -274,6 +292,8 @@ def main() -> None:
         flush=True,
     )
 
+    methods = [m for m in METHODS if m != "lottery-rewind1" or args.epochs >= 2]
+
     def bases(seed: int) -> TrainedBase:
         return TrainedBase(
             space.largest(),
@@ -281,11 +301,17 @@ def main() -> None:
             training=training,
             seed=seed,
             folder=work / f"base-seed{seed}",
+            snapshots=(1,) if args.epochs >= 2 else (),  # lottery-rewind1's start
         )
 
     def method(name: str, seed: int, fidelity: TrainingConfig = training):
+        """The evaluator of a method label (or of an evaluator name, for the ladder)."""
+        evaluator, settings = METHODS.get(name, (name, {}))
         return create_evaluator(
-            EvaluatorConfig(name=name), data=lambda: data, training=fidelity, base=bases(seed)
+            EvaluatorConfig(name=evaluator, settings={evaluator: settings}),
+            data=lambda: data,
+            training=fidelity,
+            base=bases(seed),
         )
 
     # Search: low fidelity picks the searched architecture; the comparison fidelity ranks again.
@@ -316,7 +342,7 @@ def main() -> None:
         base = bases(seed)
         table["base"].append(trainings.run(f"base seed {seed}", base.get))
         for arch_name, arch in (("uniform", flat), ("searched", searched)):
-            for name in METHODS:
+            for name in methods:
                 row = trainings.run(
                     f"{name} {arch.hash} seed {seed}",
                     lambda a=arch, n=name, s=seed: method(n, s).evaluate(a, seed=s),
@@ -372,7 +398,7 @@ def main() -> None:
     )
     gaps = {
         name: summary[f"searched {name}"]["mean"] - summary[f"uniform {name}"]["mean"]
-        for name in METHODS
+        for name in methods
     }
     payload = {
         "benchmark": "rethinking",
@@ -382,6 +408,7 @@ def main() -> None:
         "comparison_fidelity": describe("scratch-e", args.samples, args.epochs),
         "search_fidelity": describe(args.search_evaluator, args.search_samples, args.search_epochs),
         "seeds": args.seeds,
+        "methods": {m: {"evaluator": METHODS[m][0], "settings": METHODS[m][1]} for m in methods},
         "base_macs": base_macs,
         "uniform": {"hash": flat.hash, "macs": macs_of(flat), "candidate": flat.to_dict()},
         "searched": {
@@ -424,12 +451,10 @@ def main() -> None:
     base = summary["base"]
     print(f"  base (unpruned)        {100 * base['mean']:6.2f} +- {100 * base['std']:.2f}")
     for arch_name, arch in (("uniform", flat), ("searched", searched)):
-        cells = "  ".join(
-            f"{name} {100 * summary[f'{arch_name} {name}']['mean']:6.2f} +- "
-            f"{100 * summary[f'{arch_name} {name}']['std']:.2f}"
-            for name in METHODS
-        )
-        print(f"  {arch_name:9s} ({macs_of(arch) / 1e6:.2f} MMACs)  {cells}")
+        print(f"  {arch_name} ({macs_of(arch) / 1e6:.2f} MMACs)")
+        for name in methods:
+            cell = summary[f"{arch_name} {name}"]
+            print(f"    {name:18s} {100 * cell['mean']:6.2f} +- {100 * cell['std']:.2f}")
     print(
         "searched - uniform (points): " + ", ".join(f"{n} {100 * g:+.2f}" for n, g in gaps.items())
     )
@@ -461,12 +486,13 @@ def _plot(path: Path, payload: dict[str, Any]) -> None:
 
     fig, (bars, scatter, rungs) = plt.subplots(1, 3, figsize=(16, 4), constrained_layout=True)
     summary = payload["test_accuracy"]
+    methods = list(payload["methods"])
     for offset, arch in zip((-0.2, 0.2), ARCHITECTURES, strict=True):
-        means = [100 * summary[f"{arch} {m}"]["mean"] for m in METHODS]
-        stds = [100 * summary[f"{arch} {m}"]["std"] for m in METHODS]
-        bars.bar([i + offset for i in range(len(METHODS))], means, 0.4, yerr=stds, label=arch)
+        means = [100 * summary[f"{arch} {m}"]["mean"] for m in methods]
+        stds = [100 * summary[f"{arch} {m}"]["std"] for m in methods]
+        bars.bar([i + offset for i in range(len(methods))], means, 0.4, yerr=stds, label=arch)
     bars.axhline(100 * summary["base"]["mean"], color="0.3", ls="--", lw=1, label="base")
-    bars.set_xticks(range(len(METHODS)), METHODS)
+    bars.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
     low = min(100 * v["mean"] for v in summary.values())
     high = max(100 * (v["mean"] + v["std"]) for v in summary.values())
     bars.set_ylim(low - 3, high + 1)
