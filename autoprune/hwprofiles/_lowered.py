@@ -30,7 +30,7 @@ from autoprune.hwprofiles._cache import cache_path, cache_root, package_version
 from autoprune.hwprofiles._estimate import HardwareEstimate, estimate_hardware
 from autoprune.hwprofiles._kernels import KernelCost, estimate_from_kernels, fused_kernels
 from autoprune.hwprofiles._profile import DeviceProfile
-from autoprune.hwprofiles._relax import import_to_relax
+from autoprune.hwprofiles._relax import export_program, translate
 from autoprune.hwprofiles._workers import ModelLike, fingerprint
 from autoprune.spaces import Candidate, LayerCost, build_model, cost_report, count_costs
 
@@ -140,16 +140,18 @@ def lowered_kernels(module: nn.Module, input_shape: tuple[int, int, int]) -> lis
     The decompositions are most of an import's time (``benchmarks/kernel_import.py``).
     Without them the CNNs of the zoo give the same kernels, with the same costs; names differ
     (``adaptive_avg_pool2d`` for ``mean``), and hard-swish and GELU fuse into fewer elementwise
-    ops (``docs/tvm.md``). A model that TVM cannot translate so is imported with them.
+    ops (``docs/tvm.md``). A model that TVM cannot translate so is translated with them, from
+    the same exported program (exported once).
 
     Raises:
-        Exception: whatever the import with decompositions raises.
+        Exception: whatever the export, or the translation with decompositions, raises.
     """
+    exported = export_program(module, input_shape)
     try:
-        return fused_kernels(import_to_relax(module, input_shape, decompose=False))
+        return fused_kernels(translate(exported, decompose=False))
     except Exception as exc:  # noqa: BLE001 - an op TVM translates only once decomposed
         _logger.debug("importing without decompositions failed (%s); decomposing", exc)
-    return fused_kernels(import_to_relax(module, input_shape))
+    return fused_kernels(translate(exported, decompose=True))
 
 
 def estimate_with_tvm(

@@ -28,16 +28,19 @@ from autoprune.hwprofiles._workers import example_input
 
 if TYPE_CHECKING:
     import tvm
+    from torch.export import ExportedProgram
 
 __all__ = [
     "TargetSpec",
     "build_for_target",
+    "export_program",
     "host_arch",
     "import_to_relax",
     "is_local_target",
     "local_profile",
     "profile_threads",
     "resolve_target",
+    "translate",
 ]
 
 #: A TVM target as a profile gives it: a tag string, or a dict-form target.
@@ -53,6 +56,7 @@ def import_to_relax(
     ``from_exported_program``; the module's ``main`` takes one ``(1, C, H, W)`` float32 tensor
     and returns a 1-tuple. With ``decompose`` (what a build uses), PyTorch's decompositions run
     first (most of the import's time); without, TVM translates the exported ops as they are.
+    :func:`export_program` and :func:`translate` are its two halves.
 
     Raises:
         ConfigError: ``input_shape`` is not three positive integers.
@@ -65,12 +69,29 @@ def import_to_relax(
         >>> "main" in [gv.name_hint for gv in mod.get_global_vars()]
         True
     """
+    return translate(export_program(model, input_shape), decompose=decompose)
+
+
+def export_program(model: nn.Module, input_shape: tuple[int, int, int]) -> ExportedProgram:
+    """``torch.export.export(model.eval(), (randn(1, *input_shape),))``: what :func:`translate`
+    turns into Relax, once or both ways.
+
+    Raises:
+        ConfigError: ``input_shape`` is not three positive integers.
+    """
     import torch
-    from tvm.relax.frontend.torch import from_exported_program
 
     shape = check_input_shape(input_shape)
     with interrupts_deferred():  # Ctrl-C inside its C++ callbacks can abort the process
-        exported = torch.export.export(model.eval(), (example_input(shape),))
+        return torch.export.export(model.eval(), (example_input(shape),))
+
+
+def translate(exported: ExportedProgram, *, decompose: bool = True) -> tvm.IRModule:
+    """TVM's ``from_exported_program`` of ``exported`` (left unchanged), with or without
+    PyTorch's decompositions first."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with interrupts_deferred():
         return from_exported_program(exported, run_ep_decomposition=decompose)
 
 

@@ -171,12 +171,19 @@ def test_kernels_imported_without_decompositions_cost_what_the_decomposed_import
     if model != "resnet20":
         return  # the fallback once, on the small model
 
-    real = _lowered.import_to_relax
+    real_export, real_translate = _lowered.export_program, _lowered.translate
+    exports = []
 
-    def untranslatable(module, shape, *, decompose=True):
+    def export_program(module, shape):
+        exports.append(shape)
+        return real_export(module, shape)
+
+    def untranslatable(exported, *, decompose=True):
         if not decompose:
             raise AssertionError("Unsupported function types ['an_op_without_a_converter']")
-        return real(module, shape)
+        return real_translate(exported, decompose=True)
 
-    monkeypatch.setattr(_lowered, "import_to_relax", untranslatable)
+    monkeypatch.setattr(_lowered, "export_program", export_program)
+    monkeypatch.setattr(_lowered, "translate", untranslatable)
     assert _lowered.lowered_kernels(module, shape) == decomposed  # decomposed, then translated
+    assert exports == [shape]  # exported once, translated twice
