@@ -10,13 +10,16 @@ no base is trained.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from autoprune.config import require
-from autoprune.evaluators._evaluate import evaluate_accuracy, resolve_device, sample_batches
+from autoprune.config import TrainingConfig, require
+from autoprune.errors import ConfigError
+from autoprune.evaluators._evaluate import sample_batches
 from autoprune.evaluators._evaluator import Evaluator, register_evaluator
 from autoprune.evaluators._records import EvalResult, Fidelity
 from autoprune.evaluators._train import EpochHook
@@ -92,8 +95,9 @@ class FineTune(Evaluator):
         rate ``lr``, of the channels ranked highest by ``importance`` (``IMPORTANCES``); the
         data-driven ones (``taylor``, ``apoz``) rank on ``importance_samples`` training images
         drawn with the trial's seed. ``soft``: soft filter pruning (He et al. 2018): fine-tune
-        at the base's width, zeroing the channels ranked out after every epoch, and cut them
-        after the last (:class:`~autoprune.spaces.SoftPruning`)."""
+        at the base's width for all epochs but the last, zeroing the channels ranked out after
+        each, then cut them and fine-tune the cut network for the last epoch
+        (:class:`~autoprune.spaces.SoftPruning`); needs 2 epochs or more."""
 
         epochs: int | None = None
         lr: float = 0.01
@@ -110,6 +114,16 @@ class FineTune(Evaluator):
             )
             require(self.lr > 0, "evaluator.finetune.lr", self.lr, "a positive number")
             check_importance(self.importance, self.importance_samples, "evaluator.finetune")
+
+    @classmethod
+    def check_run(cls, settings: Any, *, training: TrainingConfig, weights: str | None) -> None:
+        epochs = settings.epochs or training.epochs
+        if settings.soft and epochs < 2:
+            raise ConfigError(
+                f"evaluator.finetune.soft trains all epochs but the last soft-pruned and the "
+                f"cut network the last, so it needs 2 or more epochs, but gets {epochs:g}; set "
+                f"evaluator.finetune.epochs to 2 or more"
+            )
 
     def describe(self) -> str:
         epochs = self.settings.epochs or self.fidelity.epochs
@@ -141,8 +155,9 @@ class FineTune(Evaluator):
     def _soft(
         self, candidate: Candidate, *, seed: int, fidelity: Fidelity, on_epoch: EpochHook | None
     ) -> tuple[nn.Module, EvalResult]:
-        """Soft filter pruning: the result's accuracy is the cut network's on the validation
-        split (early stopping sees the full-width network's between epochs)."""
+        """Soft filter pruning with fine-tuning (He et al. 2018): every epoch but the last
+        trains the base's width, zeroing the channels ranked out after each; then they are cut
+        and the cut network trains the last epoch. ``on_epoch`` sees the epochs of both."""
         trained, _ = self.base.get()
         soft = SoftPruning(
             candidate,
@@ -151,27 +166,35 @@ class FineTune(Evaluator):
             seed=seed,
             batches=ranking_batches(self, candidate, seed),
         )
+        soft_part = dataclasses.replace(fidelity, epochs=fidelity.epochs - 1)
 
-        def after_epoch(epoch: int, planned: int | float, accuracy: float) -> None:
+        def after_epoch(epoch: int, _planned: int | float, accuracy: float) -> None:
             soft.zero()
             if on_epoch is not None:
-                on_epoch(epoch, planned, accuracy)
+                on_epoch(epoch, fidelity.epochs, accuracy)
 
-        result = self._train(
-            soft.model,
+        lr = self.settings.lr
+        first = self._train(
+            soft.model, candidate, seed=seed, fidelity=soft_part, on_epoch=after_epoch, lr=lr
+        )
+        if on_epoch is not None:
+            on_epoch(math.ceil(soft_part.epochs), fidelity.epochs, first.accuracy)
+        model = soft.cut()
+        last = self._train(
+            model,
             candidate,
             seed=seed,
+            fidelity=dataclasses.replace(fidelity, epochs=1),
+            on_epoch=None,
+            lr=lr,
+        )
+        seconds = first.train_seconds + last.train_seconds
+        images = first.images_per_second * first.train_seconds
+        images += last.images_per_second * last.train_seconds
+        return model, dataclasses.replace(
+            last,
             fidelity=fidelity,
-            on_epoch=after_epoch,
-            lr=self.settings.lr,
+            epochs=fidelity.epochs,
+            train_seconds=seconds,
+            images_per_second=images / seconds if seconds > 0 else 0.0,
         )
-        model = soft.cut()
-        accuracy = evaluate_accuracy(
-            model,
-            self.data(),
-            split="val",
-            input_shape=candidate.input_shape,
-            resolution_scale=fidelity.resolution_scale,
-            device=resolve_device(self.training.device),
-        )
-        return model, dataclasses.replace(result, accuracy=accuracy)

@@ -253,6 +253,12 @@ def test_soft_finetune_trains_at_full_width_and_hands_back_the_cut_network(
     accuracy = evaluate_accuracy(model, data, split="val", input_shape=SHAPE, resolution_scale=0.5)
     assert result.accuracy == accuracy and result.epochs == 2
     assert accuracy > 0.6  # hard-pruned at half width it is near chance (0.11)
+    # One soft epoch, then one of the cut network: a single epoch cannot be both.
+    one = evaluator_settings(
+        EvaluatorConfig(name="finetune", settings={"finetune": {"soft": True, "epochs": 1}})
+    )
+    with pytest.raises(ConfigError, match=r"soft .* needs 2 or more epochs, but gets 1;"):
+        evaluator_class("finetune").check_run(one, training=TRAINING, weights=None)
 
 
 def started_from(evaluator, candidate: Candidate, monkeypatch: pytest.MonkeyPatch) -> nn.Module:
