@@ -127,6 +127,7 @@ class TrainedBase:
         self.weights_sha256 = weights_sha256
         self._model: nn.Module | None = None
         self._result: EvalResult | None = None
+        self._rewound: dict[int, nn.Module] = {}
 
     @staticmethod
     def weights_digest(path: str | os.PathLike[str]) -> str:
@@ -198,7 +199,8 @@ class TrainedBase:
     def weights_at(self, epoch: int) -> nn.Module:
         """The base network as its training had it after ``epoch`` epochs (CPU, evaluation
         mode): 0 is its seeded initialisation, as :meth:`get` trains it from; a later epoch
-        must be one of ``snapshots``, saved while the base trained (``epoch{N}.pt``).
+        must be one of ``snapshots``, saved while the base trained (``epoch{N}.pt``). Kept per
+        epoch: callers read it, never change it.
 
         Raises:
             ConfigError: the base is your weights (their training is not known), or ``folder``
@@ -209,6 +211,11 @@ class TrainedBase:
                 f"the base is {self.source}, whose initial weights are not known; drop "
                 f"model.weights to train the base here, or use evaluator finetune"
             )
+        if epoch not in self._rewound:  # built and read once per process, not per trial
+            self._rewound[epoch] = self._weights_at(epoch)
+        return self._rewound[epoch]
+
+    def _weights_at(self, epoch: int) -> nn.Module:
         model = build_model(self.candidate, seed=self.seed)
         if epoch == 0:
             return model.eval()

@@ -194,8 +194,7 @@ def sample_batches(
     """
     generator = torch.Generator().manual_seed(seed)
     drawn = torch.randperm(len(data.train), generator=generator)[:count]
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    mean, std = normaliser(data, torch.device("cpu"))
     out = []
     for idx in drawn.split(batch_size):
         images, labels = data.train.take(idx)
