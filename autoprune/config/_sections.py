@@ -158,15 +158,23 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    """What the controller may change: width keep-ratios, depth, resolution, bit-widths."""
+    """What the controller may change: width keep-ratios, depth, resolution, bit-widths, and
+    low-rank splits (``rank_ratios`` below 1.0; the default ``[1.0]`` splits nothing)."""
 
     width_ratios: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     depth: bool = True
     resolution_scales: tuple[float, ...] = (1.0,)
     weight_bits: tuple[int, ...] = (32,)
     activation_bits: tuple[int, ...] = (32,)
+    rank_ratios: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
+        require(
+            bool(self.rank_ratios) and all(0.01 <= r <= 1 for r in self.rank_ratios),
+            "space.rank_ratios",
+            self.rank_ratios,
+            "a non-empty list of ratios in [0.01, 1] (1.0 = the layer whole)",
+        )
         require(
             bool(self.width_ratios) and all(0 < r <= 1 for r in self.width_ratios),
             "space.width_ratios",
@@ -179,15 +187,15 @@ class SpaceConfig:
             self.resolution_scales,
             "a non-empty list of scales in (0, 1]",
         )
-        for key, bits in (
-            ("space.weight_bits", self.weight_bits),
-            ("space.activation_bits", self.activation_bits),
+        for key, bits, lowest in (
+            ("space.weight_bits", self.weight_bits, 1),
+            ("space.activation_bits", self.activation_bits, 2),
         ):
             require(
-                bool(bits) and all(2 <= b <= 32 for b in bits),
+                bool(bits) and all(lowest <= b <= 32 for b in bits),
                 key,
                 bits,
-                "a non-empty list of bit-widths in 2..32 (32 = float)",
+                f"a non-empty list of bit-widths in {lowest}..32 (32 = float)",
             )
 
 

@@ -179,7 +179,9 @@ class TrainedBase:
             or candidate.model != self.candidate.model
         ):
             return False
-        if any(bits < 32 for _, bits in (*candidate.weight_bits, *candidate.activation_bits)):
+        if candidate.ranks or any(
+            bits < 32 for _, bits in (*candidate.weight_bits, *candidate.activation_bits)
+        ):
             return False
         costs = cost_report(candidate)
         return (costs.macs, costs.params) == (self.costs.macs, self.costs.params)

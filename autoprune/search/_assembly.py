@@ -97,6 +97,7 @@ def build_space(config: Config, profile: DeviceProfile) -> SearchSpace:
         weight_bits=limit("weight_bits", config.space.weight_bits),
         activation_bits=limit("activation_bits", config.space.activation_bits),
         channel_multiple=profile.channel_multiple,
+        rank_ratios=config.space.rank_ratios,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoprune.errors import ConfigError
-from autoprune.spaces._quantizers import check_bits
+from autoprune.spaces._quantizers import MIN_WEIGHT_BITS, check_bits
 
 __all__ = ["Candidate"]
 
@@ -25,6 +25,7 @@ _FIELDS = (
     "blocks",
     "weight_bits",
     "activation_bits",
+    "ranks",
 )
 
 
@@ -70,8 +71,12 @@ class Candidate:
         input_shape: deploy input shape ``(C, H, W)`` after resolution scaling, in pixels.
         channels: channel group name (its first root conv/linear) -> output channels kept.
         blocks: stage name -> blocks kept (the first ``k`` blocks of the stage).
-        weight_bits: conv/linear layer name -> weight bit-width (32 = float).
+        weight_bits: conv/linear layer name -> weight bit-width (32 = float; 1 = binary).
         activation_bits: conv/linear layer name -> bit-width of that layer's input (32 = float).
+        ranks: conv/linear layer name -> rank of its low-rank split, in percent (1..99) of the
+            layer's narrower side after the width cut (:mod:`._lowrank`); a layer not listed is
+            not split. Left out of :meth:`to_dict` when empty, so candidates without it keep
+            their hashes.
 
     Example:
         >>> c = Candidate(model="resnet20", num_classes=10, in_channels=1, input_shape=(1, 28, 28),
@@ -90,6 +95,7 @@ class Candidate:
     blocks: Pairs = ()
     weight_bits: Pairs = ()
     activation_bits: Pairs = ()
+    ranks: Pairs = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -106,11 +112,18 @@ class Candidate:
                 f"{self.in_channels}; make them agree"
             )
         object.__setattr__(self, "input_shape", shape)
-        for name in ("channels", "blocks", "weight_bits", "activation_bits"):
+        for name in ("channels", "blocks", "weight_bits", "activation_bits", "ranks"):
             object.__setattr__(self, name, _pairs(getattr(self, name), name))
-        for name in ("weight_bits", "activation_bits"):
-            for layer, bits in getattr(self, name):
-                check_bits(bits, what=f"{name}[{layer!r}]")
+        for layer, percent in self.ranks:
+            if percent > 99:
+                raise ConfigError(
+                    f"`ranks[{layer!r}]` is {percent}, but a rank is a percent in 1..99; leave "
+                    f"the layer out to keep it whole"
+                )
+        for layer, bits in self.weight_bits:
+            check_bits(bits, what=f"weight_bits[{layer!r}]", lowest=MIN_WEIGHT_BITS)
+        for layer, bits in self.activation_bits:
+            check_bits(bits, what=f"activation_bits[{layer!r}]")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-ready dict; :meth:`from_dict` inverts it.
@@ -120,7 +133,7 @@ class Candidate:
             ...           input_shape=(1, 28, 28)).to_dict()["input_shape"]
             [1, 28, 28]
         """
-        return {
+        data = {
             "model": self.model,
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
@@ -130,6 +143,9 @@ class Candidate:
             "weight_bits": dict(self.weight_bits),
             "activation_bits": dict(self.activation_bits),
         }
+        if self.ranks:
+            data["ranks"] = dict(self.ranks)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Candidate:

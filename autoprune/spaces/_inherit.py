@@ -32,6 +32,7 @@ from autoprune.spaces._surgery import (
     analyze,
     base_model,
     drop_blocks,
+    factorize,
     quantize_layers,
     shrink,
 )
@@ -165,9 +166,11 @@ def inherit_weights(
     ``build_model(candidate)``: dropped blocks are ``nn.Identity`` and kept blocks keep their
     trained weights; every channel group keeps the channels ranked highest by ``importance``, in
     their original order, with their parameters and BN running statistics; the classifier's
-    outputs are never pruned; layers with bit-widths below 32 are wrapped in fake quantization
-    with fresh activation observers. ``trained_base`` is read, never modified (its weights are
-    copied to the CPU as float32, ranked and pruned there, and the result moved to ``device``).
+    outputs are never pruned; a layer with a rank becomes the truncated SVD of its kept weights
+    (:func:`~autoprune.spaces._lowrank.svd_pair`, Denton et al. 2014); layers with bit-widths
+    below 32 are wrapped in fake quantization with fresh activation observers. ``trained_base``
+    is read, never modified (its weights are copied to the CPU as float32, ranked and pruned
+    there, and the result moved to ``device``).
 
     Args:
         candidate: the architecture to cut out.
@@ -228,6 +231,7 @@ def inherit_weights(
         model.load_state_dict(values.state_dict())
         drop_blocks(model, candidate, base)
         replay(model, cuts)
+    factorize(model, candidate, base, dropped, svd=True)
     quantize_layers(model, candidate, base, dropped)
     model.train()
     if torch.device(device).type != "cpu":

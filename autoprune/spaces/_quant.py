@@ -11,8 +11,9 @@ training from scratch; the quantizers themselves are in :mod:`._quantizers`).
   any calibration, a forward pass uses the batch's own min/max.
 * **Weights**: symmetric per output channel; the scale (buffer ``weight_scale``, weight units
   per level) is the MSE-optimal clip, searched at the first training step and again, near the
-  previous one, at every training step. Evaluation uses the last training step's scale; a
-  never-trained layer uses ``max|w_c| / (2**(b-1) - 1)``.
+  previous one, at every training step (at 1 bit, binary weights, it is ``mean|w_c|``).
+  Evaluation uses the last training step's scale; a never-trained layer uses
+  ``max|w_c| / (2**(b-1) - 1)`` (``mean|w_c|`` at 1 bit).
 
 A bit-width of 32 means float: no fake quantization and no quantizer state for that tensor.
 Quantizer state is in the ``state_dict`` (``act_step``, ``act_signed``, ``weight_scale``,
@@ -47,6 +48,7 @@ from torch import nn
 from autoprune.errors import ConfigError
 from autoprune.spaces._quantizers import (
     FLOAT_BITS,
+    MIN_WEIGHT_BITS,
     _LsqTraining,
     _signed_qmax,
     _unsigned_qmax,
@@ -71,7 +73,7 @@ class _QuantMixin(nn.Module):
     """
 
     def _init_quant(self, weight_bits: int, activation_bits: int, calibration_batches: int) -> None:
-        self.weight_bits = check_bits(weight_bits, what="weight_bits")
+        self.weight_bits = check_bits(weight_bits, what="weight_bits", lowest=MIN_WEIGHT_BITS)
         self.activation_bits = check_bits(activation_bits, what="activation_bits")
         if (
             isinstance(calibration_batches, bool)

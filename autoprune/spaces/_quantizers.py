@@ -8,9 +8,11 @@ bit-width, never on tensor values, so a model holding them exports (``torch.onnx
 ``torch.jit.trace``/``script``, ``torch.export``). A bit-width of 32 (:data:`FLOAT_BITS`)
 means float: the input comes back unchanged.
 
-Grids: weights symmetric narrow-range per output channel, ``-(2**(b-1) - 1) .. 2**(b-1) - 1``;
-activations unsigned ``0 .. 2**b - 1`` or symmetric like the weights. Steps and scales are in
-the input's units per level.
+Grids: weights symmetric narrow-range per output channel, ``-(2**(b-1) - 1) .. 2**(b-1) - 1``
+(at 2 bits ternary, ``{-1, 0, 1}``), and at 1 bit binary, ``{-1, 1}`` (BinaryConnect, Courbariaux
+et al. 2015) times the channel's mean ``|w|``, the scale of least squared error for a sign grid
+(XNOR-Net, Rastegari et al. 2016); activations (2 bits and up) unsigned ``0 .. 2**b - 1`` or
+symmetric like the weights. Steps and scales are in the input's units per level.
 
 Example:
     >>> import torch
@@ -29,6 +31,7 @@ from autoprune.errors import ConfigError
 
 __all__ = [
     "FLOAT_BITS",
+    "MIN_WEIGHT_BITS",
     "check_bits",
     "fake_quantize_activation",
     "fake_quantize_lsq",
@@ -39,7 +42,9 @@ __all__ = [
 
 #: The bit-width that means "float, not quantized".
 FLOAT_BITS = 32
-_MIN_BITS = 2  # symmetric narrow-range weights need 2 ** (b - 1) - 1 >= 1
+_MIN_BITS = 2  # symmetric narrow-range grids need 2 ** (b - 1) - 1 >= 1
+#: The narrowest weight bit-width: 1 bit is the binary grid, sign times a per-channel scale.
+MIN_WEIGHT_BITS = 1
 _MAX_BITS = 16
 _EPS = 1e-12  # smallest scale: an all-zero tensor quantizes to zeros, not NaN
 
@@ -56,8 +61,9 @@ _TRACK = 1.1
 _TRACK_GRID = 11
 
 
-def check_bits(bits: int, *, what: str) -> int:
-    """Validate a bit-width: an int in 2..16, or 32 (float).
+def check_bits(bits: int, *, what: str, lowest: int = _MIN_BITS) -> int:
+    """Validate a bit-width: an int in ``lowest``..16 (2 for activations, :data:`MIN_WEIGHT_BITS`
+    for weights), or 32 (float).
 
     Raises:
         ConfigError: quoting the bad value and the allowed ones.
@@ -68,12 +74,12 @@ def check_bits(bits: int, *, what: str) -> int:
     """
     if isinstance(bits, bool) or not isinstance(bits, int):
         raise ConfigError(
-            f"`{what}` must be an integer in {_MIN_BITS}..{_MAX_BITS} or {FLOAT_BITS} (float), "
+            f"`{what}` must be an integer in {lowest}..{_MAX_BITS} or {FLOAT_BITS} (float), "
             f"but got {bits!r}"
         )
-    if bits != FLOAT_BITS and not _MIN_BITS <= bits <= _MAX_BITS:
+    if bits != FLOAT_BITS and not lowest <= bits <= _MAX_BITS:
         raise ConfigError(
-            f"`{what}` must be in {_MIN_BITS}..{_MAX_BITS} or {FLOAT_BITS} (float), but got "
+            f"`{what}` must be in {lowest}..{_MAX_BITS} or {FLOAT_BITS} (float), but got "
             f"{bits}; pick e.g. 8 or 4"
         )
     return bits
@@ -97,9 +103,11 @@ def fake_quantize_weight(
 
     Args:
         weight: Weights, output channels first.
-        bits: Bit-width; levels ``-(2**(b-1) - 1) .. 2**(b-1) - 1``; 32 returns ``weight``.
+        bits: Bit-width; levels ``-(2**(b-1) - 1) .. 2**(b-1) - 1``, at 1 bit ``{-1, 1}``
+            (``w >= 0`` is ``+1``); 32 returns ``weight``.
         scale: Per-channel scale ``(C,)`` in weight units per level (e.g. from
-            :func:`mse_weight_scale`); ``None`` means ``max|w_c| / (2**(b-1) - 1)``.
+            :func:`mse_weight_scale`); ``None`` means ``max|w_c| / (2**(b-1) - 1)``, at 1 bit
+            ``mean|w_c|``.
 
     Example:
         >>> import torch
@@ -108,13 +116,21 @@ def fake_quantize_weight(
         [[0.0, -1.0, 0.0], [2.0, 0.0, 0.0]]
         >>> fake_quantize_weight(w, 2, torch.tensor([0.5, 0.25])).tolist()  # clipped
         [[0.5, -0.5, 0.0], [0.25, 0.0, -0.25]]
+        >>> [round(v, 4) for v in fake_quantize_weight(w, 1)[0].tolist()]  # +-mean|w_c|
+        [0.58, -0.58, 0.58]
     """
     # Literal 32 and 1e-12 (= FLOAT_BITS, _EPS): TorchScript cannot read module globals.
     if bits >= 32:
         return weight
-    qmax = float(2 ** (bits - 1) - 1)
     w = weight.detach()
     shape = [-1] + [1] * (w.dim() - 1)
+    if bits == 1:
+        if scale is None:
+            s = w.abs().reshape(w.shape[0], -1).mean(dim=1).reshape(shape).clamp_min(1e-12)
+        else:
+            s = scale.detach().to(w.dtype).reshape(shape).clamp_min(1e-12)
+        return torch.where(w >= 0, s, -s) + (weight - w)
+    qmax = float(2 ** (bits - 1) - 1)
     if scale is None:
         absmax = w.abs()
         if w.dim() > 1:
@@ -253,7 +269,7 @@ def mse_weight_scale(
     :func:`fake_quantize_weight` (38 elementwise passes over the weights). With
     ``near``, a previous scale ``(C,)``, only ``near / 1.1 .. near * 1.1`` and the max-abs
     scale are searched (13 passes): one SGD step moves weights little, so training tracks the
-    optimum this way.
+    optimum this way. At 1 bit the optimum is closed-form: ``mean|w_c|``.
 
     Example:
         >>> import torch
@@ -265,6 +281,8 @@ def mse_weight_scale(
     """
     w = weight.detach()
     mag = w.abs().reshape(w.shape[0], -1)
+    if bits == 1:
+        return mag.mean(dim=1).clamp_min(_EPS)
     qmax = _signed_qmax(bits)
     if near is None:
         return _search_step(mag, mag.amax(dim=1), qmax)

@@ -23,6 +23,7 @@ from autoprune.spaces._surgery import (
     analyze,
     base_model,
     drop_blocks,
+    factorize,
     quantize_layers,
     shrink,
 )
@@ -108,9 +109,11 @@ class SoftPruning:
 
     def cut(self) -> nn.Module:
         """:attr:`model` cut to the candidate: the channels ranked highest now kept, bit-widths
-        below 32 wrapped in fake quantization (fresh observers); training mode, in place."""
+        below 32 wrapped in fake quantization (fresh observers), layers with a rank split by SVD;
+        training mode, in place."""
         dropped = shrink(self.model, self.candidate, self._base, self._keep, self._prepare)
         self.model.zero_grad(set_to_none=True)
+        factorize(self.model, self.candidate, self._base, dropped | self._dropped, svd=True)
         quantize_layers(self.model, self.candidate, self._base, dropped | self._dropped)
         return self.model.train()
 

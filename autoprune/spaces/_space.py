@@ -1,4 +1,4 @@
-"""The search space over a base model: width, depth, resolution and bit-width decisions."""
+"""The search space over a base model: width, depth, resolution, bit-width and rank decisions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from autoprune.errors import ConfigError
 from autoprune.spaces._candidate import Candidate
-from autoprune.spaces._quantizers import check_bits
+from autoprune.spaces._lowrank import factorizable, pair_macs_ratio, rank_of
+from autoprune.spaces._quantizers import MIN_WEIGHT_BITS, check_bits
 from autoprune.spaces._sources import create_model
 from autoprune.spaces._surgery import analyze, attention_modules, is_under
 
@@ -27,7 +28,8 @@ class Decision:
     * ``width/<group>``: output channels kept by a channel group (absolute, rounded counts),
     * ``depth/<stage>``: blocks kept in a stage (``1..n``),
     * ``resolution``: input scale factor,
-    * ``wbits/<layer>`` and ``abits/<layer>``: weight / input-activation bits (32 = float).
+    * ``wbits/<layer>`` and ``abits/<layer>``: weight / input-activation bits (32 = float),
+    * ``rank/<layer>``: low-rank split of the layer, as a ratio of its narrower side (1.0 = whole).
 
     Example:
         >>> d = Decision(name="depth/layer2", choices=(1, 2, 3))
@@ -77,6 +79,10 @@ def _half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
+def _percent(ratio: float) -> int:
+    return _half_up(ratio * 100)
+
+
 def _float_seq(values: Sequence[float], what: str, *, upper: float | None) -> tuple[float, ...]:
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise ConfigError(f"`{what}` must be a non-empty list of numbers, but got {values!r}")
@@ -92,10 +98,10 @@ def _float_seq(values: Sequence[float], what: str, *, upper: float | None) -> tu
     return tuple(sorted(set(out)))
 
 
-def _bits_seq(values: Sequence[int], what: str) -> tuple[int, ...]:
+def _bits_seq(values: Sequence[int], what: str, lowest: int) -> tuple[int, ...]:
     if isinstance(values, str) or not isinstance(values, Sequence) or not values:
         raise ConfigError(f"`{what}` must be a non-empty list of bit-widths, but got {values!r}")
-    return tuple(sorted({check_bits(v, what=what) for v in values}))
+    return tuple(sorted({check_bits(v, what=what, lowest=lowest) for v in values}))
 
 
 class SearchSpace:
@@ -108,12 +114,16 @@ class SearchSpace:
     ``width_ratios`` ``r``. Depth decisions are blocks kept per stage (``1..n``; the first block
     of a stage is always kept). Resolution scales the deploy input ``(C, H, W)`` to
     ``(C, round(H*s), round(W*s))``. Bit-widths are per Conv2d/Linear layer, for its weights
-    and for its input activation; 32 means float.
+    and for its input activation; 32 means float. Ranks (``rank_ratios`` below 1.0) split a
+    Conv2d (one group) or Linear layer into two thin ones (:mod:`._lowrank`); a layer's choices
+    are the ratios whose split has fewer MACs than the layer at the base widths (the smallest
+    ratio of each distinct rank), plus 1.0 (whole): a layer no ratio makes cheaper has no rank
+    decision.
 
     A decision with a single choice is not a decision: its value is fixed (``width_ratios=(1.0,)``
     keeps full width, ``weight_bits=(8,)`` makes every layer 8-bit). :attr:`decisions` are in a
-    fixed order (width, depth, resolution, wbits, abits; module order within each kind), the same
-    every time for the same arguments.
+    fixed order (width, depth, resolution, wbits, abits, rank; module order within each kind),
+    the same every time for the same arguments.
 
     Example:
         >>> space = SearchSpace(model="resnet20", num_classes=10, in_channels=1,
@@ -141,6 +151,7 @@ class SearchSpace:
         weight_bits: Sequence[int],
         activation_bits: Sequence[int],
         channel_multiple: int,
+        rank_ratios: Sequence[float] = (1.0,),
     ) -> None:
         shape = tuple(input_shape)
         if len(shape) != 3 or any(
@@ -171,13 +182,18 @@ class SearchSpace:
         self.width_ratios = _float_seq(width_ratios, "width_ratios", upper=1.0)
         self.depth = depth
         self.resolution_scales = _float_seq(resolution_scales, "resolution_scales", upper=None)
-        self.weight_bits = _bits_seq(weight_bits, "weight_bits")
-        self.activation_bits = _bits_seq(activation_bits, "activation_bits")
+        self.weight_bits = _bits_seq(weight_bits, "weight_bits", MIN_WEIGHT_BITS)
+        self.activation_bits = _bits_seq(activation_bits, "activation_bits", 2)
         self.channel_multiple = channel_multiple
+        self.rank_ratios = _float_seq(rank_ratios, "rank_ratios", upper=1.0)
+        if self.rank_ratios[0] < 0.01:
+            raise ConfigError(
+                f"`rank_ratios` must be at least 0.01 (a rank is a whole percent), but got "
+                f"{self.rank_ratios[0]!r}"
+            )
 
-        attention = attention_modules(
-            create_model(model, num_classes=num_classes, in_channels=in_channels, device="meta")
-        )
+        meta = create_model(model, num_classes=num_classes, in_channels=in_channels, device="meta")
+        attention = attention_modules(meta)
         if attention:
             raise ConfigError(
                 f"model {model!r} is a transformer (attention in {attention[0]}, ... "
@@ -201,11 +217,23 @@ class SearchSpace:
         slots.append(_Slot("resolution", self.resolution_scales))
         slots += [_Slot(f"wbits/{n}", self.weight_bits) for n in base.layers]
         slots += [_Slot(f"abits/{n}", self.activation_bits) for n in base.layers]
+        for name in base.layers:
+            slots.append(_Slot(f"rank/{name}", self._rank_choices(meta.get_submodule(name))))
         self._slots = tuple(slots)
         self.decisions: tuple[Decision, ...] = tuple(
             Decision(name=s.name, choices=s.choices) for s in slots if len(s.choices) > 1
         )
         self._by_name = {d.name: d for d in self.decisions}
+
+    def _rank_choices(self, layer: Any) -> tuple[float, ...]:
+        """1.0, and the ratios whose split saves MACs at the base widths, one per distinct rank."""
+        if not factorizable(layer):
+            return (1.0,)
+        ranks: dict[int, float] = {}
+        for ratio in self.rank_ratios:
+            if ratio < 1 and pair_macs_ratio(layer, _percent(ratio)) < 1:
+                ranks.setdefault(rank_of(layer, _percent(ratio)), ratio)
+        return (*ranks.values(), 1.0)
 
     def __repr__(self) -> str:
         return (
@@ -300,6 +328,7 @@ class SearchSpace:
             blocks=blocks,
             weight_bits={n: int(values[f"wbits/{n}"]) for n in live},
             activation_bits={n: int(values[f"abits/{n}"]) for n in live},
+            ranks={n: _percent(r) for n in live if (r := values[f"rank/{n}"]) < 1},
         )
 
     def _extreme(self, pick: Any) -> Candidate:

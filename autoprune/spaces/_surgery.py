@@ -12,7 +12,10 @@ before the model has its final size:
    channels are kept: any choice is as good, because
 4. every parameter is then allocated and initialised from scratch with the model's own scheme
    (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
-5. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`).
+5. layers with a rank are split into two thin ones (:mod:`._lowrank`), before the
+   initialisation of step 4, which initialises the pair;
+6. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`), both
+   halves of a split layer at its bit-widths.
 
 :func:`~autoprune.spaces.inherit_weights` (:mod:`._inherit`) shares steps 2, 3 and 5 but starts
 from trained weights and keeps the channels with the largest L1 norm instead.
@@ -36,6 +39,7 @@ from autoprune.spaces._blocks import Stage, find_stages
 from autoprune.spaces._candidate import Candidate
 from autoprune.spaces._costs import CostReport, count_costs
 from autoprune.spaces._cuts import Cut, prune_recording, recorded_cuts, remember_cuts, replay
+from autoprune.spaces._lowrank import LowRank, check_factorizable, rank_of, split, svd_pair
 from autoprune.spaces._quant import QuantConv2d, QuantLinear
 from autoprune.spaces._quantizers import FLOAT_BITS
 from autoprune.spaces._sources import create_model, model_source
@@ -295,7 +299,7 @@ def shrink(
         return dropped
     # The first channels: the same cuts for every build of the architecture, traced once.
     architecture = (
-        dataclasses.replace(candidate, weight_bits=(), activation_bits=())
+        dataclasses.replace(candidate, weight_bits=(), activation_bits=(), ranks=())
         if keep is first_channels
         else None
     )
@@ -329,6 +333,29 @@ def shrink(
     return dropped
 
 
+def factorize(
+    model: nn.Module, candidate: Candidate, base: BaseAnalysis, dropped: set[str], *, svd: bool
+) -> None:
+    """Split every kept layer with a rank into a :class:`LowRank` pair, in place, after the
+    width cut: fresh layers (PyTorch defaults, from the global RNG) or, with ``svd``, the
+    truncated SVD of the layer's weights.
+
+    Raises:
+        ConfigError: the candidate gives a rank for a layer the base model does not have, or one
+            that cannot be split (a grouped convolution).
+    """
+    ranks = dict(candidate.ranks)
+    unknown = sorted(n for n in ranks if n not in set(base.layers))
+    if unknown:
+        raise _unknown("conv/linear layer", unknown, base.layers)
+    for name, percent in ranks.items():
+        if is_under(name, dropped):
+            continue
+        layer = check_factorizable(model.get_submodule(name), name)
+        rank = rank_of(layer, percent)
+        _set_submodule(model, name, svd_pair(layer, rank) if svd else split(layer, rank))
+
+
 def quantize_layers(
     model: nn.Module, candidate: Candidate, base: BaseAnalysis, dropped: set[str]
 ) -> None:
@@ -347,12 +374,12 @@ def quantize_layers(
         if (w >= FLOAT_BITS and a >= FLOAT_BITS) or is_under(name, dropped):
             continue
         layer = model.get_submodule(name)
-        wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
-        _set_submodule(
-            model,
-            name,
-            wrapper.from_float(layer, weight_bits=w, activation_bits=a),  # type: ignore[arg-type]
-        )
+        halves = [f"{name}.0", f"{name}.1"] if isinstance(layer, LowRank) else [name]
+        for half in halves:
+            layer = model.get_submodule(half)
+            wrapper = QuantConv2d if isinstance(layer, nn.Conv2d) else QuantLinear
+            quantized = wrapper.from_float(layer, weight_bits=w, activation_bits=a)  # type: ignore[arg-type]
+            _set_submodule(model, half, quantized)
 
 
 @functools.lru_cache(maxsize=512)
@@ -389,7 +416,8 @@ def build_model(
     """Build the compact, freshly initialised ``nn.Module`` of ``candidate``, in training mode.
 
     Dropped blocks become ``nn.Identity``; every kept layer keeps its base-model name, so the
-    candidate's layer names address it (``model.get_submodule("layer1.0.conv1")``). Width entries
+    candidate's layer names address it (``model.get_submodule("layer1.0.conv1")``; a layer with
+    a rank is a :class:`~autoprune.spaces._lowrank.LowRank` pair under that name). Width entries
     for groups that live only inside dropped blocks are ignored. With ``seed`` the weights are
     deterministic (the global RNG is left untouched); without it they come from the global RNG.
     Weights are initialised on the CPU (so a seed gives the same weights whatever the device) and
@@ -419,6 +447,10 @@ def build_model(
         # channels of each group, as fresh as any others.
         model = base_model(candidate, seed=seed)
         dropped = shrink(model, candidate, base, first_channels)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            factorize(model, candidate, base, dropped, svd=False)
     else:
         model = create_model(
             candidate.model,
@@ -427,6 +459,7 @@ def build_model(
             device="meta",
         )
         dropped = shrink(model, candidate, base, first_channels)
+        factorize(model, candidate, base, dropped, svd=False)
         if not on_meta:  # fresh init, with the registered model's scheme
             assert init is not None
             model.to_empty(device="cpu")

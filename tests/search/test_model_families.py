@@ -2,8 +2,8 @@
 three families and on a user module loaded from a file: any CNN is searchable by name.
 
 Tiny on purpose (32x32 inputs, 64 training images, per-layer estimates): this proves the
-pipeline (analysis, surgery, training, costing, test split, report) on every family; the
-figures per model are in ``benchmarks/zoo.py``.
+pipeline (analysis, surgery, low-rank splits, binary and ternary weights, training, costing,
+test split, report) on every family; the figures per model are in ``benchmarks/zoo.py``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ def _search(folder: Path, model: str, size: int) -> Path:
         folder,
         model={"name": model, "num_classes": 10, "in_channels": 1},
         data={"input_shape": [1, size, size]},
-        space={"resolution_scales": [0.75, 1.0], "weight_bits": [8, 32], "activation_bits": [32]},
+        space={
+            "resolution_scales": [0.75, 1.0],
+            "weight_bits": [1, 2, 8, 32],
+            "activation_bits": [32],
+            "rank_ratios": [0.5, 1.0],
+        },
         training={"samples": 64, "batch_size": 32},
         search={"trials": 2},
         hardware={"estimator": "layers"},
@@ -64,6 +69,8 @@ def test_two_trial_search_on_every_family(tmp_path: Path, model: str, size: int)
     base, candidate = RunDir(run_dir).records()
     assert base.candidate_hash != candidate.candidate_hash
     assert base.macs >= candidate.macs and base.size_bytes > candidate.size_bytes
+    assert candidate.candidate["ranks"], "the sampled candidate splits some layers"
+    assert {1, 2} & set(candidate.candidate["weight_bits"].values()), "binary or ternary layers"
 
 
 @pytest.mark.slow

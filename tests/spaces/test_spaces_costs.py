@@ -97,6 +97,17 @@ def test_quantized_size_counts_weights_at_their_bits() -> None:
     assert report.macs == 8 * 8 * 8 * 27 + 40  # bit-widths do not change MACs
 
 
+@pytest.mark.parametrize("bits", [1, 2])
+def test_binary_and_ternary_weights_count_their_packed_bits(bits: int) -> None:
+    net = tiny_net()
+    net[0] = QuantConv2d.from_float(net[0], weight_bits=bits, activation_bits=32)
+    report = count_costs(net, (3, 16, 16))
+    conv = report.layers[0]
+    assert (conv.weight_bits, conv.macs, conv.params) == (bits, 8 * 8 * 8 * 27, 216 + 8)
+    # 216 weights at 1 or 2 bits (27 or 54 bytes), the bias, BN and linear in float32.
+    assert report.size_bytes == 216 * bits // 8 + 4 * 8 + 4 * 16 + 4 * 45
+
+
 def test_depthwise_groups() -> None:
     net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False))
     assert count_costs(net, (4, 5, 5)).macs == 4 * 25 * 9

@@ -328,10 +328,53 @@ def test_quantized_layers_are_still_conv_and_linear_and_export(
     np.testing.assert_allclose(out, expected.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bits", [1, 0, 17, 64, 8.0])
+@pytest.mark.parametrize("bits", [0, 17, 64, 8.0])
 def test_bad_bits(bits: object) -> None:
     with pytest.raises(ConfigError, match="weight_bits"):
         QuantLinear(4, 2, weight_bits=bits)  # type: ignore[arg-type]
+
+
+def test_one_bit_is_for_weights_only() -> None:
+    assert QuantLinear(4, 2, weight_bits=1).weight_bits == 1
+    with pytest.raises(ConfigError, match=r"activation_bits` must be in 2\.\.16"):
+        QuantLinear(4, 2, activation_bits=1)
+
+
+def test_one_bit_weights_are_the_sign_times_the_mean_magnitude() -> None:
+    w = _heavy_tailed(6, 8, 3, 3).requires_grad_()
+    q = fake_quantize_weight(w, 1)
+    alpha = w.detach().abs().flatten(1).mean(dim=1)
+    expected = torch.where(w.detach() >= 0, 1.0, -1.0) * alpha.reshape(-1, 1, 1, 1)
+    assert torch.equal(q.detach(), expected)
+    q.sum().backward()  # straight-through: the identity
+    assert torch.equal(w.grad, torch.ones_like(w))
+    # mean|w| is the scale of least squared error for the sign grid (XNOR-Net's closed form).
+    scale = mse_weight_scale(w, 1)
+    torch.testing.assert_close(scale, alpha)
+
+    def error(s: torch.Tensor) -> torch.Tensor:
+        return (fake_quantize_weight(w.detach(), 1, s) - w.detach()).square().sum(dim=(1, 2, 3))
+
+    for factor in (0.9, 0.97, 1.03, 1.1):
+        assert (error(scale) < error(scale * factor)).all()
+
+
+@pytest.mark.slow
+def test_a_binary_weight_network_learns_near_its_float_twin() -> None:
+    data = load_dataset("synthetic", val_samples=300, seed=0)
+    fidelity = Fidelity(samples=None, epochs=2)
+    options = {"input_shape": (1, 28, 28), "seed": 0, "device": "cpu"}
+    binary = tiny_cnn()
+    for index in (4, 9):  # the second conv and the classifier; the stem stays float
+        wrapper = QuantConv2d if isinstance(binary[index], nn.Conv2d) else QuantLinear
+        binary[index] = wrapper.from_float(binary[index], weight_bits=1, activation_bits=32)
+    result = train_model(binary, data, fidelity=fidelity, **options)
+    baseline = train_model(tiny_cnn(), data, fidelity=fidelity, **options)
+    assert result.accuracy > 0.6 and result.accuracy >= baseline.accuracy - 0.15  # chance: 0.1
+    for index in (4, 9):
+        layer = binary[index]
+        values = fake_quantize_weight(layer.weight, 1, layer.weight_scale).detach()
+        assert all(row.abs().unique().numel() == 1 for row in values.flatten(1))  # +-alpha_c
 
 
 @pytest.mark.parametrize("batches", [0, -1, 2.0, True])
