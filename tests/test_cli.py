@@ -142,7 +142,9 @@ def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
     for record in front:
         folder = out / f"trial-{record.number:04d}"
         model = RunDir(finished_run).trained_model(record)
-        x = torch.randn(2, *record.candidate["input_shape"])
+        x = torch.randn(
+            2, *record.candidate["input_shape"], generator=torch.Generator().manual_seed(0)
+        )
         with torch.no_grad():
             expected = model(x[:1]).numpy()
         # the float graph (a quantized trial's integer model.onnx: tests/test_export.py)
@@ -151,7 +153,10 @@ def test_export_round_trips(finished_run: Path, tmp_path: Path) -> None:
             str(float_onnx if float_onnx.exists() else folder / "model.onnx")
         )
         (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})
-        np.testing.assert_allclose(onnx_out, expected, rtol=1e-4, atol=1e-4)
+        # A fake-quantized value on a rounding boundary may land one level away in another
+        # kernel's summation order (7.8e-4 seen on one random input): 5e-3 as in test_export.py
+        tolerance = 5e-3 if float_onnx.exists() else 1e-4
+        np.testing.assert_allclose(onnx_out, expected, rtol=tolerance, atol=tolerance)
         scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
         with torch.no_grad():
             np.testing.assert_allclose(scripted(x[:1]).numpy(), expected, rtol=1e-5, atol=1e-5)

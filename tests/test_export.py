@@ -24,9 +24,14 @@ BATCHES = (1, 8)
 
 @pytest.fixture(scope="module")
 def quantized_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Trial 0 the float base, trial 1 with 8-, 16- and 32-bit layers (jetson: 16 as fp16)."""
+    """Trial 0 the float base, trial 1 with binary, 8-, 16- and 32-bit weights (jetson: 16 as
+    fp16) and some layers split in two low-rank ones."""
     folder = tmp_path_factory.mktemp("run")
-    space = {"weight_bits": [8, 16, 32], "activation_bits": [8, 16, 32]}
+    space = {
+        "weight_bits": [1, 8, 16, 32],
+        "activation_bits": [8, 16, 32],
+        "rank_ratios": [0.5, 1.0],
+    }
     config = write_config(folder, space=space, search={"trials": 2, "population_size": 2})
     run_dir = folder / "run"
     assert main(["search", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
@@ -116,10 +121,16 @@ def test_a_quantized_trial_is_an_integer_model_and_model_json_says_how_to_feed_i
         "model.torchscript.pt": "fake-quantized",
         "model.pt2": "fake-quantized",
     }
-    bits = record.candidate["weight_bits"]
+    split = record.candidate["ranks"]  # a split layer is two, each at the layer's bits
+    assert split and set(record.candidate["weight_bits"].values()) >= {1, 32}
+    bits = {
+        half: width
+        for name, width in record.candidate["weight_bits"].items()
+        for half in ([f"{name}.0", f"{name}.1"] if name in split else [name])
+    }
     layers = {layer["layer"]: layer for layer in info["layers"]}
     for name, width in bits.items():
-        expected = {8: "int8", 16: "fp16", 32: "fp32"}[width]  # jetson runs fp16 natively
+        expected = {1: "int8", 8: "int8", 16: "fp16", 32: "fp32"}[width]  # jetson: fp16 native
         assert layers.get(name, {"weights": "fp32"})["weights"] == expected, name
     proto = onnx.load(str(folder / "model.onnx"))
     producer = {out: node for node in proto.graph.node for out in node.output}
@@ -127,9 +138,9 @@ def test_a_quantized_trial_is_an_integer_model_and_model_json_says_how_to_feed_i
     unfolded = [c for c in convs if producer.get(c.input[1], c).op_type == "DequantizeLinear"]
     assert not unfolded  # batch norms after integer weights are folded into their scales
     weights = [t.data_type for t in proto.graph.initializer if len(t.dims) >= 2]
-    for width, dtype in ((8, onnx.TensorProto.INT8), (16, onnx.TensorProto.FLOAT16)):
+    for widths, dtype in (((1, 8), onnx.TensorProto.INT8), ((16,), onnx.TensorProto.FLOAT16)):
         # stored at their precision: constant folding turned none back into float32
-        assert weights.count(dtype) == sum(b == width for b in bits.values())
+        assert weights.count(dtype) == sum(b in widths for b in bits.values())
     assert (folder / "model.onnx").stat().st_size < (folder / "model.float.onnx").stat().st_size
     card = (folder / "card.md").read_text()
     assert "logits" in card and "model.onnx" in card and "mean" in card

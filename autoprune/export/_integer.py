@@ -6,11 +6,13 @@ kernels).
 :class:`~autoprune.spaces.QuantLinear` by a layer computing the same values from stored
 integers. Per tensor, by bit-width:
 
-* **2-8 bits**: weights stored as int8 (per-output-channel scale), input activations through
-  QuantizeLinear/DequantizeLinear at uint8 (unsigned grids) or int8 (symmetric grids) with the
-  learned step; a grid narrower than the storage type is clamped to it first.
+* **1-8 bits**: weights stored as int8 (per-output-channel scale; 1 bit as the levels -1 and
+  1), input activations (2-8 bits) through QuantizeLinear/DequantizeLinear at uint8 (unsigned
+  grids) or int8 (symmetric grids) with the learned step; a grid narrower than the storage type
+  is clamped to it first.
 * **9-16 bits**: fp16 on targets whose native precisions include it (weights stored as fp16,
-  activations rounded to fp16: the deployer's runtime runs these layers in half precision), else
+  activations clipped to the trained range, then rounded to fp16: the deployer's runtime runs
+  these layers in half precision), else
   int16 QDQ (the trained grid exactly; on such targets 16 bits saves size only).
 * **32 bits**: float, unchanged.
 
@@ -106,14 +108,19 @@ class _StoredWeight(nn.Module):
         if bits >= _FLOAT_BITS:
             self.register_buffer("stored", weight.clone())
             return
-        qmax = 2 ** (bits - 1) - 1
+        qmax = max(1, 2 ** (bits - 1) - 1)  # 1 bit: the binary levels {-1, 1}
         if layer._calibrated > 0:
             scale = layer.weight_scale.detach().float()
-        else:  # never trained: the max-abs scale, as fake_quantize_weight
+        elif bits == 1:  # never trained: the scales of fake_quantize_weight
+            scale = weight.abs().flatten(1).mean(dim=1)
+        else:
             scale = weight.abs().flatten(1).amax(dim=1) / qmax
         scale = scale.clamp_min(1e-12)
         per_channel = scale.reshape(-1, *[1] * (weight.dim() - 1))
-        levels = torch.clamp(torch.round(weight / per_channel), -qmax, qmax)
+        if bits == 1:
+            levels = torch.where(weight >= 0, 1.0, -1.0)
+        else:
+            levels = torch.clamp(torch.round(weight / per_channel), -qmax, qmax)
         if bits > _INT8_BITS and fp16:
             self.register_buffer("stored", (levels * per_channel).half())
             self.form = "fp16"
@@ -143,21 +150,21 @@ class _QuantizedInput(nn.Module):
         self.form = "fp32"
         if bits >= _FLOAT_BITS:
             return
-        if bits > _INT8_BITS and fp16:
-            self.form = "fp16"
-            return
         if layer._calibrated == 0:
             raise AutopruneError(
                 "a quantized layer was never calibrated (its model was not trained); export a "
                 "trained trial"
             )
         signed = layer._signed
-        self.dtype = _integer_dtype(bits, signed)
-        self.form = str(self.dtype).removeprefix("torch.")
         self.qmin, self.qmax = (
             (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
         )
         self.step = float(layer.act_step.detach().float().clamp_min(1e-12))
+        if bits > _INT8_BITS and fp16:  # clipped to the trained range, as the training saw it
+            self.form = "fp16"
+            return
+        self.dtype = _integer_dtype(bits, signed)
+        self.form = str(self.dtype).removeprefix("torch.")
         info = torch.iinfo(self.dtype)
         self.clamp = (self.qmin, self.qmax) != (info.min, info.max)  # grid narrower than storage
 
@@ -165,7 +172,7 @@ class _QuantizedInput(nn.Module):
         if self.form == "fp32":
             return x
         if self.form == "fp16":
-            return x.half().float()
+            return x.clamp(self.qmin * self.step, self.qmax * self.step).half().float()
         if self.clamp:
             x = x.clamp(self.qmin * self.step, self.qmax * self.step)
         q = _QD.quantize_per_tensor(x, self.step, 0, self.qmin, self.qmax, self.dtype)
