@@ -1,6 +1,6 @@
 """Surgery: build the compact ``nn.Module`` of a :class:`Candidate`.
 
-Steps 1-3 run on the ``meta`` device (shapes only), so no weight is allocated or initialised
+Steps 1-4 run on the ``meta`` device (shapes only), so no weight is allocated or initialised
 before the model has its final size:
 
 1. ``create_model`` the base model;
@@ -9,16 +9,16 @@ before the model has its final size:
 3. width: prune each channel group to its kept count with Torch-Pruning's ``DependencyGraph``
    (physically smaller Conv/BN/Linear; residual adds, depthwise convs and flatten->linear stay
    consistent; traced once per architecture, then replayed, :mod:`._cuts`). The first ``k``
-   channels are kept: any choice is as good, because
-4. every parameter is then allocated and initialised from scratch with the model's own scheme
+   channels are kept: any choice is as good, because step 5 initialises them afresh;
+4. rank: split each layer with a rank into two thin ones (:mod:`._lowrank`);
+5. every parameter is then allocated and initialised from scratch with the model's own scheme
    (Liu et al. 2019: the architecture, not the inherited weights, is what matters);
-5. layers with a rank are split into two thin ones (:mod:`._lowrank`), before the
-   initialisation of step 4, which initialises the pair;
 6. layers with bit-widths below 32 are wrapped in fake quantization (:mod:`._quant`), both
    halves of a split layer at its bit-widths.
 
-:func:`~autoprune.spaces.inherit_weights` (:mod:`._inherit`) shares steps 2, 3 and 5 but starts
-from trained weights and keeps the channels with the largest L1 norm instead.
+:func:`~autoprune.spaces.inherit_weights` (:mod:`._inherit`) shares steps 2, 3, 4 and 6 but
+starts from trained weights, keeps the channels an importance criterion ranks highest, and
+splits a layer by the truncated SVD of its kept weights.
 """
 
 from __future__ import annotations
