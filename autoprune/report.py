@@ -67,10 +67,11 @@ def architecture_of(record: TrialRecord) -> dict[str, Any] | None:
     Keys: ``model``, ``num_classes``, ``in_channels``; ``input_shape``, the deploy resolution
     ``[C, H, W]`` in pixels; ``channels``, the widths (channel group -> output channels kept);
     ``blocks``, the depths (stage -> blocks kept, the first ones of the stage); ``weight_bits`` and
-    ``activation_bits`` (conv/linear layer -> bit-width of its weights, of its input; 32 = float).
-    Counts are absolute; a group, stage or layer that is not listed is as in the base model (full
-    width, all blocks, float). ``Candidate.from_dict(architecture).hash`` is the trial's
-    ``candidate_hash``.
+    ``activation_bits`` (conv/linear layer -> bit-width of its weights, of its input; 32 = float;
+    1 = binary weights); ``ranks``, only when some layer is split in two low-rank ones (layer ->
+    percent of its narrower side). Counts are absolute; a group, stage or layer that is not
+    listed is as in the base model (full width, all blocks, float, whole).
+    ``Candidate.from_dict(architecture).hash`` is the trial's ``candidate_hash``.
 
     Example:
         >>> from autoprune.spaces import Candidate
