@@ -75,8 +75,10 @@ def test_a_split_layer_is_a_pair_under_its_name_with_its_bits() -> None:
     shortcut = model.get_submodule("layer2.0.downsample.0")  # 1x1, stride 2: stride in the first
     assert [(h.kernel_size, h.stride) for h in shortcut] == [((1, 1), (2, 2)), ((1, 1), (1, 1))]
     assert model(torch.randn(2, *SHAPE)).shape == (2, 10)
-    again = build_model(model_candidate := _candidate(ranks={"fc": 50}), seed=0)
-    assert torch.equal(again.fc[0].weight, build_model(model_candidate, seed=0).fc[0].weight)
+    seeded = _candidate(ranks={"fc": 50})  # a split layer's fresh weights follow the seed
+    first, again = build_model(seeded, seed=0), build_model(seeded, seed=0)
+    assert torch.equal(first.fc[0].weight, again.fc[0].weight)
+    assert not torch.equal(first.fc[0].weight, build_model(seeded, seed=1).fc[0].weight)
 
 
 @pytest.mark.parametrize(
