@@ -169,24 +169,17 @@ class SpaceConfig:
     rank_ratios: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
-        require(
-            bool(self.rank_ratios) and all(0.01 <= r <= 1 for r in self.rank_ratios),
-            "space.rank_ratios",
-            self.rank_ratios,
-            "a non-empty list of ratios in [0.01, 1] (1.0 = the layer whole)",
-        )
-        require(
-            bool(self.width_ratios) and all(0 < r <= 1 for r in self.width_ratios),
-            "space.width_ratios",
-            self.width_ratios,
-            "a non-empty list of ratios in (0, 1]",
-        )
-        require(
-            bool(self.resolution_scales) and all(0 < s <= 1 for s in self.resolution_scales),
-            "space.resolution_scales",
-            self.resolution_scales,
-            "a non-empty list of scales in (0, 1]",
-        )
+        for key, values, what in (
+            ("space.width_ratios", self.width_ratios, "ratios"),
+            ("space.resolution_scales", self.resolution_scales, "scales"),
+            ("space.rank_ratios", self.rank_ratios, "ratios"),
+        ):
+            require(
+                bool(values) and all(0 < v <= 1 for v in values),
+                key,
+                values,
+                f"a non-empty list of {what} in (0, 1]",
+            )
         for key, bits, lowest in (
             ("space.weight_bits", self.weight_bits, 1),
             ("space.activation_bits", self.activation_bits, 2),
