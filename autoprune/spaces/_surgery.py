@@ -345,7 +345,7 @@ def factorize(
             that cannot be split (a grouped convolution).
     """
     ranks = dict(candidate.ranks)
-    unknown = sorted(n for n in ranks if n not in set(base.layers))
+    unknown = sorted(set(ranks) - set(base.layers))
     if unknown:
         raise _unknown("conv/linear layer", unknown, base.layers)
     for name, percent in ranks.items():
